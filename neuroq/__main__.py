@@ -1,0 +1,3 @@
+from neuroq.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""The `neuroq` command. Each subcommand lives beside the part it drives and is imported only when
+it runs, so `neuroq send` never pays for importing torch or the server."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+# name -> ("module:attribute" of a click command, one-line help shown by `neuroq --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("neuroq.api.commands:serve", "Run the job server (and optionally local workers)."),
+    "worker-env": (
+        "neuroq.api.commands:worker_env",
+        "Print the environment an unmodified RunPod worker needs to attach.",
+    ),
+    "worker": ("neuroq.worker.commands:worker", "Run a handler as a worker attached to a server."),
+    "send": ("neuroq.client.commands:send", "Submit one job and wait for its result."),
+    "train": ("neuroq.model.commands:train", "Train a NeuroQ model on a text corpus."),
+    "generate": ("neuroq.model.commands:generate", "Generate text with a NeuroQ checkpoint."),
+    "tokenizer": ("neuroq.model.commands:tokenizer", "Train the SentencePiece tokenizer."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module_name, attr = entry[0].split(":")
+        command: click.Command = getattr(importlib.import_module(module_name), attr)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Listing must not import every command (torch, the server): use the static help.
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, COMMANDS[name][1]) for name in self.list_commands(ctx)])
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="neuroq-serverless")
+def main() -> None:
+    """NeuroQ Serverless: a self-hosted, RunPod-compatible job service."""
+
+
+if __name__ == "__main__":
+    main()

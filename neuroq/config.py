@@ -1,0 +1,107 @@
+"""Server settings: every default in one place, each overridable by a `NEUROQ_*` variable or a
+command-line flag (flags win over the environment, the environment over these defaults)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+MB = 1024 * 1024
+
+
+def _split_keys(value: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in value.split(",") if k.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: where the SQLite database, generated keys, checkpoints and sessions live
+    data_dir: Path = Path(".neuroq")
+    #: None = SQLite in data_dir; "postgresql://..." = PostgreSQL
+    store: str | None = None
+    #: client keys; empty = one is generated into data_dir/api_key and printed once
+    api_keys: tuple[str, ...] = ()
+    #: worker keys, kept apart from client keys so a leaked worker key cannot read results
+    worker_keys: tuple[str, ...] = ()
+
+    # Retention of finished jobs (spec 1.13): 30 min for /run, 1 min for /runsync.
+    retention_run_s: float = 1800.0
+    retention_sync_s: float = 60.0
+
+    # Payload limits (spec 1.13, 2.11).
+    max_run_body_bytes: int = 10 * MB
+    max_runsync_body_bytes: int = 20 * MB
+    max_result_body_bytes: int = 32 * MB
+
+    # Long-poll hold times. Workers give up after 90 s, so holds stay well below that (spec 2.4).
+    job_take_hold_s: float = 20.0
+    job_stop_hold_s: float = 30.0
+    runsync_default_wait_ms: int = 90_000
+    #: longest ?wait= accepted on status long-polls (our extension)
+    status_max_wait_ms: int = 90_000
+
+    # Liveness (spec 2.12): a worker is lost after this long without contact; its jobs go back
+    # to the queue up to max_retries times, then fail with "worker lost".
+    worker_lost_s: float = 30.0
+    max_retries: int = 1
+    #: how often expired leases, timeouts, ttl and retention are swept
+    sweep_interval_s: float = 0.5
+    #: how often a long-poll re-reads the store for changes made by another process
+    recheck_s: float = 0.5
+
+    # Webhooks (spec 1.14): 2 more attempts, 10 s apart; private targets refused by default.
+    webhook_retries: int = 2
+    webhook_retry_delay_s: float = 10.0
+    webhook_timeout_s: float = 10.0
+    webhook_allow_private: bool = False
+
+    #: delay before a 401 on job-take, so a worker with a bad key cannot spin (spec 2.3)
+    worker_auth_failure_delay_s: float = 2.0
+    #: "text" or "json"
+    log_format: str = "text"
+    log_level: str = "INFO"
+
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read `NEUROQ_<FIELD>` for each field, then apply non-None `overrides` (flags)."""
+        env = dict(os.environ) if env is None else env
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "extra":
+                continue
+            raw = env.get(f"NEUROQ_{f.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(f.name, raw, getattr(cls(), f.name))
+        settings = cls(**values)
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        if "data_dir" in clean:
+            clean["data_dir"] = Path(clean["data_dir"])
+        return replace(settings, **clean)
+
+
+def _parse(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, tuple):
+            return _split_keys(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, Path):
+            return Path(raw)
+    except ValueError as exc:
+        raise ValueError(f"NEUROQ_{name.upper()}={raw!r}: {exc}") from None
+    return raw

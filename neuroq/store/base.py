@@ -1,0 +1,284 @@
+"""The store interface: every durable fact about jobs, workers and webhooks goes through it.
+
+Each method that changes state is one atomic operation (one transaction), and each checks the
+state it starts from inside that operation, so several API processes sharing one database can
+call any method at any time and exactly one caller wins each transition. The HTTP layer holds no
+job state of its own; a second store (PostgreSQL) is a second implementation of this protocol,
+checked by the same contract tests.
+
+Wake-ups: a store publishes on its `notifier` after each change it commits, so long-polls in the
+same process wake at once. Processes that share a database but not memory wake through the
+store's own channel where it has one (PostgreSQL LISTEN/NOTIFY) or by the bounded re-check in
+`wait_until` (SQLite).
+
+Topics published (helpers below build the names):
+- `job_topic(job_id)`: any change to that job (state, progress, stream chunk).
+- `queue_topic(endpoint_id)`: a job became IN_QUEUE on that endpoint.
+- `stop_topic(worker_id)`: a job held by that worker needs a stop signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from neuroq.jobs import Job, NewJob
+
+T = TypeVar("T")
+
+
+def job_topic(job_id: str) -> str:
+    return f"job:{job_id}"
+
+
+def queue_topic(endpoint_id: str) -> str:
+    return f"queue:{endpoint_id}"
+
+
+def stop_topic(worker_id: str) -> str:
+    return f"stop:{worker_id}"
+
+
+class Notifier:
+    """In-process wake-ups keyed by topic name.
+
+    Each topic has a version counter; a waiter reads the version *before* it checks the store and
+    then waits for the version to move, so a change committed between the check and the wait is
+    never missed.
+    """
+
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = {}
+        self._events: dict[str, asyncio.Event] = {}
+
+    def version(self, topic: str) -> int:
+        return self._versions.get(topic, 0)
+
+    def publish(self, topic: str) -> None:
+        self._versions[topic] = self._versions.get(topic, 0) + 1
+        event = self._events.pop(topic, None)
+        if event is not None:
+            event.set()
+
+    def publish_all(self, topics: list[str] | set[str]) -> None:
+        for topic in topics:
+            self.publish(topic)
+
+    async def wait(self, topic: str, since_version: int, timeout_s: float) -> bool:
+        """Wait until `topic` moves past `since_version`; False on timeout."""
+        if self.version(topic) != since_version:
+            return True
+        event = self._events.get(topic)
+        if event is None:
+            event = self._events[topic] = asyncio.Event()
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except TimeoutError:
+            return self.version(topic) != since_version
+        return True
+
+
+async def wait_until(
+    notifier: Notifier,
+    topic: str,
+    check: Callable[[], Awaitable[T | None]],
+    timeout_s: float,
+    recheck_s: float,
+) -> T | None:
+    """Run `check` until it returns something other than None or `timeout_s` passes.
+
+    Between checks, sleep on the topic's notifier, but at most `recheck_s`, so a change made by
+    another process that could not notify us is still seen within `recheck_s`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        version = notifier.version(topic)
+        result = await check()
+        if result is not None:
+            return result
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return None
+        await notifier.wait(topic, version, min(remaining, recheck_s))
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    """One pending POST of a job's status object to its webhook (the durable outbox row)."""
+
+    id: int
+    job_id: str
+    url: str
+    body_json: str
+    attempts: int
+    next_attempt_at_ms: int
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    worker_id: str
+    endpoint_id: str
+    #: "initializing" | "ready" | "unhealthy" | "recycling"
+    state: str
+    last_seen_ms: int
+    held_job_ids: tuple[str, ...] = ()
+
+
+@dataclass
+class SweepResult:
+    """What one `sweep` changed, for logs and metrics."""
+
+    timed_out: list[str] = field(default_factory=list)
+    requeued: list[str] = field(default_factory=list)
+    failed_lost: list[str] = field(default_factory=list)
+    deleted: int = 0
+    workers_lost: list[str] = field(default_factory=list)
+
+
+class InvalidTransition(Exception):
+    """The job exists but is not in a state that allows this operation."""
+
+    def __init__(self, job: Job, operation: str) -> None:
+        super().__init__(f"cannot {operation} a job in state {job.status.value}")
+        self.job = job
+        self.operation = operation
+
+
+class JobStore(Protocol):
+    """The operations the API needs. All times are `*_ms` integers; `now_ms` is passed in so
+    tests can drive time and so several processes agree on one clock reading per operation."""
+
+    notifier: Notifier
+    #: how often a long-poll re-reads the store when no in-process notification came
+    recheck_s: float
+
+    async def open(self) -> None:
+        """Connect, create or migrate the schema."""
+
+    async def close(self) -> None: ...
+
+    # -- clients -----------------------------------------------------------------------------
+
+    async def submit(
+        self, new: NewJob, now_ms: int, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Insert an IN_QUEUE job. With an idempotency key already used on this endpoint (and
+        still retained), return that job and False instead of inserting."""
+        ...
+
+    async def get(self, endpoint_id: str, job_id: str) -> Job | None:
+        """The job, or None when unknown, expired, or on another endpoint."""
+        ...
+
+    async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
+        """IN_QUEUE or IN_PROGRESS -> CANCELLED (setting stop_pending if a worker holds it).
+        A terminal job is returned unchanged. None when unknown."""
+        ...
+
+    async def retry(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
+        """FAILED or TIMED_OUT -> IN_QUEUE with retries + 1 and output/error/timings cleared.
+        Raises InvalidTransition from other states; None when unknown."""
+        ...
+
+    async def purge_queue(self, endpoint_id: str, now_ms: int) -> int:
+        """Every IN_QUEUE job of the endpoint -> CANCELLED; returns how many."""
+        ...
+
+    async def read_stream(
+        self, endpoint_id: str, job_id: str, after_seq: int | None = None
+    ) -> tuple[Job, list[tuple[int, str]]] | None:
+        """Stream chunks (seq, chunk_json) in order.
+
+        With `after_seq=None` this is RunPod's consuming read: it returns the chunks after the
+        job's `stream_cursor` and advances the cursor past them, atomically, so two readers
+        never get the same chunk. With an `after_seq` (server-sent events, Last-Event-ID) it
+        returns the chunks with seq > after_seq and moves no cursor. Seq numbers start at 1.
+        None when the job is unknown."""
+        ...
+
+    async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
+        """The `/health` body (spec 1.11): `jobs` and `workers` counts, every key present."""
+        ...
+
+    # -- workers -----------------------------------------------------------------------------
+
+    async def take(
+        self, endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: int
+    ) -> list[Job]:
+        """Lease up to `limit` IN_QUEUE jobs to the worker: normal priority before low priority,
+        FIFO within each. Each becomes IN_PROGRESS with started_at_ms, worker_id and
+        lease_expires_at_ms = now + lease_ms. No job is ever given to two workers."""
+        ...
+
+    async def release(self, job_ids: list[str], worker_id: str, now_ms: int) -> int:
+        """Put jobs taken by this worker back IN_QUEUE without counting a retry (the reply that
+        carried them could not be written). Returns how many."""
+        ...
+
+    async def record_progress(self, job_id: str, output_json: str, now_ms: int) -> bool:
+        """Set the progress output of an IN_PROGRESS job; False (ignored) otherwise."""
+        ...
+
+    async def append_stream(self, job_id: str, chunk_json: str, now_ms: int) -> int | None:
+        """Append a chunk to an IN_PROGRESS job's stream; its seq, or None when ignored."""
+        ...
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        output_json: str | None,
+        error_json: str | None,
+        now_ms: int,
+        worker_id: str | None = None,
+    ) -> Job | None:
+        """IN_PROGRESS -> FAILED when error_json is not None, else COMPLETED. Clears the job from
+        the worker's stop list. A job already terminal is left as it is and None is returned, so
+        a late or repeated post changes nothing. A webhook delivery is queued in the same
+        transaction when the job has a webhook."""
+        ...
+
+    async def touch_worker(
+        self,
+        endpoint_id: str,
+        worker_id: str,
+        now_ms: int,
+        *,
+        held_job_ids: list[str] | None = None,
+        state: str | None = None,
+        lease_ms: int | None = None,
+    ) -> None:
+        """Record contact from a worker. With `held_job_ids` (a ping's list, or [] for a take
+        with job_in_progress=0): renew the leases of those jobs, and clear stop_pending on jobs
+        the worker no longer holds. `state` sets the worker state ("unhealthy", "recycling")."""
+        ...
+
+    async def jobs_to_stop(self, worker_id: str) -> list[str]:
+        """Ids of jobs this worker holds that are terminal with stop_pending set."""
+        ...
+
+    async def worker(self, worker_id: str) -> WorkerInfo | None: ...
+
+    # -- background --------------------------------------------------------------------------
+
+    async def sweep(self, now_ms: int, worker_lost_ms: int, max_retries: int) -> SweepResult:
+        """Apply every time-based transition due at now_ms, each atomically:
+        IN_QUEUE past ttl -> TIMED_OUT; IN_PROGRESS past executionTimeout or ttl -> TIMED_OUT
+        (stop_pending); IN_PROGRESS past its lease -> IN_QUEUE with retries + 1, or FAILED with
+        error "worker lost ..." after max_retries; workers silent for worker_lost_ms -> removed;
+        terminal records past expires_at_ms -> deleted. Safe to run from several processes."""
+        ...
+
+    async def due_webhooks(self, now_ms: int, limit: int) -> list[WebhookDelivery]:
+        """Claim deliveries whose next attempt is due (each claimed by one caller at a time)."""
+        ...
+
+    async def webhook_attempted(
+        self, delivery_id: int, *, ok: bool, now_ms: int, next_attempt_at_ms: int | None
+    ) -> None:
+        """Record an attempt: delete on success or when next_attempt_at_ms is None (gave up),
+        else reschedule."""
+        ...
