@@ -1,0 +1,199 @@
+"""No-op jobs through the full path: client -> server -> worker -> client.
+
+    python bench/bench_jobs.py [--seconds 5] [--concurrency 1,8,64] [--store postgresql://...]
+
+Starts, in this order and on loopback: the baseline (bench/baseline_app.py, a bare ASGI app that
+answers the client routes with fixed JSON: the ceiling for any server), then `neuroq serve` with
+an embedded SQLite store and one `neuroq worker neuroq.demo_handlers:noop` with concurrency 64.
+The same client code (`AsyncEndpoint.run` + `AsyncJob.wait`, i.e. what `send_and_wait` does) then
+drives each at concurrency 1, 8 and 64 for a fixed time. Prints one JSON object: jobs/s per
+concurrency for both, their ratio, and the latency of one submit-and-wait at concurrency 1
+(p50/p99, ms) for both. Everything shares this machine's cores, as it would on a laptop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from neuroq.client.aio import AsyncEndpoint
+
+REPO = Path(__file__).resolve().parent.parent
+API_KEY = "bench-client-key"
+WORKER_KEY = "bench-worker-key"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(url)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+async def drive(base_url: str, concurrency: int, seconds: float) -> tuple[int, list[float]]:
+    """Submit-and-wait loops for `seconds`; returns (jobs completed, per-job latency in s)."""
+    latencies: list[float] = []
+    count = 0
+    async with AsyncEndpoint("bench", api_key=API_KEY, base_url=base_url) as endpoint:
+        # One warm-up job so connection set-up is not measured.
+        await (await endpoint.run({"warm": True})).wait(30)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+
+        async def one_loop() -> None:
+            nonlocal count
+            while loop.time() < deadline:
+                started = loop.time()
+                job = await endpoint.run({"n": count})
+                status = await job.wait(60)
+                if status.get("status") != "COMPLETED":
+                    raise RuntimeError(f"job ended {status}")
+                latencies.append(loop.time() - started)
+                count += 1
+
+        await asyncio.gather(*(one_loop() for _ in range(concurrency)))
+    return count, latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def measure(base_url: str, levels: list[int], seconds: float) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for concurrency in levels:
+        count, latencies = asyncio.run(drive(base_url, concurrency, seconds))
+        result[str(concurrency)] = {
+            "jobs_per_s": round(count / seconds, 1),
+            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+            "jobs": count,
+        }
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--store", default=None, help="postgresql://... (default: SQLite)")
+    parser.add_argument("--worker-concurrency", type=int, default=64)
+    args = parser.parse_args()
+    levels = [int(x) for x in args.concurrency.split(",")]
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "NEUROQ_API_KEYS": API_KEY,
+            "NEUROQ_WORKER_KEYS": WORKER_KEY,
+            "NEUROQ_WORKER_KEY": WORKER_KEY,
+            "NEUROQ_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    data_dir = Path(tempfile.mkdtemp(prefix="neuroq-bench-"))
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        base_port = free_port()
+        baseline = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "bench.baseline_app:app", "--port", str(base_port),
+             "--no-access-log", "--log-level", "warning"],
+            cwd=REPO, env=env,
+        )  # fmt: skip
+        procs.append(baseline)
+        wait_http(f"http://127.0.0.1:{base_port}/v2/bench/health", baseline)
+        baseline_result = measure(f"http://127.0.0.1:{base_port}/v2", levels, args.seconds)
+        stop(baseline)
+
+        port = free_port()
+        serve_cmd = [sys.executable, "-m", "neuroq", "serve", "--port", str(port)]
+        serve_cmd += ["--data-dir", str(data_dir)]
+        if args.store:
+            serve_cmd += ["--store", args.store]
+        server = subprocess.Popen(serve_cmd, env=env)
+        procs.append(server)
+        wait_http(f"http://127.0.0.1:{port}/v2/bench/health", server)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "neuroq", "worker", "neuroq.demo_handlers:noop",
+             "--url", f"http://127.0.0.1:{port}", "--endpoint", "bench",
+             "--concurrency", str(args.worker_concurrency)],
+            env=env,
+        )  # fmt: skip
+        procs.append(worker)
+        neuroq_result = measure(f"http://127.0.0.1:{port}/v2", levels, args.seconds)
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    ratios = {
+        level: round(neuroq_result[level]["jobs_per_s"] / baseline_result[level]["jobs_per_s"], 3)
+        for level in neuroq_result
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "no-op jobs, client -> server -> worker -> client",
+                "store": "postgresql" if args.store else "sqlite",
+                "seconds_per_level": args.seconds,
+                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                "neuroq": neuroq_result,
+                "baseline_bare_asgi": baseline_result,
+                "throughput_ratio_vs_baseline": ratios,
+                "added_latency_p50_ms_c1": round(
+                    neuroq_result["1"]["p50_ms"] - baseline_result["1"]["p50_ms"], 2
+                )
+                if "1" in neuroq_result
+                else None,
+                "median_of_levels_jobs_per_s": statistics.median(
+                    v["jobs_per_s"] for v in neuroq_result.values()
+                ),
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

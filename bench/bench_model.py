@@ -1,0 +1,174 @@
+"""Model and engine throughput on the CPU: `python bench/bench_model.py` prints one JSON object.
+
+For the spec's two layered sizes (random weights, vocab 8000, 2 torch threads):
+- generate: 80 new tokens from a 10-token prompt (the length of the spec's benchmark prompt), stop
+  rules off, so every call makes exactly 80 tokens; KV-cached engine vs `generate_naive` (the
+  original's full-recompute algorithm), best of a few runs each, and their ratio;
+- batching: 8 prompts of ragged lengths in one `Engine.generate` call vs 8 sequential calls;
+- training: forward + backward + AdamW step on 64-token windows, batch 16, tokens/s;
+- peak RSS of the process.
+Reference figures of the original on a similar machine (spec §0): generate 504 tok/s (small) and
+78 tok/s (large), training 14.8k tok/s (small) and 2.27k tok/s (large).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from neuroq.model.engine import Engine  # noqa: E402
+from neuroq.model.model import NeuroQ, NeuroQConfig  # noqa: E402
+from neuroq.model.sampling import SamplingParams  # noqa: E402
+
+VOCAB = 8000
+NEW_TOKENS = 80
+SIZES = {
+    "small": dict(embed_dim=64, hidden_dim=128, num_heads=4, num_layers=2, max_seq_len=128),
+    "large": dict(embed_dim=256, hidden_dim=512, num_heads=8, num_layers=6, max_seq_len=256),
+}
+# The spec's benchmark sampling settings, with the stop rules disabled.
+PARAMS = SamplingParams(
+    max_length=NEW_TOKENS,
+    temp_min=0.56,
+    temp_max=0.84,
+    top_k=40,
+    top_p=0.9,
+    repetition_penalty=2.5,
+    seed=0,
+    stop_at_eos=False,
+)
+
+
+class IdTokenizer:
+    """Prompts are space-separated ids, so the bench controls prompt lengths exactly."""
+
+    vocab_size = VOCAB
+
+    def encode(self, text: str) -> list[int]:
+        return [int(t) for t in text.split()]
+
+    def decode(self, ids: list[int]) -> str:
+        return " ".join(map(str, ids))
+
+
+def prompt_text(n: int, offset: int = 0) -> str:
+    """A prompt whose wrapped form (BOS <USER> ... <ASSISTANT>) is n + 3 tokens."""
+    return " ".join(str(6 + (offset * 37 + i * 101) % (VOCAB - 6)) for i in range(n))
+
+
+def best_of(fn: Any, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
+    engine = Engine(model, IdTokenizer(), device="cpu")
+    prompt = prompt_text(7)  # 10 tokens once wrapped, like 'ChatGPTについて教えて'
+    ids = engine.prompt_ids(prompt)
+
+    def cached() -> None:
+        (result,) = engine.generate([prompt], PARAMS)
+        assert result.num_tokens == NEW_TOKENS
+
+    def naive() -> None:
+        assert len(model.generate_naive(ids, PARAMS)) == NEW_TOKENS
+
+    cached()  # warm-up
+    naive()
+    t_cached = best_of(cached, repeats)
+    t_naive = best_of(naive, max(1, repeats // 2))
+
+    prompts = [prompt_text(4 + 3 * i, offset=i) for i in range(8)]  # 7 to 28 tokens wrapped
+    params = [SamplingParams(**{**PARAMS.to_dict(), "seed": i}) for i in range(8)]
+
+    def batched() -> None:
+        results = engine.generate(prompts, params)
+        assert all(r.num_tokens == NEW_TOKENS for r in results)
+
+    def sequential() -> None:
+        for p, sp in zip(prompts, params, strict=True):
+            engine.generate([p], sp)
+
+    batched()
+    t_batched = best_of(batched, repeats)
+    t_sequential = best_of(sequential, max(1, repeats // 2))
+    return {
+        "cached_tok_s": round(NEW_TOKENS / t_cached, 1),
+        "cached_ms_per_token": round(1000 * t_cached / NEW_TOKENS, 3),
+        "naive_tok_s": round(NEW_TOKENS / t_naive, 1),
+        "naive_ms_per_token": round(1000 * t_naive / NEW_TOKENS, 3),
+        "cache_speedup": round(t_naive / t_cached, 2),
+        "batch8_tok_s": round(8 * NEW_TOKENS / t_batched, 1),
+        "sequential8_tok_s": round(8 * NEW_TOKENS / t_sequential, 1),
+        "batch_speedup": round(t_sequential / t_batched, 2),
+    }
+
+
+def bench_train(model: NeuroQ, steps: int) -> dict[str, Any]:
+    model.train()
+    optimizer = torch.optim.AdamW(model.optimizer_groups(0.01), lr=1e-3)
+    gen = torch.Generator().manual_seed(0)
+    batch, seq = 16, 64
+
+    def step() -> None:
+        x = torch.randint(6, VOCAB, (batch, seq + 1), generator=gen)
+        _, loss = model(x[:, :-1], x[:, 1:])
+        assert loss is not None
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+
+    for _ in range(3):  # warm-up
+        step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    elapsed = time.perf_counter() - start
+    model.eval()
+    return {"train_tok_s": round(steps * batch * seq / elapsed, 0), "train_steps": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement")
+    parser.add_argument("--train-steps", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    report: dict[str, Any] = {
+        "command": "python bench/bench_model.py",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+        "new_tokens": NEW_TOKENS,
+        "vocab_size": VOCAB,
+    }
+    for name, shape in SIZES.items():
+        model = NeuroQ(NeuroQConfig(vocab_size=VOCAB, **shape)).eval()
+        row: dict[str, Any] = {"params": model.num_params()}
+        row.update(bench_generate(model, args.repeats))
+        row.update(bench_train(model, args.train_steps))
+        report[name] = row
+    # ru_maxrss is in KiB on Linux.
+    report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

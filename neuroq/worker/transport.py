@@ -1,0 +1,261 @@
+"""The worker's HTTP calls to the server's worker routes (spec 2.2-2.9), over one keep-alive client.
+
+URL forms are those a RunPod 1.12 worker requests, so the server has one code path for both:
+
+    GET  {base}/job-take/{wid}?job_in_progress=0|1
+    GET  {base}/job-take-batch/{wid}?batch_size=N&job_in_progress=0|1
+    POST {base}/job-done/{wid}/{job_id}?isStream=true|false      body: JSON text
+    POST {base}/job-stream/{wid}/{job_id}?isStream=false         body: {"output": chunk}
+    GET  {base}/job-stop/{wid}                                   -> {"jobsToStop": [...]} | 204
+    GET  {base}/ping/{wid}?job_id=a,b
+
+where base is `http://HOST:PORT/v2/{endpoint}`. Unlike the SDK, every call retries connection
+errors, 5xx and 429 with a capped backoff (honouring Retry-After), so no loop here ever spins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+log = logging.getLogger("neuroq.worker")
+
+USER_AGENT = "neuroq-worker/0.1"
+
+
+class WorkerAuthError(RuntimeError):
+    """The server refused the worker key (401/403); retrying cannot help."""
+
+
+class RequestFailed(RuntimeError):
+    """A request still failed after its retries, or got a reply that retrying cannot fix."""
+
+    def __init__(self, what: str, detail: str, status: int | None = None) -> None:
+        super().__init__(f"{what}: {detail}")
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: first_s, 2*first_s, ... up to max_s."""
+
+    first_s: float = 0.5
+    max_s: float = 10.0
+
+    def delay_s(self, attempt: int) -> float:
+        base = min(self.max_s, self.first_s * (2**attempt))
+        return base * random.uniform(0.8, 1.0)
+
+
+def _retry_after_s(response: httpx.Response) -> float | None:
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def _retryable(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+class Transport:
+    """The worker protocol over HTTP. `client` is the test seam (e.g. an httpx.MockTransport);
+    without it a keep-alive client is created with the worker key as a bare Authorization header.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        endpoint: str,
+        key: str,
+        worker_id: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        backoff: Backoff | None = None,
+        poll_timeout_s: float = 90.0,
+        post_timeout_s: float = 60.0,
+        result_retry_s: float = 120.0,
+    ) -> None:
+        self.worker_id = worker_id
+        self.base = f"{url.rstrip('/')}/v2/{endpoint}"
+        self.backoff = backoff or Backoff()
+        #: long-polls: the server holds take/stop up to 60 s, so our bound is above that
+        self.poll_timeout_s = poll_timeout_s
+        self.post_timeout_s = post_timeout_s
+        #: how long a final result keeps being retried before it is given up as lost
+        self.result_retry_s = result_retry_s
+        headers = {
+            "Authorization": key,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._client = client or httpx.AsyncClient(
+            headers=headers, limits=httpx.Limits(max_keepalive_connections=8)
+        )
+        if client is not None:
+            self._client.headers.update(headers)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _request(
+        self,
+        what: str,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        content: bytes | None = None,
+        timeout_s: float,
+        give_up_after_s: float | None,
+    ) -> httpx.Response:
+        """Send one request, retrying connection errors, 5xx and 429 with backoff until it
+        succeeds or `give_up_after_s` passes (None = forever, until cancelled)."""
+        loop = asyncio.get_running_loop()
+        deadline = None if give_up_after_s is None else loop.time() + give_up_after_s
+        attempt = 0
+        while True:
+            detail: str
+            wait_s: float | None = None
+            try:
+                response = await self._client.request(
+                    method,
+                    f"{self.base}/{path}",
+                    params=params,
+                    content=content,
+                    timeout=httpx.Timeout(timeout_s, connect=10.0),
+                )
+            except httpx.TransportError as exc:
+                detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            else:
+                if response.status_code in (401, 403):
+                    raise WorkerAuthError(
+                        f"{what}: the server refused the worker key (HTTP {response.status_code})"
+                    )
+                if not _retryable(response.status_code):
+                    return response
+                detail = f"HTTP {response.status_code}"
+                wait_s = _retry_after_s(response)
+            wait_s = self.backoff.delay_s(attempt) if wait_s is None else min(wait_s, 60.0)
+            attempt += 1
+            if deadline is not None and loop.time() + wait_s > deadline:
+                raise RequestFailed(what, f"{detail}, gave up after {attempt} attempts")
+            # First failure at INFO so a restarting server is quiet; repeats as warnings.
+            level = logging.INFO if attempt == 1 else logging.WARNING
+            log.log(level, "%s failed (%s); retrying in %.1f s", what, detail, wait_s)
+            await asyncio.sleep(wait_s)
+
+    async def take(self, n: int, job_in_progress: bool) -> list[dict[str, Any]]:
+        """Ask for up to n jobs (long-poll). Returns [] for 204/400 or an empty reply; retries
+        server trouble forever, so only cancellation or a refused key ends it early."""
+        in_progress = "1" if job_in_progress else "0"
+        if n > 1:
+            path = f"job-take-batch/{self.worker_id}"
+            params = {"batch_size": str(n), "job_in_progress": in_progress}
+        else:
+            path = f"job-take/{self.worker_id}"
+            params = {"job_in_progress": in_progress}
+        response = await self._request(
+            "job-take",
+            "GET",
+            path,
+            params=params,
+            timeout_s=self.poll_timeout_s,
+            give_up_after_s=None,
+        )
+        if response.status_code != 200 or not response.content:
+            if response.status_code not in (200, 204, 400):
+                log.warning("job-take: unexpected HTTP %d, treated as no job", response.status_code)
+            return []
+        try:
+            data = response.json()
+        except ValueError:
+            log.warning("job-take: reply is not JSON, treated as no job")
+            return []
+        items = data if isinstance(data, list) else [data]
+        jobs = []
+        for item in items:
+            if isinstance(item, dict) and isinstance(item.get("id"), str) and "input" in item:
+                jobs.append(item)
+            else:
+                log.warning("job-take: dropped a job without a string id and an input")
+        if len(jobs) > n:
+            # The server broke its promise; keep them all rather than lose jobs it leased to us.
+            log.warning("job-take: asked for %d jobs, got %d", n, len(jobs))
+        return jobs
+
+    async def done(self, job_id: str, body: bytes, is_stream: bool) -> None:
+        """Post a final result or a progress update. Retries server trouble for
+        `result_retry_s`; raises RequestFailed when the result could not be delivered."""
+        response = await self._request(
+            f"job-done {job_id}",
+            "POST",
+            f"job-done/{self.worker_id}/{job_id}",
+            params={"isStream": "true" if is_stream else "false"},
+            content=body,
+            timeout_s=self.post_timeout_s,
+            give_up_after_s=self.result_retry_s,
+        )
+        if response.status_code >= 400:
+            raise RequestFailed(
+                f"job-done {job_id}", f"HTTP {response.status_code}", response.status_code
+            )
+
+    async def stream(self, job_id: str, body: bytes) -> None:
+        """Post one stream chunk (`{"output": chunk}` already encoded); same retries as done."""
+        response = await self._request(
+            f"job-stream {job_id}",
+            "POST",
+            f"job-stream/{self.worker_id}/{job_id}",
+            params={"isStream": "false"},
+            content=body,
+            timeout_s=self.post_timeout_s,
+            give_up_after_s=self.result_retry_s,
+        )
+        if response.status_code >= 400:
+            raise RequestFailed(
+                f"job-stream {job_id}", f"HTTP {response.status_code}", response.status_code
+            )
+
+    async def stop_poll(self) -> list[str]:
+        """Long-poll the stop channel; returns the ids to stop ([] for none)."""
+        response = await self._request(
+            "job-stop",
+            "GET",
+            f"job-stop/{self.worker_id}",
+            timeout_s=self.poll_timeout_s,
+            give_up_after_s=None,
+        )
+        if response.status_code != 200 or not response.content:
+            return []
+        try:
+            data = response.json()
+        except ValueError:
+            return []
+        ids = data.get("jobsToStop") if isinstance(data, dict) else None
+        if not isinstance(ids, list):
+            return []
+        return [i for i in ids if isinstance(i, str)]
+
+    async def ping(self, job_ids: list[str], timeout_s: float) -> None:
+        """One heartbeat naming the jobs held. A few quick retries only: the next beat is due
+        soon anyway. Raises RequestFailed when it did not get through."""
+        params = {"job_id": ",".join(job_ids)} if job_ids else None
+        response = await self._request(
+            "ping",
+            "GET",
+            f"ping/{self.worker_id}",
+            params=params,
+            timeout_s=timeout_s,
+            give_up_after_s=timeout_s,
+        )
+        if response.status_code >= 400:
+            raise RequestFailed("ping", f"HTTP {response.status_code}", response.status_code)
