@@ -1,0 +1,276 @@
+"""asyncio client over httpx.AsyncClient: the twin of `sync.py`, driving the same `_core`."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import httpx
+
+from neuroq.client import _core
+from neuroq.client._core import ClientConfig, Request, Routes
+from neuroq.errors import JobTimeout
+from neuroq.jobs import Policy
+
+StatusCallback = Callable[[dict[str, Any]], None]
+
+
+class AsyncEndpoint:
+    """The asyncio twin of `neuroq.Endpoint`; same arguments, awaitable methods."""
+
+    def __init__(
+        self,
+        endpoint_id: str | None = None,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        timeout_s: float = _core.DEFAULT_WAIT_TIMEOUT_S,
+        request_timeout_s: float = _core.DEFAULT_REQUEST_TIMEOUT_S,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = ClientConfig.resolve(endpoint_id, api_key, base_url, request_timeout_s)
+        self.routes = Routes(self.config)
+        self.timeout_s = timeout_s
+        self._http = httpx.AsyncClient(transport=transport)
+
+    @property
+    def endpoint_id(self) -> str:
+        return self.config.endpoint_id
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> AsyncEndpoint:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def send(self, request: Request, deadline: float | None = None) -> Any:
+        """Perform one request, resending on transient failures as `_core.retry_delay` says."""
+        attempt = 0
+        while True:
+            try:
+                response = await self._http.request(
+                    request.method,
+                    request.url,
+                    params=request.params,
+                    headers=request.headers,
+                    json=request.body,
+                    timeout=_core.http_timeout(request),
+                )
+            except httpx.TransportError as exc:
+                outcome: Any = _core.failure_from_exception(exc, request)
+            else:
+                outcome = _core.read_reply(response.status_code, response.headers, response.content)
+            if not isinstance(outcome, _core.Failure):
+                return outcome
+            delay = _core.retry_delay(request, outcome, attempt, time.monotonic(), deadline)
+            if delay is None:
+                raise outcome.error
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    async def run(
+        self,
+        input: Any,
+        *,
+        webhook: str | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncJob:
+        request = self.routes.run(
+            input, webhook=webhook, policy=policy, idempotency_key=idempotency_key
+        )
+        reply = await self.send(request)
+        return AsyncJob(self, _core.job_id_of(reply), reply)
+
+    async def run_sync(
+        self,
+        input: Any,
+        timeout_s: float | None = None,
+        *,
+        webhook: str | None = None,
+        policy: Policy | Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        request = self.routes.run(
+            input,
+            webhook=webhook,
+            policy=policy,
+            idempotency_key=idempotency_key,
+            sync_wait_ms=int(timeout_s * 1000),
+        )
+        reply = await self.send(request)
+        job = AsyncJob(self, _core.job_id_of(reply), reply)
+        if _core.is_terminal(reply):
+            return dict(reply)
+        return await job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
+
+    async def health(self) -> dict[str, Any]:
+        reply: dict[str, Any] = await self.send(self.routes.health())
+        return reply
+
+    async def purge_queue(self) -> dict[str, Any]:
+        reply: dict[str, Any] = await self.send(self.routes.purge_queue())
+        return reply
+
+    def job(self, job_id: str) -> AsyncJob:
+        return AsyncJob(self, job_id)
+
+
+class AsyncJob:
+    """The asyncio twin of `neuroq.Job`."""
+
+    __slots__ = ("_last", "endpoint", "id")
+
+    def __init__(self, endpoint: AsyncEndpoint, job_id: str, last: dict[str, Any] | None = None):
+        self.endpoint = endpoint
+        self.id = job_id
+        self._last = last
+
+    @property
+    def last_status(self) -> dict[str, Any] | None:
+        """The status object last received for this job (no request made)."""
+        return self._last
+
+    def __repr__(self) -> str:
+        return f"AsyncJob({self.id!r})"
+
+    async def status_object(self) -> dict[str, Any]:
+        reply: dict[str, Any] = await self.endpoint.send(self.endpoint.routes.status(self.id))
+        self._last = reply
+        return reply
+
+    async def status(self) -> str:
+        return str((await self.status_object()).get("status"))
+
+    async def wait(
+        self,
+        timeout_s: float | None = None,
+        *,
+        on_status: StatusCallback | None = None,
+        long_poll_ms: int = _core.LONG_POLL_MS,
+    ) -> dict[str, Any]:
+        timeout_s = self.endpoint.timeout_s if timeout_s is None else timeout_s
+        known = _core.status_signature(self._last) if self._last else None
+        plan = _core.WaitPlan(timeout_s, time.monotonic(), known, long_poll_ms=long_poll_ms)
+        poll: _core.Poll | None = plan.first(time.monotonic())
+        while poll is not None:
+            await asyncio.sleep(poll.delay_s)
+            sent_at = time.monotonic()
+            request = self.endpoint.routes.status(self.id, poll.wait_ms)
+            status = await self.endpoint.send(request, plan.deadline)
+            self._last = status
+            if on_status is not None:
+                on_status(status)
+            if _core.is_terminal(status):
+                return dict(status)
+            signature = _core.status_signature(status)
+            poll = plan.next(signature, sent_at, time.monotonic(), poll.wait_ms)
+        raise JobTimeout(self.id, timeout_s, self._last)
+
+    async def output(self, timeout_s: float | None = None) -> Any:
+        return _core.output_or_raise(await self.wait(timeout_s))
+
+    async def stream(
+        self, timeout_s: float | None = None, *, sse: bool = True
+    ) -> AsyncIterator[Any]:
+        """`async for chunk in job.stream()`: see `neuroq.Job.stream`."""
+        plan = _core.WaitPlan(timeout_s, time.monotonic())
+        state = _core.StreamState()
+        if sse:
+            try:
+                async for chunk in self._stream_sse(state, plan):
+                    yield chunk
+            except _core.NoSSE as fallback:
+                state.apply(fallback.update)
+                for chunk in fallback.update.chunks:
+                    yield chunk
+            if state.done:
+                return
+        poll: _core.Poll | None = plan.first(time.monotonic())
+        while poll is not None:
+            await asyncio.sleep(poll.delay_s)
+            sent_at = time.monotonic()
+            reply = await self.endpoint.send(
+                self.endpoint.routes.stream(self.id, poll.wait_ms), plan.deadline
+            )
+            update = _core.stream_reply_update(reply)
+            state.apply(update)
+            for chunk in update.chunks:
+                yield chunk
+            if state.done:
+                return
+            poll = plan.next(state.signature, sent_at, time.monotonic(), poll.wait_ms)
+        raise JobTimeout(self.id, timeout_s or 0.0, self._last)
+
+    async def _stream_sse(
+        self, state: _core.StreamState, plan: _core.WaitPlan
+    ) -> AsyncIterator[Any]:
+        parser = _core.SSEParser()
+        failures = 0
+        while True:
+            request = self.endpoint.routes.stream(self.id, sse=True, last_event_id=parser.last_id)
+            timeout = _core.http_timeout(request, plan.remaining_s(time.monotonic()))
+            try:
+                async with self.endpoint._http.stream(
+                    request.method, request.url, headers=request.headers, timeout=timeout
+                ) as response:
+                    if not _core.is_event_stream(response.headers):
+                        await response.aread()
+                        update = _core.sse_refused(
+                            response.status_code, response.headers, response.content
+                        )
+                        raise _core.NoSSE(update)
+                    parser.reset()
+                    async for line in response.aiter_lines():
+                        event = parser.feed(line)
+                        if event is None:
+                            continue
+                        failures = 0
+                        update = _core.sse_update(event)
+                        state.apply(update)
+                        for chunk in update.chunks:
+                            yield chunk
+                        if update.end or state.done:
+                            state.saw_terminal_empty = True
+                            return
+                failure = _core.STREAM_CLOSED_EARLY
+            except httpx.TransportError as exc:
+                failure = _core.failure_from_exception(exc, request)
+            now = time.monotonic()
+            delay = _core.sse_reconnect_delay(self.id, request, failure, failures, now, plan)
+            await asyncio.sleep(delay)
+            failures += 1
+
+    async def cancel(self) -> dict[str, Any]:
+        reply: dict[str, Any] = await self.endpoint.send(self.endpoint.routes.cancel(self.id))
+        self._last = reply
+        return reply
+
+    async def retry(self) -> dict[str, Any]:
+        reply: dict[str, Any] = await self.endpoint.send(self.endpoint.routes.retry(self.id))
+        self._last = reply
+        return reply
+
+
+async def async_send_and_wait(
+    input_data: Any,
+    timeout: float = _core.DEFAULT_WAIT_TIMEOUT_S,
+    *,
+    endpoint_id: str | None = None,
+    api_key: str | None = None,
+    base_url: str | None = None,
+) -> dict[str, Any]:
+    """The asyncio twin of `neuroq.send_and_wait`, with the same contract."""
+    async with AsyncEndpoint(endpoint_id, api_key=api_key, base_url=base_url) as endpoint:
+        job = await endpoint.run(input_data)
+        try:
+            return _core.guide_result(await job.wait(timeout))
+        except JobTimeout as exc:
+            return {"error": str(exc)}
