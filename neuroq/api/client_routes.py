@@ -1,0 +1,377 @@
+"""The client-facing routes under `/v2/{endpoint_id}/` (spec section 1).
+
+Handlers hold no job state: each reads or changes the store and renders the job's status object.
+Every long-poll (runsync, status?wait, status-sync, stream?wait, the SSE stream) sleeps on the
+store's notifier through `wait_until`, so a change made in this process answers at once and one
+made by another process is seen within `store.recheck_s`.
+
+Our endpoints need no registration: any path-safe id names a queue, so only an id that could not
+be a path segment for workers is "unknown" (404).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from neuroq.api.schemas import (
+    bad_request,
+    parse_idempotency_key,
+    parse_json_object,
+    parse_query_ms,
+    parse_submit,
+    parse_wait_ms,
+    read_body_limited,
+)
+from neuroq.config import Settings
+from neuroq.jobs import Job, NewJob, is_path_safe, new_job_id, now_ms
+from neuroq.store.base import JobStore, job_topic, wait_until
+
+RUNSYNC_MIN_WAIT_MS = 1_000
+RUNSYNC_MAX_WAIT_MS = 300_000
+STATUS_SYNC_MIN_WAIT_MS = 1_000
+#: an idle server-sent-events stream sends a comment this often, so proxies keep it open
+SSE_KEEPALIVE_S = 15.0
+
+Check = Callable[[], Awaitable[Job | None]]
+
+
+# -- request helpers -----------------------------------------------------------------------------
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _store(request: Request) -> JobStore:
+    store: JobStore = request.app.state.store
+    return store
+
+
+def _endpoint(request: Request) -> str:
+    """Authenticate the client, then return the endpoint id from the path (404 when unusable).
+
+    Authentication comes first so that an unauthenticated caller learns nothing about ids."""
+    if not request.app.state.keys.check_client(request.headers.get("authorization")):
+        raise HTTPException(
+            401,
+            "missing or invalid API key: send 'Authorization: Bearer <key>' or the bare key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    endpoint_id: str = request.path_params["endpoint_id"]
+    if not is_path_safe(endpoint_id):
+        raise HTTPException(
+            404, "unknown endpoint: endpoint ids are 1-128 characters of A-Z a-z 0-9 _ -"
+        )
+    return endpoint_id
+
+
+def _job_id(request: Request) -> str:
+    job_id: str = request.path_params["job_id"]
+    if not is_path_safe(job_id):
+        raise _job_not_found(job_id)
+    return job_id
+
+
+def _job_not_found(job_id: str) -> HTTPException:
+    shown = job_id if is_path_safe(job_id) else "(invalid id)"
+    return HTTPException(404, f"job {shown} not found (unknown, or expired after its retention)")
+
+
+async def _get_job(store: JobStore, endpoint_id: str, job_id: str) -> Job:
+    job = await store.get(endpoint_id, job_id)
+    if job is None:
+        raise _job_not_found(job_id)
+    return job
+
+
+async def _wait_job(
+    store: JobStore, endpoint_id: str, job_id: str, done: Callable[[Job], bool], timeout_ms: int
+) -> Job:
+    """Hold until `done(job)` or `timeout_ms`, then return the job as it is (404 if it vanished)."""
+
+    async def check() -> Job | None:
+        job = await _get_job(store, endpoint_id, job_id)
+        return job if done(job) else None
+
+    if timeout_ms > 0:
+        job = await wait_until(
+            store.notifier, job_topic(job_id), check, timeout_ms / 1000, store.recheck_s
+        )
+        if job is not None:
+            return job
+    return await _get_job(store, endpoint_id, job_id)
+
+
+def _status(job: Job) -> JSONResponse:
+    return JSONResponse(job.status_object())
+
+
+# -- submit --------------------------------------------------------------------------------------
+
+
+async def _submit(request: Request, *, sync: bool, retention_ms: int, limit_bytes: int) -> Job:
+    endpoint_id = _endpoint(request)
+    idempotency_key = parse_idempotency_key(request)
+    body = parse_json_object(await read_body_limited(request, limit_bytes))
+    submit = parse_submit(body)
+    new = NewJob(
+        endpoint_id=endpoint_id,
+        input_json=submit.input_json,
+        policy=submit.policy,
+        webhook=submit.webhook,
+        s3_config_json=submit.s3_config_json,
+        sync=sync,
+        retention_ms=retention_ms,
+        id=new_job_id(sync=sync),
+    )
+    job, _created = await _store(request).submit(new, now_ms(), idempotency_key)
+    return job
+
+
+async def run(request: Request) -> Response:
+    """POST /run: queue the job and answer at once with its id."""
+    settings = _settings(request)
+    job = await _submit(
+        request,
+        sync=False,
+        retention_ms=int(settings.retention_run_s * 1000),
+        limit_bytes=settings.max_run_body_bytes,
+    )
+    return _status(job)
+
+
+async def runsync(request: Request) -> Response:
+    """POST /runsync: queue the job and hold the reply until it ends or `?wait` ms pass."""
+    settings = _settings(request)
+    wait_ms = parse_wait_ms(
+        request, settings.runsync_default_wait_ms, RUNSYNC_MIN_WAIT_MS, RUNSYNC_MAX_WAIT_MS
+    )
+    job = await _submit(
+        request,
+        sync=True,
+        retention_ms=int(max(settings.retention_sync_s * 1000, wait_ms)),
+        limit_bytes=settings.max_runsync_body_bytes,
+    )
+    if job.status.is_terminal:
+        return _status(job)
+    job = await _wait_job(
+        _store(request), job.endpoint_id, job.id, lambda j: j.status.is_terminal, wait_ms
+    )
+    return _status(job)
+
+
+# -- status --------------------------------------------------------------------------------------
+
+
+async def status(request: Request) -> Response:
+    """GET|POST /status/{id}. Extensions: `?wait=MS` holds until the state or progress output
+    differs from what it was when the request arrived; `?ttl=MS` shortens retention from now."""
+    endpoint_id = _endpoint(request)
+    job_id = _job_id(request)
+    store = _store(request)
+    settings = _settings(request)
+    wait_ms = parse_wait_ms(request, 0, 0, settings.status_max_wait_ms)
+    ttl_ms = parse_query_ms(request, "ttl")
+    job = await _get_job(store, endpoint_id, job_id)
+    if wait_ms > 0 and not job.status.is_terminal:
+        seen = (job.status, job.output_json)
+        job = await _wait_job(
+            store, endpoint_id, job_id, lambda j: (j.status, j.output_json) != seen, wait_ms
+        )
+    if ttl_ms is not None:
+        await _shorten_retention(store, endpoint_id, job_id, now_ms() + ttl_ms)
+    return _status(job)
+
+
+async def _shorten_retention(
+    store: JobStore, endpoint_id: str, job_id: str, expires_at_ms: int
+) -> None:
+    """Apply `?ttl=`: keep the record at most until `expires_at_ms`. The store operation is
+    optional (not yet in the JobStore protocol); without it the parameter is accepted and has no
+    effect, which the spec allows since retention past the default is never promised."""
+    shorten = getattr(store, "shorten_retention", None)
+    if shorten is not None:
+        await shorten(endpoint_id, job_id, expires_at_ms)
+
+
+async def status_sync(request: Request) -> Response:
+    """GET|POST /status-sync/{id}?wait=MS: hold until the job ends (like runsync)."""
+    endpoint_id = _endpoint(request)
+    job_id = _job_id(request)
+    settings = _settings(request)
+    high_ms = max(STATUS_SYNC_MIN_WAIT_MS, settings.status_max_wait_ms)
+    wait_ms = parse_wait_ms(request, high_ms, STATUS_SYNC_MIN_WAIT_MS, high_ms)
+    job = await _wait_job(
+        _store(request), endpoint_id, job_id, lambda j: j.status.is_terminal, wait_ms
+    )
+    return _status(job)
+
+
+# -- stream --------------------------------------------------------------------------------------
+
+
+def _wants_event_stream(request: Request) -> bool:
+    return "text/event-stream" in request.headers.get("accept", "").lower()
+
+
+async def stream(request: Request) -> Response:
+    """GET|POST /stream/{id}: RunPod's consuming read, or server-sent events on request."""
+    endpoint_id = _endpoint(request)
+    job_id = _job_id(request)
+    if _wants_event_stream(request):
+        return await _event_stream(request, endpoint_id, job_id)
+    store = _store(request)
+    wait_ms = parse_wait_ms(request, 0, 0, _settings(request).status_max_wait_ms)
+
+    async def consume() -> tuple[Job, list[tuple[int, str]]] | None:
+        result = await store.read_stream(endpoint_id, job_id)
+        if result is None:
+            raise _job_not_found(job_id)
+        job, chunks = result
+        return result if chunks or job.status.is_terminal else None
+
+    result = await consume()
+    if result is None and wait_ms > 0:
+        result = await wait_until(
+            store.notifier, job_topic(job_id), consume, wait_ms / 1000, store.recheck_s
+        )
+    if result is None:
+        # Timed out with nothing new; read once more for the current state (and any chunk that
+        # landed at the last moment).
+        result = await store.read_stream(endpoint_id, job_id)
+        if result is None:
+            raise _job_not_found(job_id)
+    job, chunks = result
+    # The chunks are stored as JSON text: splice them in rather than decode and re-encode.
+    head = json.dumps({"id": job.id, "status": job.status.value})[:-1]
+    body = head + ', "stream": [' + ",".join(chunk for _, chunk in chunks) + "]}"
+    return Response(body, media_type="application/json")
+
+
+def _last_event_id(request: Request) -> int:
+    raw = request.headers.get("last-event-id", "").strip()
+    if not raw:
+        return 0
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
+        raise bad_request("Last-Event-ID must be the non-negative integer id of a stream event")
+    return int(raw)
+
+
+def _sse_event(data: str, *, event_id: int | None = None, event: str | None = None) -> bytes:
+    lines = []
+    if event is not None:
+        lines.append(f"event: {event}")
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    # A data field cannot hold a newline; JSON allows one only as whitespace, which SSE restores
+    # when it joins consecutive data lines with "\n".
+    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+async def _event_stream(request: Request, endpoint_id: str, job_id: str) -> Response:
+    """Push each chunk as an event (`id: <seq>`) as soon as it is stored, then one `status`
+    event with the final status object, then close. Reconnecting with Last-Event-ID resumes
+    after that chunk. Reading this way never moves the consuming cursor of /stream."""
+    store = _store(request)
+    after_seq = _last_event_id(request)
+    first = await store.read_stream(endpoint_id, job_id, after_seq=after_seq)
+    if first is None:
+        raise _job_not_found(job_id)
+
+    async def events() -> AsyncIterator[bytes]:
+        last = after_seq
+
+        async def fresh() -> tuple[Job, list[tuple[int, str]]] | None:
+            res = await store.read_stream(endpoint_id, job_id, after_seq=last)
+            if res is None:
+                raise _Gone
+            return res if res[1] or res[0].status.is_terminal else None
+
+        result: tuple[Job, list[tuple[int, str]]] | None = first
+        while True:
+            if result is None:
+                yield b": keepalive\n\n"
+            else:
+                job, chunks = result
+                for seq, chunk in chunks:
+                    yield _sse_event(chunk, event_id=seq)
+                    last = max(last, seq)
+                if job.status.is_terminal:
+                    yield _sse_event(json.dumps(job.status_object()), event="status")
+                    return
+            try:
+                result = await wait_until(
+                    store.notifier, job_topic(job_id), fresh, SSE_KEEPALIVE_S, store.recheck_s
+                )
+            except _Gone:
+                error = {"error": f"job {job_id} no longer exists"}
+                yield _sse_event(json.dumps(error), event="error")
+                return
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+class _Gone(Exception):
+    """The job was deleted (retention ran out) while a stream was open."""
+
+
+# -- cancel, retry, purge, health ----------------------------------------------------------------
+# None of these reads the body: RunPod's SDK posts them empty but labelled application/json.
+
+
+async def cancel(request: Request) -> Response:
+    endpoint_id = _endpoint(request)
+    job_id = _job_id(request)
+    job = await _store(request).cancel(endpoint_id, job_id, now_ms())
+    if job is None:
+        raise _job_not_found(job_id)
+    return _status(job)
+
+
+async def retry(request: Request) -> Response:
+    """FAILED or TIMED_OUT -> IN_QUEUE, same id; other states give 400 (InvalidTransition)."""
+    endpoint_id = _endpoint(request)
+    job_id = _job_id(request)
+    job = await _store(request).retry(endpoint_id, job_id, now_ms())
+    if job is None:
+        raise _job_not_found(job_id)
+    return _status(job)
+
+
+async def purge_queue(request: Request) -> Response:
+    endpoint_id = _endpoint(request)
+    removed = await _store(request).purge_queue(endpoint_id, now_ms())
+    return JSONResponse({"removed": removed, "status": "completed"})
+
+
+async def health(request: Request) -> Response:
+    endpoint_id = _endpoint(request)
+    return JSONResponse(await _store(request).health(endpoint_id, now_ms()))
+
+
+_EP = "/v2/{endpoint_id}"
+_READ = ["GET", "POST"]
+
+ROUTES: list[BaseRoute] = [
+    Route(f"{_EP}/run", run, methods=["POST"]),
+    Route(f"{_EP}/runsync", runsync, methods=["POST"]),
+    Route(f"{_EP}/status/{{job_id}}", status, methods=_READ),
+    Route(f"{_EP}/status-sync/{{job_id}}", status_sync, methods=_READ),
+    Route(f"{_EP}/stream/{{job_id}}", stream, methods=_READ),
+    Route(f"{_EP}/cancel/{{job_id}}", cancel, methods=["POST"]),
+    Route(f"{_EP}/retry/{{job_id}}", retry, methods=["POST"]),
+    Route(f"{_EP}/purge-queue", purge_queue, methods=["POST"]),
+    Route(f"{_EP}/health", health, methods=["GET"]),
+]

@@ -1,0 +1,237 @@
+"""`neuroq serve` and `neuroq worker-env`.
+
+`serve` runs the job server under uvicorn and, with `--worker`, supervises local worker processes:
+they start once the socket listens (so their first job-take does not fail) and get SIGTERM when
+the server stops, so Ctrl-C or a SIGTERM leaves no orphan behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shlex
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+
+import click
+import uvicorn
+
+from neuroq.config import Settings
+
+log = logging.getLogger("neuroq.serve")
+
+#: how long a worker gets to finish after SIGTERM before it is killed
+WORKER_STOP_GRACE_S = 15.0
+
+
+@click.command()
+@click.option("--host", default=None, help="Interface to listen on [NEUROQ_HOST, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="TCP port [NEUROQ_PORT, 8000].")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Database, generated keys and other state [NEUROQ_DATA_DIR, .neuroq].",
+)
+@click.option("--store", default=None, help="postgresql://... URL; default SQLite in the data dir.")
+@click.option(
+    "--worker",
+    "handlers",
+    multiple=True,
+    metavar="HANDLER",
+    help="Also run a local worker with this handler (module:function or file.py:function). "
+    "Repeatable.",
+)
+@click.option("--endpoint", default="default", show_default=True, help="Endpoint of --worker.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Concurrency of each --worker.",
+)
+def serve(
+    host: str | None,
+    port: int | None,
+    data_dir: Path | None,
+    store: str | None,
+    handlers: tuple[str, ...],
+    endpoint: str,
+    concurrency: int,
+) -> None:
+    """Run the job server (and optionally local workers)."""
+    from neuroq.api.app import create_app
+    from neuroq.api.auth import load_keys
+    from neuroq.jobs import is_path_safe
+
+    if handlers and not is_path_safe(endpoint):
+        raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
+    try:
+        settings = Settings.from_env(host=host, port=port, data_dir=data_dir, store=store)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        access_log=False,
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=5,
+    )
+    if not handlers:
+        uvicorn.Server(config).run()
+        return
+    worker_key = load_keys(settings).worker[0]
+    supervisor = _WorkerSupervisor(handlers, endpoint, concurrency, worker_key)
+    server = _SupervisingServer(config, supervisor)
+    runner = asyncio.Runner(loop_factory=config.get_loop_factory())
+    with runner:
+        runner.run(_serve_with_workers(server, settings, supervisor))
+
+
+class _WorkerSupervisor:
+    """The local worker processes of `serve --worker`."""
+
+    def __init__(
+        self, handlers: tuple[str, ...], endpoint: str, concurrency: int, worker_key: str
+    ) -> None:
+        self.handlers = handlers
+        self.endpoint = endpoint
+        self.concurrency = concurrency
+        self.worker_key = worker_key
+        self.procs: list[asyncio.subprocess.Process] = []
+        self.stopping = False
+
+    async def start(self, url: str) -> None:
+        env = {**os.environ, "NEUROQ_WORKER_KEY": self.worker_key}
+        for handler in self.handlers:
+            if self.stopping:
+                return
+            cmd = [sys.executable, "-m", "neuroq", "worker", handler, "--url", url]
+            cmd += ["--endpoint", self.endpoint, "--concurrency", str(self.concurrency)]
+            proc = await asyncio.create_subprocess_exec(*cmd, env=env)
+            self.procs.append(proc)
+            log.info("started worker %s (pid %d) on endpoint %s", handler, proc.pid, self.endpoint)
+
+    def signal_stop(self) -> None:
+        """Send SIGTERM to every worker; safe to call from a signal handler, and repeatedly."""
+        self.stopping = True
+        for proc in self.procs:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+
+    async def stop(self) -> None:
+        self.signal_stop()
+        for proc in self.procs:
+            try:
+                await asyncio.wait_for(proc.wait(), WORKER_STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("worker pid %d ignored SIGTERM; killing it", proc.pid)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+
+
+class _SupervisingServer(uvicorn.Server):
+    """uvicorn's server, which also tells the workers to stop the moment SIGTERM/SIGINT arrives.
+
+    uvicorn re-raises the signal once its own shutdown is done, which ends the process; the
+    workers must have been told before that."""
+
+    def __init__(self, config: uvicorn.Config, supervisor: _WorkerSupervisor) -> None:
+        super().__init__(config)
+        self.supervisor = supervisor
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.supervisor.signal_stop()
+        super().handle_exit(sig, frame)
+
+
+async def _serve_with_workers(
+    server: _SupervisingServer, settings: Settings, supervisor: _WorkerSupervisor
+) -> None:
+    """Run uvicorn; start the workers once it listens; stop them before it returns."""
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                return  # startup failed; awaiting `serving` below reports why
+            await asyncio.sleep(0.05)
+        await supervisor.start(_local_url(settings, server))
+        while not serving.done() and not server.should_exit:
+            await asyncio.wait({serving}, timeout=0.2)
+    finally:
+        await supervisor.stop()
+        await serving
+
+
+def _local_url(settings: Settings, server: uvicorn.Server) -> str:
+    """The URL local workers use: loopback when bound to all interfaces, the real port when 0."""
+    host = settings.host
+    if host in ("0.0.0.0", "", "::"):
+        host = "127.0.0.1"
+    port = settings.port
+    with contextlib.suppress(AttributeError, IndexError):
+        port = server.servers[0].sockets[0].getsockname()[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+@click.command("worker-env")
+@click.option("--endpoint", required=True, help="Endpoint id the worker serves.")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Server base URL.")
+@click.option("--worker-id", default=None, help="Worker id (RUNPOD_POD_ID); random by default.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where a generated worker key is kept [NEUROQ_DATA_DIR, .neuroq].",
+)
+def worker_env(endpoint: str, url: str, worker_id: str | None, data_dir: Path | None) -> None:
+    """Print the environment an unmodified RunPod worker needs to attach (spec 2.2).
+
+    Use as `eval "$(neuroq worker-env --endpoint ep)"` before starting the worker."""
+    from neuroq.api.auth import load_keys
+    from neuroq.jobs import is_path_safe, new_worker_id
+
+    if not is_path_safe(endpoint):
+        raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
+    worker_id = worker_id or new_worker_id()
+    if not is_path_safe(worker_id):
+        raise click.BadParameter(
+            "use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--worker-id"
+        )
+    if not url.startswith(("http://", "https://")):
+        raise click.BadParameter("must start with http:// or https://", param_hint="--url")
+    try:
+        settings = Settings.from_env(data_dir=data_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    base = f"{url.rstrip('/')}/v2/{endpoint}"
+    # The SDK substitutes $ID (job-take) and $RUNPOD_POD_ID / $ID (posts) itself and appends
+    # "&name=value", so every template carries a "?" already.
+    values = {
+        "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=local",
+        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local",
+        "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local",
+        "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
+        "RUNPOD_POD_ID": worker_id,
+        "RUNPOD_AI_API_KEY": load_keys(settings).worker[0],
+        "RUNPOD_PING_INTERVAL": "10000",
+        "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+    }
+    for name, value in values.items():
+        click.echo(f"export {name}={shlex.quote(value)}")

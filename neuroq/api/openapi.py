@@ -1,0 +1,390 @@
+"""The OpenAPI 3.1 description of the client API, served at /openapi.json.
+
+Written by hand rather than derived from the handlers, so it states the wire contract (spec
+section 1) and a fuzzer can hold the server to it: tests run schemathesis over this document and
+expect no 5xx and no reply that breaks the schemas below. Keep it in step with client_routes.py
+and schemas.py; the worker protocol (spec section 2) is the SDK's and is not described here.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any
+
+from neuroq.jobs import (
+    EXECUTION_TIMEOUT_MAX_MS,
+    EXECUTION_TIMEOUT_MIN_MS,
+    TTL_MAX_MS,
+    TTL_MIN_MS,
+    JobStatus,
+)
+
+Schema = dict[str, Any]
+
+_ID_PATTERN = "^[A-Za-z0-9_-]{1,128}$"
+_MAX_MS = 999_999_999_999
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: Schema) -> Schema:
+    return {"application/json": {"schema": schema}}
+
+
+def _error(description: str) -> Schema:
+    return {"description": description, "content": _json(_ref("Error"))}
+
+
+def _ok(description: str, schema: Schema) -> Schema:
+    return {"description": description, "content": _json(schema)}
+
+
+def _path_param(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string", "pattern": _ID_PATTERN},
+    }
+
+
+def _ms_query(name: str, description: str) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "integer", "minimum": 0, "maximum": _MAX_MS},
+    }
+
+
+_ENDPOINT = _path_param("endpoint_id", "Queue name; any id of A-Z a-z 0-9 _ - names a queue.")
+_JOB = _path_param("job_id", "Job id as returned by run or runsync.")
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Repeating a key on the same endpoint returns the job first submitted with it "
+    "(same id) while that job is retained. Surrounding whitespace is ignored.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+
+_COMMON_ERRORS = {
+    "401": _error("Missing or invalid API key."),
+    "404": _error("Unknown job, or an endpoint id that is not path-safe."),
+    "default": _error("Any other error; the body is always JSON."),
+}
+
+
+def _operation(
+    summary: str,
+    operation_id: str,
+    params: list[Schema],
+    ok: Schema,
+    *,
+    body: Schema | None = None,
+    extra_errors: dict[str, Schema] | None = None,
+) -> Schema:
+    op: Schema = {
+        "summary": summary,
+        "operationId": operation_id,
+        "parameters": params,
+        "responses": {"200": ok, **_COMMON_ERRORS, **(extra_errors or {})},
+    }
+    if body is not None:
+        op["requestBody"] = body
+    return op
+
+
+def _submit_body(limit: str) -> Schema:
+    return {
+        "required": True,
+        "description": f"The job. Bodies over {limit} are refused with 413.",
+        "content": _json(_ref("SubmitRequest")),
+    }
+
+
+_BAD_REQUEST = {"400": _error("Invalid body or parameter; the message names the field.")}
+_TOO_LARGE = {"413": _error("Body over the size limit.")}
+
+
+def _job_links() -> Schema:
+    """How a submitted job's id feeds the per-job operations (lets fuzzers follow real jobs)."""
+    params = {"endpoint_id": "$request.path.endpoint_id", "job_id": "$response.body#/id"}
+    targets = {
+        "status": "GetStatus",
+        "statusPost": "PostStatus",
+        "statusSync": "GetStatusSync",
+        "statusSyncPost": "PostStatusSync",
+        "stream": "ReadStream",
+        "streamPost": "PostStream",
+        "cancel": "Cancel",
+        "retry": "Retry",
+    }
+    return {name: {"operationId": op, "parameters": params} for op, name in targets.items()}
+
+
+def _submitted(description: str) -> Schema:
+    return {**_ok(description, _ref("StatusObject")), "links": _job_links()}
+
+
+def _paths() -> Schema:
+    ep = "/v2/{endpoint_id}"
+    status_ok = _ok("The job's status object.", _ref("StatusObject"))
+    wait_status = _ms_query(
+        "wait",
+        "Hold the reply until the job's state or progress output changes, at most this many ms "
+        "(capped by the server's status_max_wait_ms). 0 or absent: answer at once.",
+    )
+    ttl = _ms_query("ttl", "Keep the finished record at most this many ms from now.")
+    status_op = _operation(
+        "Job status",
+        "status",
+        [_ENDPOINT, _JOB, wait_status, ttl],
+        status_ok,
+        extra_errors=_BAD_REQUEST,
+    )
+    status_sync_op = _operation(
+        "Job status, held until the job ends",
+        "statusSync",
+        [
+            _ENDPOINT,
+            _JOB,
+            _ms_query("wait", "Longest hold in ms, clamped to 1000..status_max_wait_ms."),
+        ],
+        status_ok,
+        extra_errors=_BAD_REQUEST,
+    )
+    stream_ok = {
+        "description": "New stream chunks. JSON: a consuming read (each chunk is returned "
+        "once). With `Accept: text/event-stream`: one event per chunk (`id:` is its sequence "
+        "number; resume with Last-Event-ID), then an `event: status` with the status object.",
+        "content": {
+            "application/json": {"schema": _ref("StreamResponse")},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+    stream_params = [
+        _ENDPOINT,
+        _JOB,
+        _ms_query("wait", "JSON form: hold until a new chunk arrives or the job ends, in ms."),
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": "Event-stream form: resume after this chunk sequence number.",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+        },
+    ]
+    stream_op = _operation(
+        "Read stream chunks", "stream", stream_params, stream_ok, extra_errors=_BAD_REQUEST
+    )
+    return {
+        f"{ep}/run": {
+            "post": _operation(
+                "Queue a job",
+                "run",
+                [_ENDPOINT, _IDEMPOTENCY],
+                _submitted("The queued job: id and status IN_QUEUE."),
+                body=_submit_body("10 MB"),
+                extra_errors={**_BAD_REQUEST, **_TOO_LARGE},
+            )
+        },
+        f"{ep}/runsync": {
+            "post": _operation(
+                "Queue a job and wait for its result",
+                "runsync",
+                [
+                    _ENDPOINT,
+                    _IDEMPOTENCY,
+                    _ms_query(
+                        "wait",
+                        "Longest hold in ms (default 90000), clamped to 1000..300000. A job "
+                        "still running then is returned as IN_QUEUE or IN_PROGRESS.",
+                    ),
+                ],
+                _submitted("The status object, terminal if the job ended in time."),
+                body=_submit_body("20 MB"),
+                extra_errors={**_BAD_REQUEST, **_TOO_LARGE},
+            )
+        },
+        f"{ep}/status/{{job_id}}": {"get": status_op, "post": _renamed(status_op, "statusPost")},
+        f"{ep}/status-sync/{{job_id}}": {
+            "get": status_sync_op,
+            "post": _renamed(status_sync_op, "statusSyncPost"),
+        },
+        f"{ep}/stream/{{job_id}}": {"get": stream_op, "post": _renamed(stream_op, "streamPost")},
+        f"{ep}/cancel/{{job_id}}": {
+            "post": _operation(
+                "Cancel a job (a finished job is returned unchanged)",
+                "cancel",
+                [_ENDPOINT, _JOB],
+                status_ok,
+            )
+        },
+        f"{ep}/retry/{{job_id}}": {
+            "post": _operation(
+                "Queue a FAILED or TIMED_OUT job again under the same id",
+                "retry",
+                [_ENDPOINT, _JOB],
+                status_ok,
+                extra_errors={"400": _error("The job is not FAILED or TIMED_OUT.")},
+            )
+        },
+        f"{ep}/purge-queue": {
+            "post": _operation(
+                "Cancel every queued job of the endpoint",
+                "purgeQueue",
+                [_ENDPOINT],
+                _ok("How many jobs were removed.", _ref("PurgeResponse")),
+            )
+        },
+        f"{ep}/health": {
+            "get": _operation(
+                "Job and worker counts",
+                "health",
+                [_ENDPOINT],
+                _ok("Counts; every key is always present.", _ref("Health")),
+            )
+        },
+    }
+
+
+def _renamed(operation: Schema, operation_id: str) -> Schema:
+    renamed = copy.deepcopy(operation)
+    renamed["operationId"] = operation_id
+    return renamed
+
+
+def _counts(*names: str) -> Schema:
+    return {
+        "type": "object",
+        "required": list(names),
+        "properties": {name: {"type": "integer", "minimum": 0} for name in names},
+    }
+
+
+def _schemas() -> Schema:
+    ms = {"type": "integer", "minimum": 0}
+    url = {"type": ["string", "null"], "format": "uri", "maxLength": 2048}
+    return {
+        "Error": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {"error": {"type": "string"}},
+        },
+        "Policy": {
+            "type": ["object", "null"],
+            "description": "Unknown keys are ignored.",
+            "properties": {
+                "executionTimeout": {
+                    "type": ["integer", "null"],
+                    "minimum": EXECUTION_TIMEOUT_MIN_MS,
+                    "maximum": EXECUTION_TIMEOUT_MAX_MS,
+                    "description": "Longest run in ms, counted from pick-up.",
+                },
+                "ttl": {
+                    "type": ["integer", "null"],
+                    "minimum": TTL_MIN_MS,
+                    "maximum": TTL_MAX_MS,
+                    "description": "Total life in ms, counted from submission.",
+                },
+                "lowPriority": {
+                    "type": ["boolean", "null"],
+                    "description": "Taken only when no normal-priority job is queued.",
+                },
+            },
+        },
+        "SubmitRequest": {
+            "type": "object",
+            "required": ["input"],
+            "description": "Unknown top-level keys are ignored.",
+            "properties": {
+                "input": {"description": "Any JSON value, passed to the handler unchanged."},
+                "webhook": {**url, "description": "http(s) URL that receives the final status."},
+                "webhookV2": {**url, "description": "Accepted like webhook."},
+                "policy": _ref("Policy"),
+                "s3Config": {
+                    "type": ["object", "null"],
+                    "description": "Passed to the worker, never echoed back.",
+                },
+            },
+        },
+        "StatusObject": {
+            "type": "object",
+            "required": ["id", "status"],
+            "properties": {
+                "id": {"type": "string", "pattern": _ID_PATTERN},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "delayTime": {**ms, "description": "ms from submission to pick-up"},
+                "executionTime": {**ms, "description": "ms from pick-up to the end"},
+                "workerId": {"type": "string"},
+                "output": {"description": "Handler result, or the latest progress value."},
+                "error": {"description": "Error reported by the worker or set by the server."},
+                "retries": {"type": "integer", "minimum": 1},
+            },
+        },
+        "StreamResponse": {
+            "type": "object",
+            "required": ["status", "stream"],
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "stream": {
+                    "type": "array",
+                    "items": {"description": "A chunk as the worker posted it: {output: ...}"},
+                },
+            },
+        },
+        "PurgeResponse": {
+            "type": "object",
+            "required": ["removed", "status"],
+            "properties": {
+                "removed": {"type": "integer", "minimum": 0},
+                "status": {"type": "string", "const": "completed"},
+            },
+        },
+        "Health": {
+            "type": "object",
+            "required": ["jobs", "workers"],
+            "properties": {
+                "jobs": _counts("completed", "failed", "inProgress", "inQueue", "retried"),
+                "workers": _counts(
+                    "idle", "initializing", "ready", "running", "throttled", "unhealthy"
+                ),
+            },
+        },
+    }
+
+
+@cache
+def _document() -> Schema:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "NeuroQ Serverless client API",
+            "version": "1.0.0",
+            "description": "RunPod Serverless compatible job API. Every reply is JSON.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The client key; the bare key without 'Bearer' works too.",
+                }
+            },
+        },
+        "security": [{"bearer": []}],
+    }
+
+
+def openapi_document() -> Schema:
+    """A fresh copy of the document (callers may not mutate the cached one)."""
+    return copy.deepcopy(_document())

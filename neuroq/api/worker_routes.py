@@ -1,0 +1,476 @@
+"""The worker-facing half of the RunPod protocol (spec section 2), as the `runpod` 1.12 SDK and our
+own worker runtime speak it.
+
+    GET  /v2/{ep}/job-take/{worker}            long-poll, one job object or 204
+    GET  /v2/{ep}/job-take-batch/{worker}      long-poll, a list of at most batch_size jobs or 204
+    POST /v2/{ep}/job-done/{worker}/{job}      final result or progress update
+    POST /v2/{ep}/job-stream/{worker}/{job}    one stream chunk
+    GET  /v2/{ep}/job-stop/{worker}            long-poll, {"jobsToStop": [...]} or 204
+    GET  /v2/{ep}/ping/{worker}                heartbeat, or a fitness failure report
+
+The SDK builds these URLs by pasting ids into templates and appending `&key=value`, so the routes
+tolerate what careless templates produce (spec 2.2): a last path segment with the query glued on
+(`w1&job_in_progress=0`), empty query pairs, unknown parameters, and a literal `$RUNPOD_POD_ID`
+worker id. The SDK loses a result on any 4xx, so a well-formed post is never refused; and it
+re-asks at once after a 204, so job-take and job-stop hold idle workers instead of answering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from neuroq.api.errors import error_response
+from neuroq.config import Settings
+from neuroq.jobs import Job, now_ms
+from neuroq.store.base import JobStore, queue_topic, stop_topic, wait_until
+
+log = logging.getLogger("neuroq.api.worker")
+
+#: the placeholder the SDK leaves unsubstituted when a job-take template names it (spec 2.2)
+POD_ID_PLACEHOLDER = "$RUNPOD_POD_ID"
+#: worker states set through this protocol (the store's WorkerInfo.state)
+RECYCLING = "recycling"
+UNHEALTHY = "unhealthy"
+#: largest batch handed out at once, whatever batch_size asks for
+MAX_BATCH_SIZE = 100
+MAX_WORKER_ID_LEN = 256
+#: least time between two job-stop replies offering the same ids to one worker
+REOFFER_S = 1.0
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class _Gone:
+    """Marker: the long-poll ended without jobs (client left, or the worker is recycling)."""
+
+
+_GONE = _Gone()
+
+
+@dataclass(frozen=True)
+class WorkerCall:
+    """One authenticated worker request, with the worker id resolved and the query merged."""
+
+    endpoint_id: str
+    worker_id: str
+    params: dict[str, str]
+    settings: Settings
+    store: JobStore
+    #: job-done and job-stream only
+    job_id: str | None = None
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.settings.worker_lost_s * 1000)
+
+
+def split_glued(segment: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split a path segment that carries a query glued on with `&` (a template without `?`).
+
+    >>> split_glued("w1&job_in_progress=0&")
+    ('w1', [('job_in_progress', '0')])
+    """
+    value, _, rest = segment.partition("&")
+    return value, parse_qsl(rest, keep_blank_values=True)
+
+
+def anonymous_worker_id(request: Request) -> str:
+    """The id given to a worker whose job-take URL still says `$RUNPOD_POD_ID`.
+
+    It cannot be learned from the request, so it is derived from the peer address: stable across
+    the worker's take and stop polls (both come from the same template), but shared by every such
+    worker on one host. Give each SDK worker a real id to avoid that.
+    """
+    host = request.client.host if request.client else "unknown"
+    return "anon-" + (_UNSAFE.sub("-", host).strip("-") or "unknown")
+
+
+def _resolve_worker_id(request: Request, segment: str) -> str:
+    if segment == POD_ID_PLACEHOLDER:
+        return anonymous_worker_id(request)
+    if not segment or len(segment) > MAX_WORKER_ID_LEN:
+        raise _BadRequest(f"worker id must be 1..{MAX_WORKER_ID_LEN} characters")
+    return segment
+
+
+class _BadRequest(Exception):
+    """A worker request that cannot be understood; the message names the field."""
+
+
+async def _worker_call(
+    request: Request, segment_param: str, *, delay_auth_failure: bool
+) -> WorkerCall | Response:
+    """Authenticate and parse; returns the error response to send when either fails."""
+    settings: Settings = request.app.state.settings
+    if not request.app.state.keys.check_worker(request.headers.get("authorization")):
+        if delay_auth_failure:
+            # The SDK re-asks at once on a 401; the delay keeps a misconfigured worker from
+            # spinning (spec 2.3).
+            await asyncio.sleep(settings.worker_auth_failure_delay_s)
+        return error_response(401, "invalid or missing worker key in the Authorization header")
+    # The glued query sits on the last segment: the worker id, or the job id after it.
+    segment, glued = split_glued(request.path_params[segment_param])
+    params = dict(request.query_params)
+    params.update(glued)
+    job_id = None
+    worker_segment = segment
+    if segment_param == "job_id":
+        job_id, worker_segment = segment, request.path_params["worker_id"]
+    try:
+        worker_id = _resolve_worker_id(request, worker_segment)
+    except _BadRequest as exc:
+        return error_response(400, str(exc))
+    return WorkerCall(
+        endpoint_id=request.path_params["endpoint_id"],
+        worker_id=worker_id,
+        params=params,
+        settings=settings,
+        store=request.app.state.store,
+        job_id=job_id,
+    )
+
+
+def _flag(params: dict[str, str], name: str) -> bool | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    lowered = raw.lower()
+    if lowered in ("1", "true"):
+        return True
+    if lowered in ("0", "false"):
+        return False
+    raise _BadRequest(f"{name} must be 0 or 1 (or true/false), got {raw!r}")
+
+
+def _batch_size(params: dict[str, str]) -> int:
+    raw = params.get("batch_size")
+    if raw is None or raw == "":
+        return 1
+    try:
+        size = int(raw)
+    except ValueError:
+        raise _BadRequest(f"batch_size must be a positive integer, got {raw!r}") from None
+    if size < 1:
+        raise _BadRequest(f"batch_size must be a positive integer, got {raw!r}")
+    return min(size, MAX_BATCH_SIZE)
+
+
+async def _is_recycling(call: WorkerCall) -> bool:
+    info = await call.store.worker(call.worker_id)
+    return info is not None and info.state == RECYCLING
+
+
+# -- job-take ------------------------------------------------------------------------------------
+
+
+async def job_take(request: Request) -> Response:
+    return await _take(request, batch=False)
+
+
+async def job_take_batch(request: Request) -> Response:
+    return await _take(request, batch=True)
+
+
+async def _take(request: Request, *, batch: bool) -> Response:
+    call = await _worker_call(request, "worker_id", delay_auth_failure=True)
+    if isinstance(call, Response):
+        return call
+    try:
+        in_progress = _flag(call.params, "job_in_progress")
+        limit = _batch_size(call.params) if batch else 1
+    except _BadRequest as exc:
+        return error_response(400, str(exc))
+    store, settings = call.store, call.settings
+    # job_in_progress=0 is the worker saying it holds nothing, which lets the store notice a
+    # delivery that never arrived (spec 2.12 3b); =1 says nothing about which jobs.
+    await store.touch_worker(
+        call.endpoint_id,
+        call.worker_id,
+        now_ms(),
+        held_job_ids=[] if in_progress is False else None,
+        lease_ms=call.lease_ms,
+    )
+    if await _is_recycling(call):
+        return Response(status_code=204)
+
+    async def check() -> list[Job] | _Gone | None:
+        if await request.is_disconnected() or await _is_recycling(call):
+            return _GONE
+        jobs = await store.take(call.endpoint_id, call.worker_id, limit, now_ms(), call.lease_ms)
+        return jobs or None
+
+    result: list[Job] | _Gone | None = await wait_until(
+        store.notifier,
+        queue_topic(call.endpoint_id),
+        check,
+        settings.job_take_hold_s,
+        store.recheck_s,
+    )
+    if result is None or isinstance(result, _Gone):
+        return Response(status_code=204)
+    if await request.is_disconnected():
+        # Nobody will read this reply: put the jobs back without counting a retry. A disconnect
+        # after this check is caught later by the lease running out (spec 2.4).
+        released = await store.release([j.id for j in result], call.worker_id, now_ms())
+        log.info(
+            "released %d job(s) taken by worker %s on %s: the worker left before the reply",
+            released,
+            call.worker_id,
+            call.endpoint_id,
+        )
+        return Response(status_code=204)
+    for job in result:
+        log.info("job %s on %s given to worker %s", job.id, call.endpoint_id, call.worker_id)
+    if batch:
+        return JSONResponse([job.worker_payload() for job in result])
+    return JSONResponse(result[0].worker_payload())
+
+
+# -- job-done / job-stream -----------------------------------------------------------------------
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, whatever the Content-Type says (the SDK labels JSON as form data); raises
+    _TooLarge as soon as it passes `limit`, without reading the rest."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _decode_object(raw: bytes, what: str) -> dict[str, Any]:
+    if not raw.strip():
+        raise _BadRequest(f"{what} body is empty; expected a JSON object")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise _BadRequest(f"{what} body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise _BadRequest(f"{what} body must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def encode(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _fail(call: WorkerCall, job_id: str, message: str) -> None:
+    """End a job whose result cannot be stored, so its client is not left waiting."""
+    job = await call.store.finish(
+        job_id,
+        output_json=None,
+        error_json=encode(message),
+        now_ms=now_ms(),
+    )
+    if job is not None:
+        log.info("job %s on %s FAILED: %s", job_id, call.endpoint_id, message)
+
+
+async def _job_post(
+    request: Request, what: str
+) -> tuple[WorkerCall, Job, dict[str, Any]] | Response:
+    """What job-done and job-stream share: auth, the job lookup and the size-capped body."""
+    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    job_id = call.job_id or ""
+    job = await call.store.get(call.endpoint_id, job_id)
+    if job is None:
+        return error_response(404, f"no job {job_id!r} on endpoint {call.endpoint_id!r}")
+    limit = call.settings.max_result_body_bytes
+    try:
+        raw = await _read_body(request, limit)
+    except _TooLarge:
+        message = f"result too large: {what} body exceeds {limit} bytes (max_result_body_bytes)"
+        await _fail(call, job_id, message)
+        return error_response(413, message)
+    try:
+        body = _decode_object(raw, what)
+    except _BadRequest as exc:
+        # A worker holding the job sent something unreadable: failing the job now beats
+        # leaving its client to wait for the execution timeout.
+        await _fail(call, job_id, f"worker sent an unreadable {what} body: {exc}")
+        return error_response(400, str(exc))
+    return call, job, body
+
+
+async def job_done(request: Request) -> Response:
+    parsed = await _job_post(request, "job-done")
+    if isinstance(parsed, Response):
+        return parsed
+    call, job, body = parsed
+    store, now = call.store, now_ms()
+    if body.get("status") == "IN_PROGRESS":
+        # A progress update; these travel on their own thread in the SDK and may land after the
+        # final result, which the store ignores (spec 2.6).
+        if "output" in body and not job.status.is_terminal:
+            await store.record_progress(job.id, encode(body["output"]), now)
+    elif job.status.is_terminal:
+        log.info("job %s on %s is %s: result discarded", job.id, call.endpoint_id, job.status.value)
+    else:
+        # Accepted from whichever worker posts it, not only the one the job was leased to: a
+        # worker whose job-take URL kept a literal $RUNPOD_POD_ID posts under its real id, and a
+        # late result from a worker whose lease lapsed is still the job's result. The first
+        # terminal transition wins either way. The SDK drops falsy errors before posting, so
+        # only a truthy one means FAILED.
+        error = body.get("error")
+        output_json = encode(body["output"]) if "output" in body else None
+        finished = await store.finish(
+            job.id,
+            output_json=output_json,
+            error_json=encode(error) if error else None,
+            now_ms=now,
+        )
+        if finished is not None:
+            log.info(
+                "job %s on %s %s by worker %s",
+                job.id,
+                call.endpoint_id,
+                finished.status.value,
+                call.worker_id,
+            )
+    stop_pod = body.get("stopPod") is True
+    await store.touch_worker(
+        call.endpoint_id,
+        call.worker_id,
+        now,
+        state=RECYCLING if stop_pod else None,
+        lease_ms=call.lease_ms,
+    )
+    if stop_pod:
+        log.info("worker %s on %s asked to be recycled", call.worker_id, call.endpoint_id)
+        # Wake its pending take and stop polls so they answer 204 at once (spec 2.11).
+        store.notifier.publish_all({queue_topic(call.endpoint_id), stop_topic(call.worker_id)})
+    return JSONResponse({})
+
+
+async def job_stream(request: Request) -> Response:
+    parsed = await _job_post(request, "job-stream")
+    if isinstance(parsed, Response):
+        return parsed
+    call, job, body = parsed
+    now = now_ms()
+    # Stored as posted ({"output": chunk} from the SDK); /stream hands the objects back as-is.
+    if not job.status.is_terminal:
+        await call.store.append_stream(job.id, encode(body), now)
+    await call.store.touch_worker(call.endpoint_id, call.worker_id, now, lease_ms=call.lease_ms)
+    return JSONResponse({})
+
+
+# -- job-stop and ping ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Offer:
+    ids: tuple[str, ...]
+    #: loop time before which the same ids are not offered again
+    quiet_until: float
+
+
+def _stop_offers(request: Request) -> dict[str, _Offer]:
+    """What each worker was last told to stop, for this process (kept on the app's state)."""
+    offers: dict[str, _Offer] | None = getattr(request.app.state, "worker_stop_offers", None)
+    if offers is None:
+        offers = request.app.state.worker_stop_offers = {}
+    return offers
+
+
+async def job_stop(request: Request) -> Response:
+    call = await _worker_call(request, "worker_id", delay_auth_failure=True)
+    if isinstance(call, Response):
+        return call
+    store = call.store
+    await store.touch_worker(call.endpoint_id, call.worker_id, now_ms(), lease_ms=call.lease_ms)
+    offers = _stop_offers(request)
+    previous = offers.get(call.worker_id)
+    loop = asyncio.get_running_loop()
+
+    # While the worker still holds a stopped job, the store keeps returning it: one delivery is
+    # not enough, the SDK drops a stop id that arrives before the job's task starts (spec 2.8).
+    # But the SDK asks again at once after a reply with ids, and it only lets go of the job on
+    # its next ping or take, so the same ids are re-offered at most once per REOFFER_S (the
+    # SDK's own pace after an empty reply) instead of in a hot loop; a new id goes out at once.
+    async def check() -> list[str] | _Gone | None:
+        ids = await store.jobs_to_stop(call.worker_id)
+        if ids and (
+            previous is None or tuple(ids) != previous.ids or loop.time() >= previous.quiet_until
+        ):
+            return ids
+        if await request.is_disconnected() or await _is_recycling(call):
+            return _GONE
+        return None
+
+    found: list[str] | _Gone | None = await wait_until(
+        store.notifier,
+        stop_topic(call.worker_id),
+        check,
+        call.settings.job_stop_hold_s,
+        store.recheck_s,
+    )
+    if not isinstance(found, list):
+        offers.pop(call.worker_id, None)
+        return Response(status_code=204)
+    offers[call.worker_id] = _Offer(tuple(found), loop.time() + REOFFER_S)
+    log.info("stop signal for job(s) %s sent to worker %s", ",".join(found), call.worker_id)
+    return JSONResponse({"jobsToStop": found})
+
+
+async def ping(request: Request) -> Response:
+    call = await _worker_call(request, "worker_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    held = [j for j in call.params.get("job_id", "").split(",") if j]
+    unhealthy = call.params.get("status", "").lower() == UNHEALTHY
+    await call.store.touch_worker(
+        call.endpoint_id,
+        call.worker_id,
+        now_ms(),
+        held_job_ids=held,
+        state=UNHEALTHY if unhealthy else None,
+        lease_ms=call.lease_ms,
+    )
+    if unhealthy:
+        # The reason is the worker's own text (a fitness check), never job data.
+        log.warning(
+            "worker %s on %s reported unhealthy: check=%s reason=%s",
+            call.worker_id,
+            call.endpoint_id,
+            call.params.get("check", "")[:64],
+            call.params.get("reason", "")[:256],
+        )
+    return JSONResponse({})
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/v2/{endpoint_id}/job-take/{worker_id}", job_take, methods=["GET"]),
+    Route("/v2/{endpoint_id}/job-take-batch/{worker_id}", job_take_batch, methods=["GET"]),
+    Route("/v2/{endpoint_id}/job-done/{worker_id}/{job_id}", job_done, methods=["POST"]),
+    Route("/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}", job_stream, methods=["POST"]),
+    Route("/v2/{endpoint_id}/job-stop/{worker_id}", job_stop, methods=["GET"]),
+    Route("/v2/{endpoint_id}/ping/{worker_id}", ping, methods=["GET"]),
+]

@@ -1,0 +1,282 @@
+"""The PostgreSQL job store: psycopg 3 on asyncio, for several API servers sharing one database.
+
+It runs the same transaction scripts as the SQLite store (`neuroq.store.sql.ops`). Concurrency
+comes from row locks instead of one write lock: a take selects its jobs `FOR UPDATE SKIP LOCKED`,
+so concurrent takers skip each other's rows instead of waiting or double-assigning, and every
+other transition is an UPDATE whose WHERE checks the starting state, re-evaluated by PostgreSQL
+after any lock wait.
+
+Wake-ups across processes: each transaction that publishes topics also calls `pg_notify` on this
+store's channel with the topic names, delivered only if it commits. A dedicated connection
+LISTENs on the channel and feeds received topics into `self.notifier`, so a long-poll in one
+server wakes within milliseconds of a change committed by another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from neuroq.jobs import Job, NewJob, now_ms
+from neuroq.store.base import Notifier, SweepResult, WebhookDelivery, WorkerInfo
+from neuroq.store.sql import load_queries, ops, read_sql
+from neuroq.store.sql.ops import Op, Outcome
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+#: (version, file) in order; open() applies those newer than the schema's recorded version
+MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001_initial.sql")]
+#: pg_advisory_xact_lock key serialising migrations of every neuroq schema ("neuroq" in ASCII)
+MIGRATION_LOCK_KEY = 0x6E6575726F71
+#: NOTIFY payloads must stay under 8000 bytes
+NOTIFY_PAYLOAD_BYTES = 7000
+LISTEN_RETRY_S = 1.0
+
+_QUERIES = load_queries("postgres")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+class PostgresStore:
+    """`JobStore` on PostgreSQL; every table lives in `schema` (created when missing)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str = "public",
+        recheck_s: float = 0.5,
+        retention_run_ms: int = 1_800_000,
+        retention_sync_ms: int = 60_000,
+        pool_max_size: int = 10,
+    ) -> None:
+        if not _IDENTIFIER.match(schema):
+            raise ValueError(
+                f"schema={schema!r}: expected a plain identifier (letters, digits, _; 41 max)"
+            )
+        self.url = url
+        self.schema = schema
+        self.channel = f"neuroq_{schema}"
+        self.notifier = Notifier()
+        self.recheck_s = recheck_s
+        self.retention_run_ms = retention_run_ms
+        self.retention_sync_ms = retention_sync_ms
+        self._pool = AsyncConnectionPool(
+            url,
+            min_size=1,
+            max_size=pool_max_size,
+            kwargs={"options": f"-c search_path={schema}"},
+            configure=self._remember_backend,
+            open=False,
+        )
+        #: backend pids of our pool's connections: their NOTIFYs were already published here
+        self._own_pids: set[int] = set()
+        self._listener: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        await self._pool.open(wait=True)
+        try:
+            await self._migrate()
+        except BaseException:
+            await self._pool.close()
+            raise
+        self._listening = asyncio.Event()
+        self._listener = asyncio.create_task(self._listen(), name=f"neuroq-listen-{self.schema}")
+        # Wait for LISTEN, so a change committed right after open() is never missed. Should the
+        # connection fail, long-polls still re-check every recheck_s.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._listening.wait(), 10.0)
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        await self._pool.close()
+
+    async def _migrate(self) -> None:
+        """Apply missing migrations under an advisory lock, so servers starting together
+        migrate once and the others wait, then see the new version."""
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK_KEY,))
+            await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS neuroq_schema_version"
+                " (version INTEGER PRIMARY KEY, applied_at_ms BIGINT NOT NULL)"
+            )
+            cur = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM neuroq_schema_version")
+            row = await cur.fetchone()
+            current = int(row[0]) if row else 0
+            latest = MIGRATIONS[-1][0]
+            if current > latest:
+                raise RuntimeError(
+                    f"schema {self.schema!r} is at version {current}, newer than this neuroq"
+                    f" ({latest})"
+                )
+            for version, filename in MIGRATIONS:
+                if version > current:
+                    await conn.execute(read_sql(filename).encode())
+                    await conn.execute(
+                        "INSERT INTO neuroq_schema_version VALUES (%s, %s)", (version, now_ms())
+                    )
+
+    async def _remember_backend(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._own_pids.add(conn.info.backend_pid)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(f'LISTEN "{self.channel}"')
+                    self._listening.set()
+                    async for note in conn.notifies():
+                        if note.pid not in self._own_pids:
+                            self.notifier.publish_all(note.payload.split())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("PostgreSQL LISTEN connection failed, retrying: %s", exc)
+                await asyncio.sleep(LISTEN_RETRY_S)
+
+    async def _run(self, op: Op[T], *, write: bool) -> T:
+        """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
+        commit only) and publish them here at once."""
+        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            outcome: Outcome[T]
+            rows: list[tuple[Any, ...]] | None = None
+            while True:
+                try:
+                    stmt = next(op) if rows is None else op.send(rows)
+                except StopIteration as stop:
+                    outcome = stop.value
+                    break
+                await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
+                rows = await cur.fetchall() if cur.description is not None else []
+            for payload in _payloads(outcome.topics):
+                await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+        if outcome.topics:
+            self.notifier.publish_all(outcome.topics)
+        return outcome.value
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def submit(
+        self, new: NewJob, now_ms: int, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
+
+    async def get(self, endpoint_id: str, job_id: str) -> Job | None:
+        return await self._run(ops.get(endpoint_id, job_id, now_ms()), write=False)
+
+    async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
+        return await self._run(ops.cancel(endpoint_id, job_id, now_ms), write=True)
+
+    async def retry(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
+        return await self._run(ops.retry(endpoint_id, job_id, now_ms), write=True)
+
+    async def purge_queue(self, endpoint_id: str, now_ms: int) -> int:
+        return await self._run(ops.purge_queue(endpoint_id, now_ms), write=True)
+
+    async def read_stream(
+        self, endpoint_id: str, job_id: str, after_seq: int | None = None
+    ) -> tuple[Job, list[tuple[int, str]]] | None:
+        op = ops.read_stream(endpoint_id, job_id, after_seq, now_ms())
+        return await self._run(op, write=after_seq is None)
+
+    async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
+        return await self._run(ops.health(endpoint_id, now_ms), write=False)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def take(
+        self, endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: int
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        return await self._run(
+            ops.take(endpoint_id, worker_id, limit, now_ms, lease_ms), write=True
+        )
+
+    async def release(self, job_ids: list[str], worker_id: str, now_ms: int) -> int:
+        if not job_ids:
+            return 0
+        return await self._run(ops.release(job_ids, worker_id), write=True)
+
+    async def record_progress(self, job_id: str, output_json: str, now_ms: int) -> bool:
+        return await self._run(ops.record_progress(job_id, output_json), write=True)
+
+    async def append_stream(self, job_id: str, chunk_json: str, now_ms: int) -> int | None:
+        return await self._run(ops.append_stream(job_id, chunk_json), write=True)
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        output_json: str | None,
+        error_json: str | None,
+        now_ms: int,
+        worker_id: str | None = None,
+    ) -> Job | None:
+        op = ops.finish(job_id, output_json, error_json, now_ms, worker_id)
+        return await self._run(op, write=True)
+
+    async def touch_worker(
+        self,
+        endpoint_id: str,
+        worker_id: str,
+        now_ms: int,
+        *,
+        held_job_ids: list[str] | None = None,
+        state: str | None = None,
+        lease_ms: int | None = None,
+    ) -> None:
+        op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms)
+        await self._run(op, write=True)
+
+    async def jobs_to_stop(self, worker_id: str) -> list[str]:
+        return await self._run(ops.jobs_to_stop(worker_id), write=False)
+
+    async def worker(self, worker_id: str) -> WorkerInfo | None:
+        return await self._run(ops.worker(worker_id), write=False)
+
+    # -- background ------------------------------------------------------------------------
+
+    async def sweep(self, now_ms: int, worker_lost_ms: int, max_retries: int) -> SweepResult:
+        return await self._run(ops.sweep(now_ms, worker_lost_ms, max_retries), write=True)
+
+    async def due_webhooks(self, now_ms: int, limit: int) -> list[WebhookDelivery]:
+        if limit <= 0:
+            return []
+        return await self._run(ops.due_webhooks(now_ms, limit), write=True)
+
+    async def webhook_attempted(
+        self, delivery_id: int, *, ok: bool, now_ms: int, next_attempt_at_ms: int | None
+    ) -> None:
+        await self._run(ops.webhook_attempted(delivery_id, ok, next_attempt_at_ms), write=True)
+
+
+def _payloads(topics: set[str]) -> list[str]:
+    """Space-separated topic lists, each small enough for one NOTIFY."""
+    payloads: list[str] = []
+    current: list[str] = []
+    size = 0
+    for topic in sorted(topics):
+        if current and size + len(topic) + 1 > NOTIFY_PAYLOAD_BYTES:
+            payloads.append(" ".join(current))
+            current, size = [], 0
+        current.append(topic)
+        size += len(topic) + 1
+    if current:
+        payloads.append(" ".join(current))
+    return payloads

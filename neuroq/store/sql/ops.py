@@ -1,0 +1,357 @@
+"""Every store operation written once, as a transaction script that both SQL stores run.
+
+An operation is a generator: it yields `Stmt(name, params)` for each statement, receives the rows
+(an empty list for statements that return none) and finally returns an `Outcome` holding the
+method's result and the notifier topics to publish once the transaction has committed. The store
+wraps the whole script in one transaction (SQLite `BEGIN IMMEDIATE`, a PostgreSQL transaction),
+so the checks of a starting state made here and the changes that follow are atomic. Keeping the
+logic free of I/O is what lets SQLite run it on its own thread and PostgreSQL run it on asyncio
+without a second copy of the job lifecycle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Generator
+from dataclasses import dataclass, field, replace
+from typing import Any, Generic, TypeVar
+
+from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
+from neuroq.store.base import (
+    InvalidTransition,
+    SweepResult,
+    WebhookDelivery,
+    WorkerInfo,
+    job_topic,
+    queue_topic,
+    stop_topic,
+)
+from neuroq.store.sql import job_from_row
+
+T = TypeVar("T")
+Rows = list[tuple[Any, ...]]
+
+TTL_ERROR = json.dumps("job timed out: its ttl ran out")
+EXECUTION_ERROR = json.dumps("job timed out: its executionTimeout ran out")
+#: the retry count goes between the two halves, inside the JSON string
+LOST_PREFIX = '"worker lost: its lease expired after '
+LOST_SUFFIX = ' retries"'
+#: most expired records one sweep deletes, so one sweep never holds the write lock for long
+SWEEP_DELETE_LIMIT = 10_000
+#: how long a claimed webhook delivery is reserved for its sender (longer than any POST takes)
+WEBHOOK_CLAIM_MS = 60_000
+
+
+@dataclass(frozen=True)
+class Stmt:
+    name: str
+    params: dict[str, Any]
+
+
+@dataclass
+class Outcome(Generic[T]):
+    value: T
+    topics: set[str] = field(default_factory=set)
+
+
+Op = Generator[Stmt, Rows, Outcome[T]]
+
+
+def _terminal(rows: Rows, now_ms: int) -> Generator[Stmt, Rows, list[Job]]:
+    """Jobs just made terminal: queue their webhooks in the same transaction."""
+    jobs = [job_from_row(row) for row in rows]
+    for job in jobs:
+        if job.webhook is not None:
+            body = json.dumps(job.status_object(), separators=(",", ":"))
+            yield Stmt(
+                "outbox_insert",
+                {"job_id": job.id, "url": job.webhook, "body_json": body, "now": now_ms},
+            )
+    return jobs
+
+
+# -- clients ---------------------------------------------------------------------------------
+
+
+def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
+    by_key = {"endpoint_id": new.endpoint_id, "key": key}
+    if key is not None:
+        rows = yield Stmt("find_by_key", by_key)
+        if rows:
+            old = job_from_row(rows[0])
+            if old.expires_at_ms is None or old.expires_at_ms > now_ms:
+                return Outcome((old, False))
+            # the key's holder is past retention: it no longer reserves the key
+            yield Stmt("delete_job", {"id": old.id})
+    params = {
+        "id": new.id or new_job_id(new.sync),
+        "endpoint_id": new.endpoint_id,
+        "input_json": new.input_json,
+        "execution_timeout_ms": new.policy.execution_timeout_ms,
+        "ttl_ms": new.policy.ttl_ms,
+        "low_priority": new.policy.low_priority,
+        "webhook": new.webhook,
+        "s3_config_json": new.s3_config_json,
+        "sync": new.sync,
+        "retention_ms": new.retention_ms,
+        "key": key,
+        "now": now_ms,
+    }
+    rows = yield Stmt("insert_job", params)
+    if not rows:
+        # Another transaction committed the same key after our look-up (PostgreSQL only;
+        # SQLite writers are serialised): theirs is the job.
+        rows = yield Stmt("find_by_key", by_key)
+        return Outcome((job_from_row(rows[0]), False))
+    job = job_from_row(rows[0])
+    return Outcome((job, True), {job_topic(job.id), queue_topic(job.endpoint_id)})
+
+
+def get(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
+    rows = yield Stmt("get", {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms})
+    return Outcome(job_from_row(rows[0]) if rows else None)
+
+
+def cancel(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
+    params = {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms}
+    rows = yield Stmt("cancel", params)
+    if rows:
+        (job,) = yield from _terminal(rows, now_ms)
+        topics = {job_topic(job.id)}
+        if job.stop_pending and job.worker_id is not None:
+            topics.add(stop_topic(job.worker_id))
+        return Outcome(job, topics)
+    rows = yield Stmt("get", params)
+    return Outcome(job_from_row(rows[0]) if rows else None)
+
+
+def retry(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
+    params = {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms}
+    rows = yield Stmt("retry", params)
+    if rows:
+        job = job_from_row(rows[0])
+        yield Stmt("delete_chunks", {"id": job.id})
+        return Outcome(job, {job_topic(job.id), queue_topic(job.endpoint_id)})
+    rows = yield Stmt("get", params)
+    if not rows:
+        return Outcome(None)
+    raise InvalidTransition(job_from_row(rows[0]), "retry")
+
+
+def purge_queue(endpoint_id: str, now_ms: int) -> Op[int]:
+    rows = yield Stmt("purge", {"endpoint_id": endpoint_id, "now": now_ms})
+    jobs = yield from _terminal(rows, now_ms)
+    return Outcome(len(jobs), {job_topic(job.id) for job in jobs})
+
+
+def read_stream(
+    endpoint_id: str, job_id: str, after_seq: int | None, now_ms: int
+) -> Op[tuple[Job, list[tuple[int, str]]] | None]:
+    consuming = after_seq is None
+    params = {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms}
+    rows = yield Stmt("get_locked" if consuming else "get", params)
+    if not rows:
+        return Outcome(None)
+    job = job_from_row(rows[0])
+    after = job.stream_cursor if after_seq is None else after_seq
+    chunk_rows = yield Stmt("chunks_after", {"id": job_id, "after": after})
+    chunks = [(int(seq), str(chunk)) for seq, chunk in chunk_rows]
+    if consuming and chunks:
+        cursor = chunks[-1][0]
+        yield Stmt("set_cursor", {"id": job_id, "cursor": cursor})
+        job = replace(job, stream_cursor=cursor)
+    return Outcome((job, chunks))
+
+
+_HEALTH_KEYS = {
+    JobStatus.COMPLETED.value: "completed",
+    JobStatus.FAILED.value: "failed",
+    JobStatus.IN_PROGRESS.value: "inProgress",
+    JobStatus.IN_QUEUE.value: "inQueue",
+}
+
+
+def health(endpoint_id: str, now_ms: int) -> Op[dict[str, dict[str, int]]]:
+    jobs = {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 0, "retried": 0}
+    for status, count, retried in (
+        yield Stmt("health_jobs", {"endpoint_id": endpoint_id, "now": now_ms})
+    ):
+        if status in _HEALTH_KEYS:
+            jobs[_HEALTH_KEYS[status]] = int(count)
+        jobs["retried"] += int(retried or 0)
+    workers = dict.fromkeys(
+        ("idle", "initializing", "ready", "running", "throttled", "unhealthy"), 0
+    )
+    for state, holding in (yield Stmt("health_workers", {"endpoint_id": endpoint_id})):
+        if state == "unhealthy":
+            workers["unhealthy"] += 1
+        elif holding:
+            workers["running"] += 1
+        elif state == "ready":
+            workers["idle"] += 1
+            workers["ready"] += 1
+        elif state == "initializing":
+            workers["initializing"] += 1
+        # an idle "recycling" worker is on its way out: counted nowhere
+    return Outcome({"jobs": jobs, "workers": workers})
+
+
+# -- workers ---------------------------------------------------------------------------------
+
+
+def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: int) -> Op[list[Job]]:
+    params = {
+        "endpoint_id": endpoint_id,
+        "worker_id": worker_id,
+        "limit": limit,
+        "now": now_ms,
+        "lease_until": now_ms + lease_ms,
+    }
+    rows = yield Stmt("take", params)
+    # RETURNING gives no order: restore the take order (priority, then seq)
+    rows.sort(key=lambda row: (bool(row[6]), row[-1]))
+    jobs = [job_from_row(row) for row in rows]
+    return Outcome(jobs, {job_topic(job.id) for job in jobs})
+
+
+def release(job_ids: list[str], worker_id: str) -> Op[int]:
+    rows = yield Stmt("release", {"ids": job_ids, "worker_id": worker_id})
+    topics = {job_topic(job_id) for job_id, _ in rows} | {queue_topic(ep) for _, ep in rows}
+    return Outcome(len(rows), topics)
+
+
+def record_progress(job_id: str, output_json: str) -> Op[bool]:
+    rows = yield Stmt("progress", {"id": job_id, "output_json": output_json})
+    return Outcome(bool(rows), {job_topic(job_id)} if rows else set())
+
+
+def append_stream(job_id: str, chunk_json: str) -> Op[int | None]:
+    rows = yield Stmt("stream_next", {"id": job_id})
+    if not rows:
+        return Outcome(None)
+    seq = int(rows[0][0])
+    yield Stmt("stream_insert", {"id": job_id, "seq": seq, "chunk_json": chunk_json})
+    return Outcome(seq, {job_topic(job_id)})
+
+
+def finish(
+    job_id: str,
+    output_json: str | None,
+    error_json: str | None,
+    now_ms: int,
+    worker_id: str | None,
+) -> Op[Job | None]:
+    status = JobStatus.COMPLETED if error_json is None else JobStatus.FAILED
+    params = {
+        "id": job_id,
+        "status": status.value,
+        "output_json": output_json,
+        "error_json": error_json,
+        "now": now_ms,
+        "worker_id": worker_id,
+    }
+    rows = yield Stmt("finish", params)
+    if not rows:
+        # terminal already (or never ours): the worker has let go of it all the same
+        yield Stmt("let_go", {"id": job_id, "worker_id": worker_id})
+        return Outcome(None)
+    (job,) = yield from _terminal(rows, now_ms)
+    return Outcome(job, {job_topic(job_id)})
+
+
+def touch_worker(
+    endpoint_id: str,
+    worker_id: str,
+    now_ms: int,
+    held_job_ids: list[str] | None,
+    state: str | None,
+    lease_ms: int | None,
+) -> Op[None]:
+    yield Stmt(
+        "touch_worker",
+        {"worker_id": worker_id, "endpoint_id": endpoint_id, "state": state, "now": now_ms},
+    )
+    if lease_ms is not None:
+        renew = {"worker_id": worker_id, "lease_until": now_ms + lease_ms, "ids": held_job_ids}
+        if held_job_ids is None:
+            yield Stmt("renew_all", renew)
+        elif held_job_ids:
+            yield Stmt("renew_held", renew)
+    if held_job_ids is not None:
+        yield Stmt("let_go_unlisted", {"worker_id": worker_id, "ids": held_job_ids})
+    return Outcome(None)
+
+
+def jobs_to_stop(worker_id: str) -> Op[list[str]]:
+    rows = yield Stmt("jobs_to_stop", {"worker_id": worker_id})
+    return Outcome([row[0] for row in rows])
+
+
+def worker(worker_id: str) -> Op[WorkerInfo | None]:
+    rows = yield Stmt("worker_get", {"worker_id": worker_id})
+    if not rows:
+        return Outcome(None)
+    held = yield Stmt("worker_held", {"worker_id": worker_id})
+    wid, endpoint_id, state, last_seen_ms = rows[0]
+    return Outcome(WorkerInfo(wid, endpoint_id, state, last_seen_ms, tuple(r[0] for r in held)))
+
+
+# -- background ------------------------------------------------------------------------------
+
+
+def sweep(now_ms: int, worker_lost_ms: int, max_retries: int) -> Op[SweepResult]:
+    result = SweepResult()
+    topics: set[str] = set()
+    timeouts = {"now": now_ms, "ttl_error": TTL_ERROR, "execution_error": EXECUTION_ERROR}
+
+    rows = yield Stmt("sweep_queue_ttl", timeouts)
+    for job in (yield from _terminal(rows, now_ms)):
+        result.timed_out.append(job.id)
+        topics.add(job_topic(job.id))
+    rows = yield Stmt("sweep_run_timeout", timeouts)
+    for job in (yield from _terminal(rows, now_ms)):
+        result.timed_out.append(job.id)
+        topics.add(job_topic(job.id))
+        if job.worker_id is not None:
+            topics.add(stop_topic(job.worker_id))
+
+    rows = yield Stmt("sweep_workers", {"lost_before": now_ms - worker_lost_ms})
+    result.workers_lost = [row[0] for row in rows]
+
+    # A lapsed lease or a lost worker: run the job again while retries remain, else fail it.
+    lost = {"now": now_ms, "ids": result.workers_lost, "max_retries": max_retries}
+    rows = yield Stmt("sweep_requeue", lost)
+    for job in map(job_from_row, rows):
+        yield Stmt("delete_chunks", {"id": job.id})
+        result.requeued.append(job.id)
+        topics.update((job_topic(job.id), queue_topic(job.endpoint_id)))
+    rows = yield Stmt(
+        "sweep_lost_fail", {**lost, "lost_prefix": LOST_PREFIX, "lost_suffix": LOST_SUFFIX}
+    )
+    for job in (yield from _terminal(rows, now_ms)):
+        result.failed_lost.append(job.id)
+        topics.add(job_topic(job.id))
+        if job.worker_id is not None:
+            topics.add(stop_topic(job.worker_id))
+
+    rows = yield Stmt("sweep_expired", {"now": now_ms, "limit": SWEEP_DELETE_LIMIT})
+    result.deleted = len(rows)
+    return Outcome(result, topics)
+
+
+def due_webhooks(now_ms: int, limit: int) -> Op[list[WebhookDelivery]]:
+    params = {"now": now_ms, "limit": limit, "claim_until": now_ms + WEBHOOK_CLAIM_MS}
+    rows = yield Stmt("due_webhooks", params)
+    deliveries = [WebhookDelivery(*row) for row in rows]
+    deliveries.sort(key=lambda d: (d.next_attempt_at_ms, d.id))
+    return Outcome(deliveries)
+
+
+def webhook_attempted(delivery_id: int, ok: bool, next_attempt_at_ms: int | None) -> Op[None]:
+    if ok or next_attempt_at_ms is None:
+        yield Stmt("webhook_delete", {"id": delivery_id})
+    else:
+        yield Stmt(
+            "webhook_reschedule", {"id": delivery_id, "next_attempt_at_ms": next_attempt_at_ms}
+        )
+    return Outcome(None)

@@ -1,0 +1,241 @@
+-- Named queries shared by the SQLite and PostgreSQL stores. Each starts with a `-- name: NAME`
+-- line and a one-line description. Parameters are written `:name` (turned into `%(name)s` for
+-- psycopg). Macros in braces are filled per dialect when the file is loaded:
+--   {job}          the columns a Job is built from (neuroq.store.sql.job_from_row)
+--   {retained}     the row is not past its retention (its now is :now)
+--   {expires}      expires_at_ms for a job becoming terminal at :now
+--   {ids}          a sub-select over the list parameter :ids
+--   {lock}         FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers)
+--   {skip_locked}  FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent takers never block
+
+-- name: find_by_key
+-- The job holding an idempotency key on an endpoint, retained or not.
+SELECT {job} FROM jobs WHERE endpoint_id = :endpoint_id AND idempotency_key = :key
+
+-- name: delete_job
+-- Drop one record (its stream chunks go with it).
+DELETE FROM jobs WHERE id = :id
+
+-- name: insert_job
+-- A new IN_QUEUE job; a key already used on the endpoint inserts nothing.
+INSERT INTO jobs (id, endpoint_id, status, input_json, execution_timeout_ms, ttl_ms, low_priority,
+                  webhook, s3_config_json, sync, retention_ms, idempotency_key, created_at_ms,
+                  ttl_deadline_ms)
+VALUES (:id, :endpoint_id, 'IN_QUEUE', :input_json, :execution_timeout_ms, :ttl_ms, :low_priority,
+        :webhook, :s3_config_json, :sync, :retention_ms, :key, :now, :now + :ttl_ms)
+ON CONFLICT (endpoint_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {job}
+
+-- name: get
+-- One retained job of an endpoint.
+SELECT {job} FROM jobs WHERE id = :id AND endpoint_id = :endpoint_id AND {retained}
+
+-- name: get_locked
+-- The same, locked until the transaction ends (the consuming stream read moves its cursor).
+SELECT {job} FROM jobs WHERE id = :id AND endpoint_id = :endpoint_id AND {retained} {lock}
+
+-- name: take
+-- Lease the first :limit queued, unexpired jobs: normal priority first, FIFO within each.
+-- The pick is a MATERIALIZED CTE because PostgreSQL may re-run an IN (...) sub-select for
+-- each row, and a re-run that skips rows it just locked would lease more than :limit.
+WITH picked AS MATERIALIZED (
+    SELECT seq FROM jobs
+    WHERE endpoint_id = :endpoint_id AND status = 'IN_QUEUE' AND ttl_deadline_ms > :now
+    ORDER BY low_priority, seq LIMIT :limit {skip_locked})
+UPDATE jobs
+SET status = 'IN_PROGRESS', started_at_ms = :now, worker_id = :worker_id,
+    lease_expires_at_ms = :lease_until
+WHERE status = 'IN_QUEUE' AND seq IN (SELECT seq FROM picked)
+RETURNING {job}
+
+-- name: release
+-- Undo a take whose reply was never delivered: no retry is counted.
+UPDATE jobs SET status = 'IN_QUEUE', started_at_ms = NULL, worker_id = NULL,
+                lease_expires_at_ms = NULL
+WHERE id IN {ids} AND worker_id = :worker_id AND status = 'IN_PROGRESS'
+RETURNING id, endpoint_id
+
+-- name: progress
+-- Replace the progress output of a running job.
+UPDATE jobs SET output_json = :output_json WHERE id = :id AND status = 'IN_PROGRESS' RETURNING id
+
+-- name: stream_next
+-- Reserve the next chunk seq of a running job.
+UPDATE jobs SET stream_seq = stream_seq + 1 WHERE id = :id AND status = 'IN_PROGRESS'
+RETURNING stream_seq
+
+-- name: stream_insert
+-- Store one chunk under the seq just reserved.
+INSERT INTO stream_chunks (job_id, seq, chunk_json) VALUES (:id, :seq, :chunk_json)
+
+-- name: chunks_after
+-- Chunks of a job past a seq, in order.
+SELECT seq, chunk_json FROM stream_chunks WHERE job_id = :id AND seq > :after ORDER BY seq
+
+-- name: set_cursor
+-- Move the consuming stream cursor.
+UPDATE jobs SET stream_cursor = :cursor WHERE id = :id
+
+-- name: delete_chunks
+-- Forget the stream of an attempt that will run again.
+DELETE FROM stream_chunks WHERE job_id = :id
+
+-- name: finish
+-- IN_PROGRESS -> COMPLETED or FAILED, only for the holding worker when one is named.
+UPDATE jobs
+SET status = :status, output_json = :output_json, error_json = :error_json,
+    finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = FALSE,
+    expires_at_ms = {expires}
+WHERE id = :id AND status = 'IN_PROGRESS'
+  AND (CAST(:worker_id AS TEXT) IS NULL OR worker_id = :worker_id)
+RETURNING {job}
+
+-- name: let_go
+-- The worker no longer holds this terminal job: stop telling it to stop.
+UPDATE jobs SET stop_pending = FALSE
+WHERE id = :id AND stop_pending AND (CAST(:worker_id AS TEXT) IS NULL OR worker_id = :worker_id)
+
+-- name: outbox_insert
+-- Queue one webhook delivery, due at once.
+INSERT INTO webhook_outbox (job_id, url, body_json, attempts, next_attempt_at_ms, claimed_until_ms)
+VALUES (:job_id, :url, :body_json, 0, :now, 0)
+
+-- name: cancel
+-- IN_QUEUE or IN_PROGRESS -> CANCELLED; a running job's worker gets a stop signal.
+UPDATE jobs
+SET status = 'CANCELLED', finished_at_ms = :now, lease_expires_at_ms = NULL,
+    stop_pending = (status = 'IN_PROGRESS'), expires_at_ms = {expires}
+WHERE id = :id AND endpoint_id = :endpoint_id AND status IN ('IN_QUEUE', 'IN_PROGRESS')
+RETURNING {job}
+
+-- name: retry
+-- FAILED or TIMED_OUT -> IN_QUEUE as a new attempt; ttl counts again from now.
+UPDATE jobs
+SET status = 'IN_QUEUE', retries = retries + 1, output_json = NULL, error_json = NULL,
+    started_at_ms = NULL, finished_at_ms = NULL, worker_id = NULL, lease_expires_at_ms = NULL,
+    expires_at_ms = NULL, stop_pending = FALSE, stream_cursor = stream_seq,
+    ttl_deadline_ms = :now + ttl_ms
+WHERE id = :id AND endpoint_id = :endpoint_id AND status IN ('FAILED', 'TIMED_OUT') AND {retained}
+RETURNING {job}
+
+-- name: purge
+-- Every queued job of an endpoint -> CANCELLED.
+UPDATE jobs SET status = 'CANCELLED', finished_at_ms = :now, expires_at_ms = {expires}
+WHERE endpoint_id = :endpoint_id AND status = 'IN_QUEUE'
+RETURNING {job}
+
+-- name: touch_worker
+-- Upsert a worker; "unhealthy" and "recycling" stick until it is removed or given a new state.
+INSERT INTO workers (worker_id, endpoint_id, state, last_seen_ms)
+VALUES (:worker_id, :endpoint_id, COALESCE(CAST(:state AS TEXT), 'ready'), :now)
+ON CONFLICT (worker_id) DO UPDATE
+SET endpoint_id = excluded.endpoint_id, last_seen_ms = excluded.last_seen_ms,
+    state = CASE WHEN CAST(:state AS TEXT) IS NOT NULL THEN excluded.state
+                 WHEN workers.state IN ('unhealthy', 'recycling') THEN workers.state
+                 ELSE 'ready' END
+
+-- name: renew_all
+-- Extend the lease of every job the worker runs.
+UPDATE jobs SET lease_expires_at_ms = :lease_until
+WHERE worker_id = :worker_id AND status = 'IN_PROGRESS'
+
+-- name: renew_held
+-- Extend the leases of the listed jobs the worker runs.
+UPDATE jobs SET lease_expires_at_ms = :lease_until
+WHERE worker_id = :worker_id AND status = 'IN_PROGRESS' AND id IN {ids}
+
+-- name: let_go_unlisted
+-- Jobs missing from the worker's list are no longer held: clear their stop signals.
+UPDATE jobs SET stop_pending = FALSE
+WHERE worker_id = :worker_id AND stop_pending AND id NOT IN {ids}
+
+-- name: jobs_to_stop
+-- Terminal jobs the worker still holds and must be told to stop.
+SELECT id FROM jobs WHERE worker_id = :worker_id AND stop_pending ORDER BY seq
+
+-- name: worker_get
+-- One worker row.
+SELECT worker_id, endpoint_id, state, last_seen_ms FROM workers WHERE worker_id = :worker_id
+
+-- name: worker_held
+-- The jobs a worker runs.
+SELECT id FROM jobs WHERE worker_id = :worker_id AND status = 'IN_PROGRESS' ORDER BY seq
+
+-- name: health_jobs
+-- Retained jobs of an endpoint by state, with how many of each were retried.
+SELECT status, COUNT(*), SUM(CASE WHEN retries > 0 THEN 1 ELSE 0 END)
+FROM jobs WHERE endpoint_id = :endpoint_id AND {retained}
+GROUP BY status
+
+-- name: health_workers
+-- Each live worker of an endpoint with whether it runs at least one job.
+SELECT w.state, EXISTS (SELECT 1 FROM jobs j
+                        WHERE j.worker_id = w.worker_id AND j.status = 'IN_PROGRESS')
+FROM workers w WHERE w.endpoint_id = :endpoint_id
+
+-- name: sweep_queue_ttl
+-- Queued jobs past their ttl -> TIMED_OUT.
+UPDATE jobs SET status = 'TIMED_OUT', finished_at_ms = :now, error_json = :ttl_error,
+                expires_at_ms = {expires}
+WHERE status = 'IN_QUEUE' AND ttl_deadline_ms <= :now
+RETURNING {job}
+
+-- name: sweep_run_timeout
+-- Running jobs past executionTimeout or ttl -> TIMED_OUT, and their worker told to stop.
+UPDATE jobs
+SET status = 'TIMED_OUT', finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = TRUE,
+    error_json = CASE WHEN ttl_deadline_ms <= :now THEN :ttl_error ELSE :execution_error END,
+    expires_at_ms = {expires}
+WHERE status = 'IN_PROGRESS'
+  AND (started_at_ms + execution_timeout_ms <= :now OR ttl_deadline_ms <= :now)
+RETURNING {job}
+
+-- name: sweep_workers
+-- Forget workers silent since :lost_before.
+DELETE FROM workers WHERE last_seen_ms <= :lost_before RETURNING worker_id
+
+-- name: sweep_requeue
+-- Running jobs whose lease lapsed or whose worker was lost, with retries left -> IN_QUEUE.
+UPDATE jobs
+SET status = 'IN_QUEUE', retries = retries + 1, started_at_ms = NULL, worker_id = NULL,
+    lease_expires_at_ms = NULL, output_json = NULL, stream_cursor = stream_seq
+WHERE status = 'IN_PROGRESS' AND (lease_expires_at_ms <= :now OR worker_id IN {ids})
+  AND retries < :max_retries
+RETURNING {job}
+
+-- name: sweep_lost_fail
+-- The same jobs without retries left -> FAILED "worker lost".
+UPDATE jobs
+SET status = 'FAILED', finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = TRUE,
+    error_json = CAST(:lost_prefix AS TEXT) || retries || CAST(:lost_suffix AS TEXT),
+    expires_at_ms = {expires}
+WHERE status = 'IN_PROGRESS' AND (lease_expires_at_ms <= :now OR worker_id IN {ids})
+RETURNING {job}
+
+-- name: sweep_expired
+-- Delete up to :limit records past retention (stream chunks cascade).
+WITH picked AS MATERIALIZED (
+    SELECT seq FROM jobs WHERE expires_at_ms <= :now LIMIT :limit)
+DELETE FROM jobs WHERE seq IN (SELECT seq FROM picked)
+RETURNING seq
+
+-- name: due_webhooks
+-- Claim due, unclaimed deliveries until :claim_until.
+WITH picked AS MATERIALIZED (
+    SELECT id FROM webhook_outbox
+    WHERE next_attempt_at_ms <= :now AND claimed_until_ms <= :now
+    ORDER BY next_attempt_at_ms, id LIMIT :limit {skip_locked})
+UPDATE webhook_outbox SET claimed_until_ms = :claim_until
+WHERE next_attempt_at_ms <= :now AND claimed_until_ms <= :now
+  AND id IN (SELECT id FROM picked)
+RETURNING id, job_id, url, body_json, attempts, next_attempt_at_ms
+
+-- name: webhook_delete
+-- A delivery succeeded or was given up.
+DELETE FROM webhook_outbox WHERE id = :id
+
+-- name: webhook_reschedule
+-- A delivery failed and will be tried again.
+UPDATE webhook_outbox
+SET attempts = attempts + 1, next_attempt_at_ms = :next_attempt_at_ms, claimed_until_ms = 0
+WHERE id = :id

@@ -1,0 +1,80 @@
+"""PostgreSQL-only behaviour: concurrent migration, SKIP LOCKED takes, LISTEN/NOTIFY wake-ups."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from store_backends import POSTGRES_URL, drop_schema, open_store
+
+from neuroq.jobs import NewJob, now_ms
+from neuroq.store.base import job_topic, queue_topic
+from neuroq.store.postgres import PostgresStore
+
+pytestmark = pytest.mark.skipif(
+    not POSTGRES_URL, reason="set NEUROQ_TEST_POSTGRES_URL to run the PostgreSQL tests"
+)
+EP = "ep-pg"
+
+
+@pytest.fixture
+async def schema() -> AsyncIterator[str]:
+    name = f"t_{secrets.token_hex(6)}"
+    yield name
+    await drop_schema(name)
+
+
+async def test_servers_starting_together_migrate_once(schema: str, tmp_path: Path) -> None:
+    stores = await asyncio.gather(*(open_store("postgres", tmp_path, schema) for _ in range(4)))
+    try:
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+            cur = await conn.execute(f'SELECT version FROM "{schema}".neuroq_schema_version')
+            assert await cur.fetchall() == [(1,)]
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_concurrent_takes_never_share_a_job(schema: str, tmp_path: Path) -> None:
+    stores = [await open_store("postgres", tmp_path, schema) for _ in range(3)]
+    try:
+        t = now_ms()
+        submitted = {(await stores[0].submit(NewJob(EP, str(i)), t))[0].id for i in range(60)}
+
+        async def drain(index: int) -> list[str]:
+            taken: list[str] = []
+            while jobs := await stores[index % 3].take(EP, f"w{index}", 2, now_ms(), 60_000):
+                taken += [job.id for job in jobs]
+            return taken
+
+        results = await asyncio.gather(*(drain(i) for i in range(6)))
+        taken = [job_id for ids in results for job_id in ids]
+        assert len(taken) == len(set(taken)) == len(submitted)
+        assert set(taken) == submitted
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_a_commit_in_one_store_wakes_another(schema: str, tmp_path: Path) -> None:
+    writer = await open_store("postgres", tmp_path, schema)
+    reader = await open_store("postgres", tmp_path, schema)
+    try:
+        queue_version = reader.notifier.version(queue_topic(EP))
+        job, _ = await writer.submit(NewJob(EP, "1"), now_ms())
+        assert await reader.notifier.wait(queue_topic(EP), queue_version, timeout_s=5.0)
+        job_version = reader.notifier.version(job_topic(job.id))
+        await writer.take(EP, "w1", 1, now_ms(), 60_000)
+        assert await reader.notifier.wait(job_topic(job.id), job_version, timeout_s=5.0)
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+def test_schema_name_is_validated() -> None:
+    with pytest.raises(ValueError, match="schema="):
+        PostgresStore(POSTGRES_URL, schema="x; DROP TABLE jobs")
