@@ -282,3 +282,35 @@ class JobStore(Protocol):
         """Record an attempt: delete on success or when next_attempt_at_ms is None (gave up),
         else reschedule."""
         ...
+
+    # -- read-only views (dashboard, metrics) ------------------------------------------------
+
+    async def list_jobs(
+        self,
+        *,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+        since_ms: int = 0,
+        limit: int = 50,
+        offset: int = 0,
+        now_ms: int,
+    ) -> list[Job]:
+        """Retained jobs, newest first; each filter applies when given (`since_ms` bounds the
+        creation time). Paged by `limit` and `offset`."""
+        ...
+
+    async def job_counts(self, now_ms: int) -> dict[str, dict[str, int]]:
+        """Retained jobs as endpoint_id -> status value -> count (only states present)."""
+        ...
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        """Every live worker with the jobs it runs, ordered by endpoint then worker id."""
+        ...
+
+    async def jobs_by_ids(self, job_ids: list[str], now_ms: int) -> list[Job]:
+        """The retained jobs among `job_ids`, on any endpoint, in no particular order."""
+        ...
+
+    async def job_webhooks(self, job_id: str) -> list[WebhookDelivery]:
+        """Deliveries of the job still in the outbox (pending or being retried)."""
+        ...

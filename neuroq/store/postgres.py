@@ -265,6 +265,35 @@ class PostgresStore:
     ) -> None:
         await self._run(ops.webhook_attempted(delivery_id, ok, next_attempt_at_ms), write=True)
 
+    # -- read-only views (dashboard, metrics) ----------------------------------------------
+
+    async def list_jobs(
+        self,
+        *,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+        since_ms: int = 0,
+        limit: int = 50,
+        offset: int = 0,
+        now_ms: int,
+    ) -> list[Job]:
+        op = ops.list_jobs(endpoint_id, status, since_ms, limit, offset, now_ms)
+        return await self._run(op, write=False)
+
+    async def job_counts(self, now_ms: int) -> dict[str, dict[str, int]]:
+        return await self._run(ops.job_counts(now_ms), write=False)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await self._run(ops.list_workers(), write=False)
+
+    async def jobs_by_ids(self, job_ids: list[str], now_ms: int) -> list[Job]:
+        if not job_ids:
+            return []
+        return await self._run(ops.jobs_by_ids(job_ids, now_ms), write=False)
+
+    async def job_webhooks(self, job_id: str) -> list[WebhookDelivery]:
+        return await self._run(ops.job_webhooks(job_id), write=False)
+
 
 def _payloads(topics: set[str]) -> list[str]:
     """Space-separated topic lists, each small enough for one NOTIFY."""

@@ -94,6 +94,13 @@ async def test_take_is_fifo_with_low_priority_last(store: JobStore, t0: int) -> 
         assert job.lease_expires_at_ms == t0 + 10 + LEASE
 
 
+async def test_a_limited_take_picks_normal_priority_first(store: JobStore, t0: int) -> None:
+    low, _ = await store.submit(new(0, low=True), t0)
+    normal, _ = await store.submit(new(1), t0 + 1)
+    assert [j.id for j in await store.take(EP, "w1", 1, t0 + 2, LEASE)] == [normal.id]
+    assert [j.id for j in await store.take(EP, "w1", 1, t0 + 2, LEASE)] == [low.id]
+
+
 async def test_take_respects_limit_and_never_gives_a_job_twice(store: JobStore, t0: int) -> None:
     ids = [(await store.submit(new(i), t0))[0].id for i in range(5)]
     first = await store.take(EP, "w1", 2, t0, LEASE)

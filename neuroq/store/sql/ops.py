@@ -355,3 +355,56 @@ def webhook_attempted(delivery_id: int, ok: bool, next_attempt_at_ms: int | None
             "webhook_reschedule", {"id": delivery_id, "next_attempt_at_ms": next_attempt_at_ms}
         )
     return Outcome(None)
+
+
+# -- read-only views for the dashboard and metrics ------------------------------------------
+
+
+def list_jobs(
+    endpoint_id: str | None,
+    status: str | None,
+    since_ms: int,
+    limit: int,
+    offset: int,
+    now_ms: int,
+) -> Op[list[Job]]:
+    params = {
+        "endpoint_id": endpoint_id,
+        "status": status,
+        "since": since_ms,
+        "limit": limit,
+        "offset": offset,
+        "now": now_ms,
+    }
+    rows = yield Stmt("dash_list_jobs", params)
+    return Outcome([job_from_row(row) for row in rows])
+
+
+def job_counts(now_ms: int) -> Op[dict[str, dict[str, int]]]:
+    counts: dict[str, dict[str, int]] = {}
+    for endpoint_id, status, count in (yield Stmt("dash_job_counts", {"now": now_ms})):
+        counts.setdefault(endpoint_id, {})[status] = int(count)
+    return Outcome(counts)
+
+
+def list_workers() -> Op[list[WorkerInfo]]:
+    rows = yield Stmt("dash_workers", {})
+    held: dict[str, list[str]] = {}
+    for worker_id, job_id in (yield Stmt("dash_running", {})):
+        held.setdefault(worker_id, []).append(job_id)
+    return Outcome(
+        [
+            WorkerInfo(wid, endpoint_id, state, last_seen_ms, tuple(held.get(wid, ())))
+            for wid, endpoint_id, state, last_seen_ms in rows
+        ]
+    )
+
+
+def jobs_by_ids(job_ids: list[str], now_ms: int) -> Op[list[Job]]:
+    rows = yield Stmt("dash_jobs_by_ids", {"ids": job_ids, "now": now_ms})
+    return Outcome([job_from_row(row) for row in rows])
+
+
+def job_webhooks(job_id: str) -> Op[list[WebhookDelivery]]:
+    rows = yield Stmt("dash_job_webhooks", {"id": job_id})
+    return Outcome([WebhookDelivery(*row) for row in rows])
