@@ -26,6 +26,11 @@ log = logging.getLogger("neuroq.serve")
 
 #: how long a worker gets to finish after SIGTERM before it is killed
 WORKER_STOP_GRACE_S = 15.0
+#: how long an idle keep-alive connection stays open. The runpod SDK worker reuses a pooled
+#: connection idle for up to 15 s (aiohttp's default), and a sync handler blocks its event loop
+#: meanwhile; had the server closed that connection first (uvicorn's default is 5 s), the result
+#: post after a 5-15 s handler meets a dead socket and the SDK drops the result (spec 2.6).
+KEEP_ALIVE_S = 75
 
 
 @click.command()
@@ -88,6 +93,7 @@ def serve(
         lifespan="on",
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
+        timeout_keep_alive=KEEP_ALIVE_S,
     )
     if not handlers:
         uvicorn.Server(config).run()

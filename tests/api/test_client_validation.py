@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProcess
+from conftest import API_KEY, WORKER_KEY, ServerProcess
 
 MB = 1024 * 1024
 
@@ -260,3 +260,54 @@ def test_cancel_retry_purge_ignore_a_body(client: httpx.Client) -> None:
     assert_error(client.post(f"/v-nb/retry/{job}", content=b"[", headers=junk), 400, "CANCELLED")
     reply = client.post("/v-nb/purge-queue", content=b"", headers=junk)
     assert reply.json() == {"removed": 0, "status": "completed"}
+
+
+# -- keys ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": ""},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": "wrong"},
+        {"Authorization": f"Bearer {WORKER_KEY}"},  # a worker key is not a client key
+        {"Authorization": f"Basic {API_KEY}"},
+    ],
+)
+def test_missing_or_wrong_client_key_is_401(
+    shared_server: ServerProcess, headers: dict[str, str]
+) -> None:
+    base = shared_server.base_url
+    for method, path in [
+        ("POST", "/auth-ep/run"),
+        ("POST", "/auth-ep/runsync"),
+        ("GET", "/auth-ep/status/x"),
+        ("POST", "/auth-ep/cancel/x"),
+        ("POST", "/auth-ep/purge-queue"),
+        ("GET", "/auth-ep/health"),
+        ("GET", "/bad.ep/health"),  # auth is checked before the endpoint id
+    ]:
+        reply = httpx.request(method, base + path, headers=headers, json={"input": 1})
+        assert reply.status_code == 401, (method, path, reply.text)
+        assert reply.headers["content-type"] == "application/json"
+        assert "key" in reply.json()["error"]
+    # The key never appears in an error.
+    assert API_KEY not in reply.text
+
+
+@pytest.mark.parametrize(
+    "authorization", [f"Bearer {API_KEY}", f"bearer {API_KEY}", API_KEY, f"Bearer   {API_KEY}"]
+)
+def test_bearer_and_bare_client_key_work(shared_server: ServerProcess, authorization: str) -> None:
+    reply = httpx.get(
+        shared_server.base_url + "/auth-ep/health", headers={"Authorization": authorization}
+    )
+    assert reply.status_code == 200, reply.text
+
+
+def test_openapi_needs_no_key(shared_server: ServerProcess) -> None:
+    reply = httpx.get(shared_server.url + "/openapi.json")
+    assert reply.status_code == 200
+    assert reply.json()["openapi"].startswith("3.1")
