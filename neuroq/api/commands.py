@@ -72,6 +72,7 @@ def serve(
     from neuroq.api.app import create_app
     from neuroq.api.auth import load_keys
     from neuroq.jobs import is_path_safe
+    from neuroq.logs import add_secrets, configure_logging
 
     if handlers and not is_path_safe(endpoint):
         raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
@@ -79,10 +80,12 @@ def serve(
         settings = Settings.from_env(host=host, port=port, data_dir=data_dir, store=store)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    try:
+        configure_logging(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
     app = create_app(settings)
+    add_secrets([*app.state.keys.client, *app.state.keys.worker])  # generated ones too
     config = uvicorn.Config(
         app,
         host=settings.host,
@@ -90,6 +93,7 @@ def serve(
         loop="auto",  # uvloop when installed
         http="auto",  # httptools when installed
         access_log=False,
+        log_config=None,  # uvicorn's loggers propagate to the handler configure_logging set
         lifespan="on",
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
