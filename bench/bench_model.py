@@ -26,9 +26,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from neuroq.model.engine import Engine  # noqa: E402
-from neuroq.model.model import NeuroQ, NeuroQConfig  # noqa: E402
-from neuroq.model.sampling import SamplingParams  # noqa: E402
+from neuroq.model.engine import Engine
+from neuroq.model.model import NeuroQ, NeuroQConfig
+from neuroq.model.sampling import SamplingParams
 
 VOCAB = 8000
 NEW_TOKENS = 80

@@ -1,0 +1,287 @@
+"""The handler's actions: health, status, init, train, generate, clear_session.
+
+`Service.handle(job)` validates the input, runs one action and returns the result object (spec
+§6.1 field names: `status`, `mode`, `prompt`, `generated`, `vocab_size`, ...). Every expected
+failure comes back as `{"error": "<param>: <what is wrong>"}`, which both our worker and the
+RunPod SDK turn into a FAILED job with that error. Blocking work (loading, training, decoding)
+runs in threads, so heartbeats, stop signals and other jobs keep going.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neuroq.config import Settings
+from neuroq.handler.batching import MicroBatcher
+from neuroq.handler.models import DEFAULT_NAMES, ModelNotFound, ModelRegistry, dialogues_from
+from neuroq.handler.sessions import DEFAULT_TTL_S, SessionStore
+from neuroq.handler.streaming import StreamSink, report_progress
+from neuroq.handler.validation import InputError, validate
+from neuroq.model.checkpoint import CheckpointError
+from neuroq.model.engine import Engine
+from neuroq.model.sampling import SamplingParams
+from neuroq.model.tokenizer import TokenizerError
+from neuroq.model.train import ProgressEvent
+
+log = logging.getLogger("neuroq.handler")
+
+#: seconds between training progress updates (each is an HTTP post)
+PROGRESS_INTERVAL_S = 0.25
+#: least time between two stream posts of one job: a post per token costs the decoding thread
+#: more (GIL, HTTP) than it gains in latency once several jobs stream at once
+STREAM_INTERVAL_S = 0.05
+
+
+class Service:
+    """Everything one worker process shares between jobs: models, sessions, the batcher."""
+
+    def __init__(self, data_dir: Path, session_ttl_s: float = DEFAULT_TTL_S) -> None:
+        self.data_dir = data_dir
+        self.models = ModelRegistry(data_dir)
+        self.sessions = SessionStore(data_dir / "sessions.sqlite3", ttl_s=session_ttl_s)
+        self.batcher = MicroBatcher()
+
+    @classmethod
+    def from_env(cls) -> Service:
+        data_dir = Settings.from_env().data_dir
+        ttl = float(os.environ.get("NEUROQ_SESSION_TTL_S", DEFAULT_TTL_S))
+        return cls(data_dir, session_ttl_s=ttl)
+
+    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+        raw = job.get("input") if isinstance(job, dict) else None
+        action = "?"
+        try:
+            action, params = validate(raw if raw is not None else {})
+            if action == "health":
+                return self.health()
+            if action == "status":
+                return self.status()
+            if action == "clear_session":
+                cleared = await asyncio.to_thread(self.sessions.clear, params["session_id"])
+                return {"status": "success", "session_id": params["session_id"], "cleared": cleared}
+            if action == "init":
+                return await self.init(params)
+            if action == "train":
+                return await self.train(job, params)
+            return await self.generate(job, params)
+        except (InputError, ModelNotFound) as exc:
+            return {"error": str(exc)}
+        except (CheckpointError, TokenizerError) as exc:
+            return {"error": f"model: {exc}"}
+        except ValueError as exc:
+            # Raised by the model library for combinations we do not pre-check (e.g. seq_length
+            # above max_seq_len, or texts too short for one window); its text names the field.
+            return {"error": f"{action}: {exc}"}
+
+    def health(self) -> dict[str, Any]:
+        """Answers without loading any weights."""
+
+        def vocab(name: str) -> Any:
+            return self.models.describe(name)["vocab_size"] if self.models.exists(name) else None
+
+        return {
+            "status": "healthy",
+            "layered_available": True,
+            "brain_available": True,
+            "device": _device(),
+            "model_initialized": bool(self.models.loaded()),
+            "layered_vocab_size": vocab(DEFAULT_NAMES["layered"]),
+            "brain_vocab_size": vocab(DEFAULT_NAMES["brain"]),
+        }
+
+    def status(self) -> dict[str, Any]:
+        models = [self.models.describe(name) for name in self.models.names()]
+        default = next((m for m in models if m["name"] == DEFAULT_NAMES["layered"]), None)
+        return {
+            "status": "ok",
+            "initialized": bool(self.models.loaded()),
+            "device": _device(),
+            "vocab_size": default["vocab_size"] if default else None,
+            "models": models,
+            "sessions": self.sessions.count(),
+            "batches": len(self.batcher.batch_sizes),
+        }
+
+    async def init(self, params: dict[str, Any]) -> dict[str, Any]:
+        mode = params.get("mode", "layered")
+        name = params.get("model", DEFAULT_NAMES[mode])
+        model = await asyncio.to_thread(self.models.init, name, mode, params)
+        return {
+            "status": "success",
+            "mode": mode,
+            "model": name,
+            "message": f"model {name!r} initialised ({model.num_params():,} parameters, untrained)",
+            "vocab_size": model.config.vocab_size,
+            "num_params": model.num_params(),
+        }
+
+    async def train(self, job: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        mode = params.get("mode")
+        name = params.get("model", DEFAULT_NAMES[mode or "layered"])
+        config, tokenizer = self.models.train_config(name, mode, params)
+        dialogues = dialogues_from(params.get("texts"))
+        stop = threading.Event()
+        last = [0.0]
+
+        def progress(ev: ProgressEvent) -> None:
+            now = time.monotonic()
+            if now - last[0] < PROGRESS_INTERVAL_S and ev.step != ev.total_steps:
+                return
+            last[0] = now
+            report_progress(
+                job,
+                {
+                    "status": "training",
+                    "model": name,
+                    "epoch": ev.epoch,
+                    "epochs": ev.epochs,
+                    "step": ev.step,
+                    "total_steps": ev.total_steps,
+                    "loss": round(ev.loss, 4),
+                    "tokens_per_s": round(ev.tokens_per_s, 1),
+                },
+            )
+
+        run = asyncio.ensure_future(
+            asyncio.to_thread(
+                self.models.train,
+                name,
+                config,
+                tokenizer,
+                dialogues,
+                epochs=params["epochs"],
+                batch_size=params["batch_size"],
+                lr=params["learning_rate"],
+                seq_len=params["seq_length"],
+                seed=params.get("seed", 0),
+                progress=progress,
+                should_stop=stop.is_set,
+            )
+        )
+        try:
+            result = await asyncio.shield(run)
+        except asyncio.CancelledError:
+            # Stopped by the server (cancel or timeout): end the loop at its next step and let
+            # it delete its staging directory before the slot is given back.
+            stop.set()
+            await asyncio.gather(run, return_exceptions=True)
+            raise
+        return {
+            "status": "success",
+            "mode": config.mode,
+            "model": name,
+            "message": f"trained {result.epochs} epochs on {len(dialogues)} texts",
+            "checkpoint": name,
+            "num_samples": len(dialogues),
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "train_loss": result.train_loss,
+            "eval_loss": result.eval_loss,
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "vocab_size": config.vocab_size,
+        }
+
+    async def generate(self, job: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+        mode = params.get("mode")
+        name = params.get("model", DEFAULT_NAMES[mode or "layered"])
+        trained: dict[str, Any] | None = None
+        if params["train_before_generate"]:
+            trained = await self.train(job, {**params, "model": name})
+        if not self.models.exists(name):
+            hint = f'; send {{"action": "train", "mode": "{mode}"}} first' if mode else ""
+            raise ModelNotFound(f"model: no checkpoint named {name!r}{hint}")
+        info = self.models.describe(name)
+        if mode is not None and info["mode"] != mode:
+            raise InputError("mode", f"model {name!r} is a {info['mode']} model, not {mode}")
+        engine: Engine = await asyncio.to_thread(self.models.engine, name)
+
+        sampling = SamplingParams(
+            max_length=params["max_length"],
+            temperature=params["temperature"],
+            temp_min=params.get("temp_min"),
+            temp_max=params.get("temp_max"),
+            top_k=params["top_k"],
+            top_p=params["top_p"],
+            repetition_penalty=params["repetition_penalty"],
+            seed=params.get("seed"),
+        )
+        prompt: str = params["prompt"]
+        session_id = params.get("session_id")
+        ids: list[int] = []
+        if session_id is not None:
+            history = await asyncio.to_thread(self.sessions.history, session_id)
+            # Earlier turns as the training records look (BOS <USER> u <ASSISTANT> a EOS).
+            pairs = zip(history[::2], history[1::2], strict=False)
+            for user, assistant in pairs:
+                ids += engine.tokenizer.encode_dialogue(user.content, assistant.content)  # type: ignore[attr-defined]
+        ids += engine.prompt_ids(prompt)
+
+        sink = StreamSink(job) if params["stream"] else None
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        pump = asyncio.create_task(_pump(pieces, sink)) if sink is not None else None
+        try:
+            result = await self.batcher.generate(
+                engine, ids, sampling, pieces.put_nowait if sink is not None else None
+            )
+        finally:
+            pieces.put_nowait(None)
+            if pump is not None:
+                await pump
+            if sink is not None:
+                await sink.aclose()
+
+        output: dict[str, Any] = {
+            "status": "success",
+            "mode": engine.model.config.mode,
+            "prompt": prompt,
+            "generated": result.text,
+            "vocab_size": engine.model.config.vocab_size,
+            "model": name,
+            "stop_reason": result.stop_reason.value,
+            "num_tokens": len(result.token_ids),
+        }
+        if session_id is not None:
+            await asyncio.to_thread(self.sessions.append, session_id, prompt, result.text)
+            output["session_id"] = session_id
+        if trained is not None:
+            output["training"] = {k: trained[k] for k in ("epochs", "steps", "eval_loss")}
+        return output
+
+
+async def _pump(pieces: asyncio.Queue[str | None], sink: StreamSink) -> None:
+    """Post pieces as they come, at most one post per STREAM_INTERVAL_S; whatever piled up
+    meanwhile goes out as one chunk, so the chunks still concatenate to the reply."""
+    loop = asyncio.get_running_loop()
+    done = False
+    last_post = 0.0
+    while not done:
+        batch: list[str] = []
+        item = await pieces.get()
+        pause = last_post + STREAM_INTERVAL_S - loop.time()
+        if pause > 0 and item is not None:
+            await asyncio.sleep(pause)
+        while True:
+            if item is None:
+                done = True
+                break
+            batch.append(item)
+            if pieces.empty():
+                break
+            item = pieces.get_nowait()
+        if batch:
+            last_post = loop.time()
+            await sink.send("".join(batch))
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"

@@ -1,0 +1,254 @@
+"""Named checkpoints in the data directory, loaded lazily and shared by all jobs of a worker.
+
+`<data_dir>/checkpoints/<name>/` holds each model the `init` and `train` actions wrote. The name
+`default` falls back to the checkpoint shipped with the package until a user trains their own.
+Loading happens in full before a model becomes visible, so a failed load leaves the previous one
+serving (spec §7 item 15: the original mutated module globals mid-request).
+
+Training writes into a hidden staging directory and swaps it into place only when the run ends
+normally; a cancelled or failed run deletes its staging directory, so the previous checkpoint of
+that name stays whole and keeps serving.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from neuroq.model.checkpoint import (
+    CONFIG_FILE,
+    DEFAULT_CHECKPOINT,
+    META_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from neuroq.model.corpus import Dialogue, load_corpus
+from neuroq.model.engine import Engine
+from neuroq.model.model import NeuroQ, NeuroQConfig
+from neuroq.model.tokenizer import MODEL_FILE, Tokenizer
+from neuroq.model.train import ProgressEvent, TerminalProgress, TrainResult, train
+
+log = logging.getLogger("neuroq.handler")
+
+#: the model a request without `model` uses, per mode
+DEFAULT_NAMES = {"layered": "default", "brain": "brain"}
+MODEL_KEYS = (
+    "embed_dim",
+    "hidden_dim",
+    "num_neurons",
+    "num_heads",
+    "num_layers",
+    "max_seq_len",
+    "dropout",
+    "lambda_entangle",
+)
+
+
+class ModelNotFound(LookupError):
+    """No checkpoint of that name exists yet."""
+
+
+@dataclass
+class _Loaded:
+    stamp: tuple[str, int]
+    engine: Engine
+
+
+def build_config(mode: str, overrides: dict[str, Any], vocab_size: int) -> NeuroQConfig:
+    """A config from the `init` parameters. In layered mode `num_neurons` is the original's
+    other name for `hidden_dim` (spec §6.1); in brain mode it is the brain's neuron count."""
+    values = {k: v for k, v in overrides.items() if k in MODEL_KEYS}
+    values["vocab_size"] = vocab_size
+    if mode == "brain":
+        return NeuroQConfig.brain_defaults(**values)
+    neurons = values.pop("num_neurons", None)
+    if neurons is not None and "hidden_dim" not in values:
+        values["hidden_dim"] = neurons
+    return NeuroQConfig(mode="layered", **values)
+
+
+def dialogues_from(texts: list[Any] | None) -> list[Dialogue]:
+    """Request texts as training records; None means the shipped corpus."""
+    if texts is None:
+        return load_corpus("default")
+    return [
+        Dialogue(None, t) if isinstance(t, str) else Dialogue(t["user"], t["assistant"])
+        for t in texts
+    ]
+
+
+class ModelRegistry:
+    def __init__(self, data_dir: Path, device: str | torch.device | None = None) -> None:
+        self.root = data_dir / "checkpoints"
+        self.device = device
+        self._loaded: dict[str, _Loaded] = {}
+        self._load_lock = threading.Lock()
+        self._train_locks: dict[str, threading.Lock] = {}
+
+    def path(self, name: str) -> Path:
+        own = self.root / name
+        if name == DEFAULT_NAMES["layered"] and not own.is_dir():
+            return DEFAULT_CHECKPOINT
+        return own
+
+    def exists(self, name: str) -> bool:
+        return (self.path(name) / CONFIG_FILE).is_file()
+
+    def names(self) -> list[str]:
+        found = {"default"} if DEFAULT_CHECKPOINT.is_dir() else set()
+        if self.root.is_dir():
+            found |= {p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file()}
+        return sorted(found)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """Cheap facts from the JSON files, without loading any weights."""
+        path = self.path(name)
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelNotFound(f"model: no usable checkpoint named {name!r} ({exc})") from exc
+        return {
+            "name": name,
+            "mode": config.get("mode"),
+            "vocab_size": config.get("vocab_size"),
+            "epochs": meta.get("epochs", 0),
+            "trained": bool(meta.get("epochs")),
+            "created": meta.get("created"),
+            "loaded": name in self._loaded,
+        }
+
+    def loaded(self) -> list[str]:
+        return sorted(self._loaded)
+
+    def _stamp(self, name: str) -> tuple[str, int]:
+        path = self.path(name)
+        try:
+            return str(path), (path / WEIGHTS_FILE).stat().st_mtime_ns
+        except OSError as exc:
+            raise ModelNotFound(f"model: no checkpoint named {name!r}") from exc
+
+    def engine(self, name: str) -> Engine:
+        """The engine for a checkpoint, loading it on first use or when the files changed (a
+        train job of this or another worker replaced them). Blocking: call from a thread."""
+        stamp = self._stamp(name)
+        cached = self._loaded.get(name)
+        if cached is not None and cached.stamp == stamp:
+            return cached.engine
+        with self._load_lock:
+            cached = self._loaded.get(name)
+            if cached is not None and cached.stamp == stamp:
+                return cached.engine
+            started = time.perf_counter()
+            model, tokenizer, _ = load_checkpoint(self.path(name))
+            engine = Engine(model, tokenizer, device=self.device)
+            self._loaded[name] = _Loaded(stamp, engine)
+            log.info("model %s loaded in %.2f s", name, time.perf_counter() - started)
+            return engine
+
+    def _base_tokenizer(self, name: str) -> Tokenizer:
+        """The tokenizer a new model of this name gets: its own, else the shipped one's (so a
+        fresh model needs no tokenizer training and its ids match the shipped corpus)."""
+        path = self.path(name) / MODEL_FILE
+        if not path.is_file():
+            path = DEFAULT_CHECKPOINT / MODEL_FILE
+        return Tokenizer.load(path)
+
+    def init(self, name: str, mode: str, overrides: dict[str, Any], seed: int = 0) -> NeuroQ:
+        """Write a fresh, untrained model under `name` (replacing what was there)."""
+        tokenizer = Tokenizer.load(DEFAULT_CHECKPOINT / MODEL_FILE)
+        config = build_config(mode, overrides, tokenizer.vocab_size)
+        torch.manual_seed(seed)
+        model = NeuroQ(config)
+        with self._train_lock(name):
+            save_checkpoint(self.root / name, model, tokenizer, {"epochs": 0, "steps": 0})
+        self._loaded.pop(name, None)
+        return model
+
+    def train_config(
+        self, name: str, mode: str | None, overrides: dict[str, Any]
+    ) -> tuple[NeuroQConfig, Tokenizer]:
+        """Architecture for a train run: the existing model's (from `init` or an earlier train)
+        unless the request changes the mode or gives model parameters; then fresh defaults."""
+        tokenizer = self._base_tokenizer(name)
+        model_overrides = {k: v for k, v in overrides.items() if k in MODEL_KEYS}
+        if self.exists(name) and not model_overrides:
+            existing = json.loads((self.path(name) / CONFIG_FILE).read_text(encoding="utf-8"))
+            if mode is None or existing.get("mode") == mode:
+                return NeuroQConfig.from_dict(existing), tokenizer
+        return build_config(mode or "layered", model_overrides, tokenizer.vocab_size), tokenizer
+
+    def train(
+        self,
+        name: str,
+        config: NeuroQConfig,
+        tokenizer: Tokenizer,
+        dialogues: list[Dialogue],
+        *,
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        seq_len: int,
+        seed: int,
+        progress: Callable[[ProgressEvent], None],
+        should_stop: Callable[[], bool],
+    ) -> TrainResult:
+        """Train into a staging directory; publish it as `name` only if the run completed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
+        try:
+            result = train(
+                dialogues,
+                config,
+                tokenizer,
+                epochs=epochs,
+                out_dir=staging,
+                batch_size=batch_size,
+                lr=lr,
+                seq_len=seq_len,
+                seed=seed,
+                device=self.device,
+                progress=progress,
+                should_stop=should_stop,
+                terminal=TerminalProgress(io.StringIO()),
+                extra_meta={"trained_by": "handler"},
+            )
+            if not result.stopped:
+                with self._train_lock(name):
+                    _swap_into_place(staging, self.root / name)
+            return result
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _train_lock(self, name: str) -> threading.Lock:
+        return self._train_locks.setdefault(name, threading.Lock())
+
+
+def _swap_into_place(new: Path, target: Path) -> None:
+    """Replace directory `target` by `new` with renames: readers see the old or the new
+    checkpoint, never a mix (a directory cannot be renamed over a non-empty one, hence the aside).
+    """
+    old: Path | None = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{uuid.uuid4().hex[:12]}")
+        os.replace(target, old)
+    os.replace(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["DEFAULT_NAMES", "CheckpointError", "ModelNotFound", "ModelRegistry"]

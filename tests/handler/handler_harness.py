@@ -1,0 +1,150 @@
+"""Helpers for the handler tests: a real `neuroq serve` plus `neuroq worker
+neuroq.handler:handler` processes on loopback, sharing one data directory (checkpoints and
+sessions), and a small client for the tests."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import httpx
+import pytest
+
+
+def _root_conftest() -> ModuleType:
+    # Every conftest.py in a folder without __init__.py is module "conftest", so the root one is
+    # loaded by path under a name of its own.
+    name = "neuroq_tests_root_conftest"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "conftest.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_root = _root_conftest()
+ServerProcess = _root.ServerProcess
+WorkerProcess = _root.WorkerProcess
+
+HANDLER = "neuroq.handler:handler"
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+#: a model small enough to train in a second or two on a CPU
+TINY = {"embed_dim": 16, "hidden_dim": 32, "num_heads": 2, "num_layers": 1, "max_seq_len": 32}
+
+
+@dataclass
+class Harness:
+    server: ServerProcess
+    data_dir: Path
+    log_dir: Path
+    http: httpx.Client
+    workers: list[WorkerProcess] = field(default_factory=list)
+
+    def worker(self, endpoint: str, *args: str) -> WorkerProcess:
+        w = _root.start_worker(
+            self.server,
+            HANDLER,
+            endpoint,
+            self.log_dir,
+            "--ping-interval",
+            "1",
+            *args,
+            NEUROQ_DATA_DIR=str(self.data_dir),
+        )
+        self.workers.append(w)
+        return w
+
+    def run(self, endpoint: str, input_: dict[str, Any]) -> str:
+        reply = self.http.post(f"/{endpoint}/run", json={"input": input_})
+        reply.raise_for_status()
+        return str(reply.json()["id"])
+
+    def status(self, endpoint: str, job_id: str, wait_ms: int = 0) -> dict[str, Any]:
+        params = {"wait": wait_ms} if wait_ms else None
+        reply = self.http.get(f"/{endpoint}/status/{job_id}", params=params)
+        reply.raise_for_status()
+        result: dict[str, Any] = reply.json()
+        return result
+
+    def wait_done(self, endpoint: str, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            result = self.status(endpoint, job_id, wait_ms=2000)
+            if result["status"] in TERMINAL:
+                return result
+        raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s")
+
+    def call(self, endpoint: str, input_: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
+        return self.wait_done(endpoint, self.run(endpoint, input_), timeout_s)
+
+    def stream(self, endpoint: str, job_id: str, timeout_s: float = 60) -> list[Any]:
+        chunks: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            reply = self.http.get(f"/{endpoint}/stream/{job_id}", params={"wait": 1000}).json()
+            chunks += [item["output"] for item in reply["stream"]]
+            if reply["status"] in TERMINAL:
+                return chunks
+        raise TimeoutError(f"stream of job {job_id} did not end in {timeout_s} s")
+
+
+def make_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
+    root = tmp_path_factory.mktemp("handler")
+    server = _root.start_server(root / "server")
+    http = httpx.Client(base_url=server.base_url, headers=server.client_headers, timeout=30)
+    h = Harness(server, root / "data", root / "logs", http)
+    yield h
+    for w in h.workers:
+        w.stop()
+    http.close()
+    server.stop()
+
+
+def start_sdk_worker(h: Harness, endpoint: str) -> subprocess.Popen[bytes]:
+    """`python -m neuroq.handler` (RunPod's SDK) with the environment `neuroq worker-env` prints."""
+    env = dict(os.environ)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "neuroq",
+            "worker-env",
+            "--endpoint",
+            endpoint,
+            "--url",
+            h.server.url,
+        ],
+        capture_output=True,
+        text=True,
+        env={**env, "NEUROQ_WORKER_KEYS": h.server.worker_key},
+        check=True,
+    ).stdout
+    for line in out.splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        env[name] = value.strip("'")
+    home = h.log_dir / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
+            "HOME": str(home),
+            "NEUROQ_DATA_DIR": str(h.data_dir),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log = open(h.log_dir / f"sdk-{endpoint}.log", "ab")  # noqa: SIM115 - the child owns it
+    return subprocess.Popen(
+        [sys.executable, "-m", "neuroq.handler"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
