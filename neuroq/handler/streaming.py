@@ -6,7 +6,7 @@ what every existing client reads - would break. The handler is therefore an ordi
 that returns the result object, and posts its stream chunks itself to the same job-stream route
 a generator's chunks go to:
 
-- under `neuroq worker`, through the running worker's own transport (in order, retried, and
+- under `neuroq worker`, through `neuroq.worker.stream_update` (in order, retried, and
   dropped once the job is stopped);
 - under the RunPod SDK (`python -m neuroq.handler`), to `RUNPOD_WEBHOOK_POST_STREAM` with the
   worker key, exactly as the SDK posts a generator's chunks;
@@ -30,15 +30,6 @@ log = logging.getLogger("neuroq.handler")
 RUNTIME = {"name": "neuroq"}
 
 
-def _neuroq_running_job(job_id: str) -> Any:
-    # The worker runtime has a public progress_update but no public stream call for
-    # non-generator handlers; its registry of running jobs is the one place that knows the
-    # job's transport. Kept to this one function so a public API can replace it.
-    from neuroq.worker import runtime
-
-    return runtime._ACTIVE.get(job_id)
-
-
 class StreamSink:
     """Posts one job's stream chunks, in order; each `send` returns once its post is done."""
 
@@ -49,16 +40,14 @@ class StreamSink:
         self.sent = 0
 
     async def send(self, chunk: Any) -> None:
-        body = json.dumps({"output": chunk}, ensure_ascii=False).encode()
         try:
             if RUNTIME["name"] == "runpod":
-                await self._send_runpod(body)
+                await self._send_runpod(json.dumps({"output": chunk}, ensure_ascii=False).encode())
                 return
-            running = _neuroq_running_job(self.job_id)
-            if running is None or running.stopped:
-                return
-            await running.worker.transport.stream(self.job_id, body)
-            self.sent += 1
+            from neuroq.worker import stream_update
+
+            if await stream_update({"id": self.job_id}, chunk):
+                self.sent += 1
         except Exception as exc:  # a lost chunk must never fail the job: the final output has all
             log.warning("job %s: stream chunk lost: %s", self.job_id, exc)
 

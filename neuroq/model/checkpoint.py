@@ -167,7 +167,7 @@ def read_config(directory: str | Path) -> NeuroQConfig:
 def load_checkpoint(
     directory: str | Path, device: str | torch.device | None = None
 ) -> tuple[NeuroQ, Tokenizer, dict[str, Any]]:
-    """Load and validate a checkpoint; the model comes back in eval mode on `device` (CPU default)."""
+    """Load and validate a checkpoint; the model is returned in eval mode on `device` (CPU)."""
     d = Path(directory)
     if not d.is_dir():
         raise CheckpointError(f"{d}: checkpoint directory not found")

@@ -29,17 +29,28 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     show_default=True,
     help="A .jsonl ({user, assistant} per line) or .txt file, or 'default' for the shipped corpus.",
 )
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Checkpoint directory.")
+@click.option(
+    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Checkpoint directory."
+)
 @click.option("--mode", type=click.Choice(MODES), default="layered", show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True, callback=_positive)
 @click.option("--batch-size", type=int, default=16, show_default=True, callback=_positive)
 @click.option("--lr", type=float, default=1e-3, show_default=True, callback=_positive)
 @click.option("--seq-len", type=click.IntRange(min=2), default=64, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--vocab-size", type=click.IntRange(min=300), default=None,
-              help="Tokenizer size (default 4000).")
-@click.option("--tokenizer", "tokenizer_path", type=click.Path(path_type=Path), default=None,
-              help="Use this tokenizer.model instead of training one on the corpus.")
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=300),
+    default=None,
+    help="Tokenizer size (default 4000).",
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Use this tokenizer.model instead of training one on the corpus.",
+)
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint in --out.")
 @click.option("--embed-dim", type=int, default=None, callback=_positive)
 @click.option("--hidden-dim", type=int, default=None, callback=_positive)
@@ -49,8 +60,12 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 @click.option("--num-neurons", type=int, default=None, callback=_positive, help="Brain mode.")
 @click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None)
 @click.option("--lambda-entangle", type=click.FloatRange(min=0.0), default=None)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch CPU threads (default: torch's choice).")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice).",
+)
 def train(
     corpus: str,
     out_dir: Path,
@@ -134,10 +149,19 @@ def _train_tokenizer(dialogues: Any, vocab_size: int, seed: int) -> Any:
 
 @click.command()
 @click.option("--corpus", default="default", show_default=True, help="Corpus file or 'default'.")
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
-              help="Directory for tokenizer.model.")
-@click.option("--vocab-size", type=click.IntRange(min=300), default=None,
-              help="Number of pieces (default 4000).")
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory for tokenizer.model.",
+)
+@click.option(
+    "--vocab-size",
+    type=click.IntRange(min=300),
+    default=None,
+    help="Number of pieces (default 4000).",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> None:
     """Train the SentencePiece tokenizer on a corpus."""
@@ -155,8 +179,12 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
 
 @click.command()
 @click.argument("prompt")
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Checkpoint directory (default: the model shipped with the package).")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Checkpoint directory (default: the model shipped with the package).",
+)
 @click.option("--max-length", type=int, default=100, show_default=True)
 @click.option("--temperature", type=float, default=0.7, show_default=True)
 @click.option("--top-k", type=int, default=40, show_default=True)

@@ -84,7 +84,7 @@ def _parse_record(line: str, path: Path, lineno: int) -> Dialogue:
 
 
 def corpus_sha256(dialogues: Iterable[Dialogue]) -> str:
-    """Digest of the records' canonical JSON, so a checkpoint can name the data it was trained on."""
+    """Digest of the records' canonical JSON, so a checkpoint names the data it was trained on."""
     h = hashlib.sha256()
     for d in dialogues:
         h.update(d.to_json().encode("utf-8"))

@@ -227,10 +227,12 @@ class TextStream:
 
 
 @dataclass
-class _Event:
-    row: int
-    token: int | None  # None when the step produced a stop token
-    stop: StopReason | None  # set on a row's last event
+class StepEvent:
+    """What one decoding step did for one row of `Engine.steps`."""
+
+    row: int  #: index of the prompt in the batch
+    token: int | None  #: the new token, None when the step produced a stop token
+    stop: StopReason | None  #: set on the row's last event
 
 
 class Engine:
@@ -269,7 +271,7 @@ class Engine:
         per_row = self._per_row_params(params, len(ids))
         tokens: list[list[int]] = [[] for _ in ids]
         reasons: list[StopReason] = [StopReason.LENGTH] * len(ids)
-        for events in self._steps(ids, per_row):
+        for events in self.steps(ids, per_row):
             for event in events:
                 if event.token is not None:
                     tokens[event.row].append(event.token)
@@ -295,7 +297,7 @@ class Engine:
     ) -> Iterator[str]:
         decoder = IncrementalDecoder(self.tokenizer)
         reason = StopReason.LENGTH
-        for events in self._steps([ids], [params]):
+        for events in self.steps([ids], [params]):
             event = events[0]
             if event.token is not None:
                 piece = decoder.push(event.token)
@@ -320,12 +322,16 @@ class Engine:
         return per_row
 
     @torch.inference_mode()
-    def _steps(
+    def steps(
         self, prompts: list[list[int]], params: list[SamplingParams]
-    ) -> Iterator[list[_Event]]:
-        """Yield, per decoding step, one event for each row still running."""
+    ) -> Iterator[list[StepEvent]]:
+        """The batched loop under `generate` and `stream`, for callers that build their own id
+        lists (e.g. a prompt with earlier turns): yields, per decoding step, one event for each
+        row still running. Prompts must be non-empty; `params` has one entry per prompt."""
         if not prompts:
             return
+        if len(params) != len(prompts) or not all(prompts):
+            raise ValueError("prompts: expected non-empty id lists, one SamplingParams each")
         model = self.model
         P = model.config.max_seq_len
         sampler = Sampler(params, model.config.vocab_size, self.device)
@@ -340,23 +346,23 @@ class Engine:
         while True:
             rows = cached + sliding
             tokens = sampler.sample(torch.cat([logits_cached, logits_sliding]), rows)
-            events: list[_Event] = []
+            events: list[StepEvent] = []
             next_cached: list[int] = []  # indices into `cached`, for the cache
             next_sliding: list[int] = []
             for i, (r, token) in enumerate(zip(rows, tokens, strict=True)):
                 if params[r].stop_at_eos and token in (EOS_ID, USER_ID):
                     reason = StopReason.EOS if token == EOS_ID else StopReason.USER
-                    events.append(_Event(r, None, reason))
+                    events.append(StepEvent(r, None, reason))
                     continue
                 seqs[r].append(token)
                 produced[r] += 1
                 if produced[r] >= params[r].max_length:
-                    events.append(_Event(r, token, StopReason.LENGTH))
+                    events.append(StepEvent(r, token, StopReason.LENGTH))
                 elif i < len(cached) and len(seqs[r]) <= P:
-                    events.append(_Event(r, token, None))
+                    events.append(StepEvent(r, token, None))
                     next_cached.append(i)
                 else:
-                    events.append(_Event(r, token, None))
+                    events.append(StepEvent(r, token, None))
                     next_sliding.append(r)
             yield events
 
@@ -374,6 +380,8 @@ class Engine:
             logits_sliding = self._window_logits(seqs, sliding)
             if not cached and not sliding:
                 return
+
+    _steps = steps  # the name an early version of the handler used
 
     def _prefill(
         self, seqs: list[list[int]], rows: list[int], params: list[SamplingParams]

@@ -84,7 +84,7 @@ class TrainResult:
 def split_dialogues(
     dialogues: Sequence[Dialogue], seed: int, fraction: float = EVAL_FRACTION
 ) -> tuple[list[Dialogue], list[Dialogue]]:
-    """Seeded (train, held-out) split by dialogue; at least one held-out record when there are 2+."""
+    """Seeded (train, held-out) split by dialogue; at least one held out when there are 2+."""
     order = list(range(len(dialogues)))
     random.Random(seed).shuffle(order)
     n_eval = round(len(dialogues) * fraction)

@@ -1,7 +1,7 @@
 """The worker runtime: run a handler against a NeuroQ (or RunPod-protocol) server.
 
-Handlers import from here: `progress_update(job, data)`, `stop_requested(job)` and the
-`handler(aggregate=True)` decorator.
+Handlers import from here: `progress_update(job, data)`, `stream_update(job, chunk)`,
+`stop_requested(job)` and the `handler(aggregate=True)` decorator.
 """
 
 from neuroq.worker.handlers import Handler, HandlerKind, HandlerLoadError, handler, load_handler
@@ -11,6 +11,7 @@ from neuroq.worker.runtime import (
     progress_update,
     run_worker,
     stop_requested,
+    stream_update,
 )
 from neuroq.worker.transport import Transport, WorkerAuthError
 
@@ -27,4 +28,5 @@ __all__ = [
     "progress_update",
     "run_worker",
     "stop_requested",
+    "stream_update",
 ]

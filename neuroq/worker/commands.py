@@ -3,7 +3,6 @@ calls `run_worker`; everything else lives in runtime.py."""
 
 from __future__ import annotations
 
-import logging
 import os
 
 import click
@@ -51,7 +50,7 @@ from neuroq.worker.transport import WorkerAuthError
     default=None,
     help="Generators: final output is every chunk (default: the handler's own setting).",
 )
-@click.option("--log-level", default="INFO", show_default=True)
+@click.option("--log-level", default=None, show_default="$NEUROQ_LOG_LEVEL or INFO")
 def worker(
     handler: str,
     url: str,
@@ -63,18 +62,19 @@ def worker(
     ping_interval_s: float,
     grace_s: float,
     aggregate_stream: bool | None,
-    log_level: str,
+    log_level: str | None,
 ) -> None:
     """Run HANDLER (module:function or path/to/file.py:function) as a worker."""
+    from neuroq.config import Settings
+    from neuroq.logs import configure_logging
     from neuroq.worker.runtime import run_worker
 
     if not key:
         raise click.UsageError("a worker key is required: pass --key or set NEUROQ_WORKER_KEY")
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # httpx logs every request at INFO, which would drown the one-line-per-event log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        configure_logging(Settings.from_env(log_level=log_level), secrets=[key])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
     try:
         run_worker(
             handler,

@@ -92,6 +92,21 @@ def progress_update(job: dict[str, Any], data: Any) -> None:
     running.worker.schedule_progress(running, body)
 
 
+async def stream_update(job: dict[str, Any], chunk: Any) -> bool:
+    """Post one stream chunk for a running job from a handler that is not a generator (a
+    generator's yielded values are streamed for it). Returns once the post is done, so chunks
+    arrive in order; False when this process is not running the job or it was stopped."""
+    job_id = job.get("id") if isinstance(job, dict) else None
+    if not isinstance(job_id, str):
+        raise ValueError("stream_update: `job` must be the job dict the handler received")
+    body = encode({"output": chunk})
+    running = _ACTIVE.get(job_id)
+    if running is None or running.stopped:
+        return False
+    await running.worker.transport.stream(job_id, body)
+    return True
+
+
 def stop_requested(job: dict[str, Any]) -> bool:
     """True once the server asked to stop this job (cancelled or timed out). Long sync handlers
     can poll it to end early, since a thread cannot be interrupted from outside."""

@@ -85,7 +85,9 @@ def test_failed_save_keeps_previous(tok: Tokenizer, ckpt: Path) -> None:
     assert (ckpt / "model.safetensors").read_bytes() == before
 
 
-@pytest.mark.parametrize("name", ["model.safetensors", "config.json", "tokenizer.model", "meta.json"])
+@pytest.mark.parametrize(
+    "name", ["model.safetensors", "config.json", "tokenizer.model", "meta.json"]
+)
 def test_missing_file(ckpt: Path, name: str) -> None:
     (ckpt / name).unlink()
     with pytest.raises(CheckpointError, match=f"missing {name}"):
@@ -148,13 +150,13 @@ def test_bad_config(ckpt: Path, edit: dict[str, object], message: str) -> None:
 
 def test_corrupt_files(ckpt: Path) -> None:
     (ckpt / "config.json").write_text("{nope")
-    with pytest.raises(CheckpointError, match="config.json: not valid JSON"):
+    with pytest.raises(CheckpointError, match=r"config\.json: not valid JSON"):
         load_checkpoint(ckpt)
 
 
 def test_corrupt_weights(ckpt: Path) -> None:
     (ckpt / "model.safetensors").write_bytes(b"\x00" * 20)
-    with pytest.raises(CheckpointError, match="model.safetensors: not a readable safetensors"):
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a readable safetensors"):
         load_checkpoint(ckpt)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -199,7 +200,7 @@ def test_vocab_mismatch(data: list[Dialogue], tok: Tokenizer, tmp_path: Path) ->
 def test_schedule_warms_up_then_decays() -> None:
     lrs = [lr_at(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(lrs[9:]))
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
 
 
