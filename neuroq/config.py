@@ -64,6 +64,10 @@ class Settings:
     #: "text" or "json"
     log_format: str = "text"
     log_level: str = "INFO"
+    #: serve /metrics without the client key (for scrapers on a trusted network)
+    metrics_public: bool = False
+    #: how often the dashboard samples queue depth and throughput for its one-hour plots
+    dashboard_sample_s: float = 10.0
 
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -21,7 +21,9 @@ from starlette.routing import BaseRoute, Route
 from neuroq.api import client_routes, worker_routes
 from neuroq.api.auth import load_keys
 from neuroq.api.background import run_background
+from neuroq.api.dashboard import install_dashboard
 from neuroq.api.errors import EXCEPTION_HANDLERS
+from neuroq.api.metrics import install_metrics
 from neuroq.api.openapi import openapi_document
 from neuroq.config import Settings
 from neuroq.store.base import JobStore
@@ -63,6 +65,10 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
     app.state.settings = settings
     app.state.store = store
     app.state.keys = keys
+    # Wraps app.state.store to count transitions; adds /metrics, the dashboard at / and
+    # their lifespan work. Both must run before the app starts.
+    install_metrics(app)
+    install_dashboard(app)
     return app
 
 

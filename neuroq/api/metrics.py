@@ -144,6 +144,8 @@ class Metrics:
             registry=r,
         )
         self.finished: dict[tuple[str, str], int] = {}
+        for final in ("true", "false"):
+            self.webhook_failures.labels(final)  # present at 0 before the first failure
 
     def job_finished(self, job: Job) -> None:
         status = job.status.value

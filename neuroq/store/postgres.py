@@ -19,8 +19,10 @@ import contextlib
 import logging
 import re
 from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from neuroq.jobs import Job, NewJob, now_ms
@@ -41,6 +43,31 @@ LISTEN_RETRY_S = 1.0
 
 _QUERIES = load_queries("postgres")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+
+
+def split_schema(url: str) -> tuple[str, str | None]:
+    """Take our own `schema` query parameter out of a store URL: `(libpq URL, schema or None)`.
+
+    libpq refuses query parameters it does not know, so `schema` must be removed before the URL
+    reaches psycopg. One database can then hold several independent queues (one per schema),
+    which is how tests and staging servers share a database without seeing each other's jobs:
+
+    >>> split_schema("postgresql://u@h/db?schema=staging&sslmode=require")
+    ('postgresql://u@h/db?sslmode=require', 'staging')
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    if not schemas:
+        return url, None
+    if len(schemas) > 1:
+        raise ValueError(f"schema: given {len(schemas)} times in the store URL; give it once")
+    if not schemas[0]:
+        raise ValueError("schema: empty in the store URL; leave it out for the public schema")
+    # The other parameters are kept as written: re-encoding would turn %20 into + (not a space
+    # to libpq).
+    kept = "&".join(p for p in parts.query.split("&") if p.partition("=")[0] != "schema")
+    return urlunsplit(parts._replace(query=kept)), schemas[0]
 
 
 class PostgresStore:
@@ -67,11 +94,22 @@ class PostgresStore:
         self.recheck_s = recheck_s
         self.retention_run_ms = retention_run_ms
         self.retention_sync_ms = retention_sync_ms
+        # Options the URL already carries (statement_timeout, ...) are kept; only search_path is
+        # ours to set.
+        try:
+            options = conninfo_to_dict(url).get("options") or ""
+        except psycopg.ProgrammingError as exc:
+            reason = str(exc).strip()
+            raise ValueError(f"url: not a PostgreSQL connection URL ({reason})") from None
+        if "search_path" in str(options):
+            raise ValueError(
+                "options: the store URL sets search_path; name the schema with ?schema=NAME"
+            )
         self._pool = AsyncConnectionPool(
             url,
             min_size=1,
             max_size=pool_max_size,
-            kwargs={"options": f"-c search_path={schema}"},
+            kwargs={"options": f"{options} -c search_path={schema}".strip()},
             configure=self._remember_backend,
             open=False,
         )

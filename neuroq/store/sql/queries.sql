@@ -239,3 +239,35 @@ DELETE FROM webhook_outbox WHERE id = :id
 UPDATE webhook_outbox
 SET attempts = attempts + 1, next_attempt_at_ms = :next_attempt_at_ms, claimed_until_ms = 0
 WHERE id = :id
+
+-- Read-only queries for the dashboard and metrics (neuroq.api.dashboard, neuroq.api.metrics).
+
+-- name: dash_list_jobs
+-- Retained jobs, newest first, filtered by endpoint and status when given and created since :since.
+SELECT {job} FROM jobs
+WHERE {retained}
+  AND (CAST(:endpoint_id AS TEXT) IS NULL OR endpoint_id = :endpoint_id)
+  AND (CAST(:status AS TEXT) IS NULL OR status = :status)
+  AND created_at_ms >= :since
+ORDER BY seq DESC LIMIT :limit OFFSET :offset
+
+-- name: dash_job_counts
+-- Retained jobs by endpoint and state.
+SELECT endpoint_id, status, COUNT(*) FROM jobs WHERE {retained} GROUP BY endpoint_id, status
+
+-- name: dash_workers
+-- Every live worker.
+SELECT worker_id, endpoint_id, state, last_seen_ms FROM workers ORDER BY endpoint_id, worker_id
+
+-- name: dash_running
+-- The jobs each worker runs.
+SELECT worker_id, id FROM jobs WHERE status = 'IN_PROGRESS' AND worker_id IS NOT NULL ORDER BY seq
+
+-- name: dash_jobs_by_ids
+-- Retained jobs with the listed ids, on any endpoint.
+SELECT {job} FROM jobs WHERE id IN {ids} AND {retained}
+
+-- name: dash_job_webhooks
+-- Webhook deliveries of a job still waiting in the outbox.
+SELECT id, job_id, url, body_json, attempts, next_attempt_at_ms
+FROM webhook_outbox WHERE job_id = :id ORDER BY id

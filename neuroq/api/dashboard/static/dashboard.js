@@ -1,0 +1,177 @@
+// NeuroQ dashboard: keeps server-rendered pages live and runs actions and the playground.
+// Plain JS, no dependencies. The server renders (and escapes) every fragment; this script only
+// swaps fragments in by element id and never builds HTML from job data itself.
+"use strict";
+
+(function () {
+  const csrf = (document.querySelector('meta[name="csrf-token"]') || {}).content || "";
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+  function toLogin() {
+    location.href = "/login?next=" + encodeURIComponent(location.pathname + location.search);
+  }
+
+  function flash(message, bad) {
+    const box = document.getElementById("flash");
+    if (!box) return;
+    box.textContent = message;
+    box.classList.toggle("bad", !!bad);
+  }
+
+  // Long-poll the page's live URL: the server answers when something changed (or after a few
+  // seconds), with fragments keyed by element id.
+  async function live(url) {
+    let version = "";
+    const shown = new Map();
+    for (;;) {
+      try {
+        const sep = url.includes("?") ? "&" : "?";
+        const reply = await fetch(url + sep + "v=" + encodeURIComponent(version), {
+          headers: { Accept: "application/json" },
+          credentials: "same-origin",
+        });
+        if (reply.status === 401) return toLogin();
+        if (!reply.ok) throw new Error("HTTP " + reply.status);
+        const data = await reply.json();
+        version = data.v;
+        for (const [id, html] of Object.entries(data.parts)) {
+          const el = document.getElementById(id);
+          if (el && shown.get(id) !== html) {
+            el.innerHTML = html;
+            shown.set(id, html);
+          }
+        }
+        await sleep(200);
+      } catch (err) {
+        await sleep(2000); // server restarting or network down: try again calmly
+      }
+    }
+  }
+
+  async function post(url, body) {
+    const reply = await fetch(url, {
+      method: "POST",
+      credentials: "same-origin",
+      headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+      body: JSON.stringify(body),
+    });
+    if (reply.status === 401) {
+      toLogin();
+      throw new Error("not signed in");
+    }
+    let data = {};
+    try {
+      data = await reply.json();
+    } catch (err) {
+      data = { error: "HTTP " + reply.status };
+    }
+    if (!reply.ok) throw new Error(data.error || "HTTP " + reply.status);
+    return data;
+  }
+
+  // Cancel / retry / purge buttons, also those inside fragments swapped in later.
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-action]");
+    if (!button) return;
+    if (!window.confirm(button.dataset.confirm)) return;
+    button.disabled = true;
+    try {
+      const data = await post("/ui/action/" + encodeURIComponent(button.dataset.action), {
+        endpoint_id: button.dataset.endpoint,
+        job_id: button.dataset.job || null,
+      });
+      flash(data.message, false);
+    } catch (err) {
+      flash(err.message, true);
+      button.disabled = false;
+    }
+  });
+
+  // What to show of one stream chunk: text when the chunk carries text, else its JSON. Stored
+  // chunks are RunPod's {"output": piece}; the piece is what the handler yielded.
+  function chunkText(chunk) {
+    if (chunk && typeof chunk === "object" && Object.keys(chunk).length === 1 && "output" in chunk) {
+      chunk = chunk.output;
+    }
+    if (typeof chunk === "string") return chunk;
+    if (chunk && typeof chunk === "object") {
+      for (const key of ["text", "token", "delta", "piece", "generated"]) {
+        if (typeof chunk[key] === "string") return chunk[key];
+      }
+    }
+    return JSON.stringify(chunk) + "\n";
+  }
+
+  function outputText(output) {
+    if (output === undefined || output === null) return "";
+    if (typeof output === "string") return output;
+    if (Array.isArray(output)) return output.map(chunkText).join("");
+    return chunkText(output);
+  }
+
+  function playground(form) {
+    const result = document.getElementById("pg-result");
+    const status = document.getElementById("pg-status");
+    const link = document.getElementById("pg-job");
+    const out = document.getElementById("pg-output");
+    let source = null;
+    const setStatus = (value) => {
+      status.textContent = value;
+      status.className = "badge status-" + value.toLowerCase().replace(/_/g, "-");
+    };
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      if (source) source.close();
+      const fields = new FormData(form);
+      const button = form.querySelector("button[type=submit]");
+      button.disabled = true;
+      out.textContent = "";
+      try {
+        const job = await post("/ui/playground", {
+          endpoint_id: fields.get("endpoint_id"),
+          prompt: fields.get("prompt"),
+          max_length: fields.get("max_length") || null,
+          extra: fields.get("extra") || null,
+        });
+        result.hidden = false;
+        link.href = job.url;
+        link.textContent = job.id;
+        setStatus("IN_QUEUE");
+        let streamed = false;
+        source = new EventSource(job.stream);
+        source.onmessage = (msg) => {
+          streamed = true;
+          setStatus("IN_PROGRESS");
+          out.textContent += chunkText(JSON.parse(msg.data));
+        };
+        source.addEventListener("status", (msg) => {
+          const final = JSON.parse(msg.data);
+          setStatus(final.status);
+          if (final.error !== undefined) out.textContent += "\n[error] " + outputText(final.error);
+          else if (!streamed) out.textContent = outputText(final.output);
+          source.close();
+          button.disabled = false;
+        });
+        source.addEventListener("error", (msg) => {
+          if (msg.data) {
+            out.textContent += "\n[error] " + JSON.parse(msg.data).error;
+            source.close();
+            button.disabled = false;
+          }
+          // without data it is a dropped connection: EventSource reconnects on its own,
+          // resuming after the last chunk it saw (Last-Event-ID)
+        });
+      } catch (err) {
+        flash(err.message, true);
+        button.disabled = false;
+      }
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const url = document.body.dataset.live;
+    if (url) live(url);
+    const form = document.getElementById("playground");
+    if (form) playground(form);
+  });
+})();

@@ -1,0 +1,214 @@
+"""The dashboard in a real headless Chromium (Debian's, driven by Playwright).
+
+Every wait is on a condition in the page (Playwright's auto-waiting selectors), never a sleep.
+Screenshots land in the test's tmp dir, or in $NEUROQ_SCREENSHOT_DIR when set, for a human look.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from dashstack import SLEEP_EP, STREAM_EP, Stack, running_stack
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+if not os.path.exists(CHROMIUM):
+    pytest.skip(
+        "no chromium binary: apt-get install -y chromium (CI installs it)", allow_module_level=True
+    )
+
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 20_000
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with running_stack(tmp_path_factory.mktemp("browser")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with playwright_sync.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, stack: Stack) -> Iterator[Any]:
+    """A fresh browser context, signed in through the login form."""
+    context = browser.new_context(base_url=stack.server.url)
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    tab.goto("/")
+    assert "/login" in tab.url
+    tab.fill("input[name=key]", stack.server.api_key)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(f"{stack.server.url}/")
+    yield tab
+    context.close()
+
+
+def screenshot(tab: Any, name: str, tmp_path: Path) -> None:
+    target = Path(os.environ.get("NEUROQ_SCREENSHOT_DIR", tmp_path))
+    target.mkdir(parents=True, exist_ok=True)
+    tab.screenshot(path=str(target / f"{name}.png"), full_page=True)
+
+
+def submit(stack: Stack, endpoint: str, job_input: dict[str, Any]) -> str:
+    reply = httpx.post(
+        f"{stack.server.base_url}/{endpoint}/run",
+        json={"input": job_input},
+        headers=stack.server.client_headers,
+    )
+    reply.raise_for_status()
+    job_id: str = reply.json()["id"]
+    return job_id
+
+
+def status_of(stack: Stack, endpoint: str, job_id: str) -> str:
+    reply = httpx.get(
+        f"{stack.server.base_url}/{endpoint}/status/{job_id}", headers=stack.server.client_headers
+    )
+    status: str = reply.json()["status"]
+    return status
+
+
+def test_a_wrong_key_is_refused(browser: Any, stack: Stack) -> None:
+    context = browser.new_context(base_url=stack.server.url)
+    tab = context.new_page()
+    tab.goto("/jobs")
+    tab.fill("input[name=key]", "not-the-key")
+    tab.click("button[type=submit]")
+    assert tab.locator(".error").inner_text() == "That API key is not valid."
+    assert context.cookies() == []
+    tab.goto("/")
+    assert "/login" in tab.url
+    context.close()
+
+
+def test_session_cookie_is_http_only_and_strict(page: Any) -> None:
+    (cookie,) = page.context.cookies()
+    assert cookie["name"] == "neuroq_session"
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Strict"
+    assert page.evaluate("document.cookie") == ""
+
+
+def test_a_submitted_job_appears_and_finishes_live(page: Any, stack: Stack, tmp_path: Path) -> None:
+    page.goto(f"/jobs?endpoint={SLEEP_EP}")
+    page.evaluate("window.__noReload = true")
+    job_id = submit(stack, SLEEP_EP, {"seconds": 1.0, "note": "<b>not bold</b>"})
+    row = page.locator(f'tr[data-job="{job_id}"]')
+    row.locator(".badge", has_text="IN_PROGRESS").wait_for()
+    row.locator(".badge", has_text="COMPLETED").wait_for()
+    assert page.evaluate("window.__noReload") is True, "the page reloaded instead of updating"
+
+    page.goto("/")
+    endpoint_row = page.locator(f'tr[data-endpoint="{SLEEP_EP}"]')
+    assert int(endpoint_row.locator('td[data-col="completed"]').inner_text().split()[0]) >= 1
+    page.locator("#plots svg").first.wait_for()
+    page.locator(f'#workers td:text-is("{SLEEP_EP}")').wait_for()
+    screenshot(page, "dashboard", tmp_path)
+
+    row_link = f'a[href="/jobs/{SLEEP_EP}/{job_id}"]'
+    page.goto(f"/jobs?endpoint={SLEEP_EP}")
+    page.click(row_link)
+    page.wait_for_url(f"**/jobs/{SLEEP_EP}/{job_id}")
+    job = page.locator("#job")
+    assert '"slept": 1.0' in job.inner_text()
+    # the input is shown as text, its markup inert
+    assert "<b>not bold</b>" in job.inner_text()
+    assert job.locator("b").count() == 0
+    facts = page.locator("dl.facts").inner_text()
+    assert "Delay" in facts and "Execution" in facts and "Retries" in facts
+    screenshot(page, "job", tmp_path)
+
+
+def test_cancel_a_running_job(page: Any, stack: Stack, tmp_path: Path) -> None:
+    marker = tmp_path / "stopped"
+    job_id = submit(stack, SLEEP_EP, {"seconds": 60, "marker": str(marker)})
+    page.goto(f"/jobs/{SLEEP_EP}/{job_id}")
+    page.locator("#job .badge", has_text="IN_PROGRESS").wait_for()
+    dialogs: list[str] = []
+
+    def accept(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", accept)
+    page.click('button[data-action="cancel"]')
+    page.locator("#job .badge", has_text="CANCELLED").wait_for()
+    assert dialogs == [f"Cancel job {job_id}?"]
+    assert status_of(stack, SLEEP_EP, job_id) == "CANCELLED"
+    # the worker really stopped the handler (it writes the marker when cancelled)
+    deadline = time.monotonic() + 20
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert marker.read_text() == "cancelled"
+
+
+def test_declining_the_confirmation_changes_nothing(page: Any, stack: Stack) -> None:
+    job_id = submit(stack, "dash-nobody", {})
+    page.goto(f"/jobs/dash-nobody/{job_id}")
+    page.on("dialog", lambda dialog: dialog.dismiss())
+    page.click('button[data-action="cancel"]')
+    assert page.locator("#flash").inner_text() == ""
+    assert status_of(stack, "dash-nobody", job_id) == "IN_QUEUE"
+
+
+def test_playground_shows_streamed_text(page: Any, stack: Stack, tmp_path: Path) -> None:
+    page.goto("/playground")
+    page.fill("input[name=endpoint_id]", STREAM_EP)
+    page.fill("textarea[name=prompt]", "Tell me about queues")
+    page.click("details summary")
+    page.fill("textarea[name=extra]", '{"count": 6, "delay": 0.3}')
+    page.click("#playground button[type=submit]")
+    output = page.locator("#pg-output")
+    page.locator("#pg-output", has_text='{"i":1}').wait_for()
+    # text arrived while the job was still running: it streamed
+    assert page.locator("#pg-status").inner_text() == "IN_PROGRESS"
+    page.locator("#pg-status", has_text="COMPLETED").wait_for()
+    assert output.inner_text().split() == [f'{{"i":{i}}}' for i in range(6)]
+    screenshot(page, "playground", tmp_path)
+    job_id = page.locator("#pg-job").inner_text()
+    reply = httpx.get(
+        f"{stack.server.base_url}/{STREAM_EP}/status/{job_id}",
+        headers=stack.server.client_headers,
+    ).json()
+    assert reply["status"] == "COMPLETED"
+
+
+def test_fits_a_phone_screen(browser: Any, stack: Stack, tmp_path: Path) -> None:
+    context = browser.new_context(
+        base_url=stack.server.url, viewport={"width": 390, "height": 844}, is_mobile=True
+    )
+    tab = context.new_page()
+    tab.goto("/login")
+    tab.fill("input[name=key]", stack.server.api_key)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(f"{stack.server.url}/")
+    for path in ("/", "/jobs", "/playground"):
+        tab.goto(path)
+        overflow = tab.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+        assert overflow <= 0, f"{path} is {overflow}px wider than a phone screen"
+    screenshot(tab, "phone", tmp_path)
+    context.close()

@@ -1,0 +1,184 @@
+"""The dashboard over plain HTTP: sign-in, CSRF and origin checks, escaping, filters, paging,
+and the read-only store queries behind it."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from dashstack import ServerProcess, csrf_of, sign_in, start_server
+
+from neuroq.jobs import JobStatus, NewJob, now_ms
+from neuroq.store.sqlite import SQLiteStore
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("dash-http"))
+    yield proc
+    proc.stop()
+
+
+def submit(server: ServerProcess, endpoint: str, job_input: object) -> str:
+    reply = httpx.post(
+        f"{server.base_url}/{endpoint}/run",
+        json={"input": job_input},
+        headers=server.client_headers,
+    )
+    job_id: str = reply.json()["id"]
+    return job_id
+
+
+def test_pages_need_a_session(server: ServerProcess) -> None:
+    reply = httpx.get(f"{server.url}/jobs?status=FAILED")
+    assert reply.status_code == 303
+    assert reply.headers["location"] == "/login?next=%2Fjobs%3Fstatus%3DFAILED"
+    assert httpx.get(f"{server.url}/ui/live/overview").status_code == 401
+    # the API key in a header does not open the dashboard, and vice versa
+    assert httpx.get(f"{server.url}/", headers=server.client_headers).status_code == 303
+
+
+def test_login_sets_a_strict_http_only_cookie_and_refuses_wrong_keys(server: ServerProcess) -> None:
+    wrong = httpx.post(f"{server.url}/login", data={"key": "nope", "next": "/"})
+    assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
+    assert "not valid" in wrong.text
+    right = httpx.post(f"{server.url}/login", data={"key": server.api_key, "next": "//evil.test"})
+    assert right.status_code == 303
+    assert right.headers["location"] == "/"  # no open redirect
+    cookie = right.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert server.api_key.lower() not in cookie
+    cross = httpx.post(
+        f"{server.url}/login",
+        data={"key": server.api_key},
+        headers={"Origin": "http://evil.test", "Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross.status_code == 403 and "set-cookie" not in cross.headers
+
+
+def test_actions_need_the_csrf_token_and_same_origin(server: ServerProcess) -> None:
+    job_id = submit(server, "dh-act", {})
+    with sign_in(server) as ui:
+        token = csrf_of(ui.get("/").text)
+        body = {"endpoint_id": "dh-act", "job_id": job_id}
+        assert ui.post("/ui/action/cancel", json=body).status_code == 403
+        bad = ui.post("/ui/action/cancel", json=body, headers={"X-CSRF-Token": "0" * 64})
+        assert bad.status_code == 403
+        evil = {"X-CSRF-Token": token, "Origin": "http://evil.test"}
+        assert ui.post("/ui/action/cancel", json=body, headers=evil).status_code == 403
+        assert ui.get(f"/v2/dh-act/status/{job_id}").status_code == 401  # no key, no API
+        ok = ui.post("/ui/action/cancel", json=body, headers={"X-CSRF-Token": token})
+        assert ok.status_code == 200 and ok.json()["status"] == "CANCELLED"
+        retry = ui.post("/ui/action/retry", json=body, headers={"X-CSRF-Token": token})
+        assert retry.status_code == 409 and "cannot retry" in retry.json()["error"]
+        missing = ui.post(
+            "/ui/action/cancel", json={"endpoint_id": "dh-act"}, headers={"X-CSRF-Token": token}
+        )
+        assert missing.status_code == 400 and missing.json()["error"].startswith("job_id:")
+        submit(server, "dh-act", {})
+        purge = ui.post(
+            "/ui/action/purge", json={"endpoint_id": "dh-act"}, headers={"X-CSRF-Token": token}
+        )
+        assert purge.json()["message"] == "Purged 1 queued job(s) of dh-act."
+
+
+def test_logout_ends_the_session(server: ServerProcess) -> None:
+    with sign_in(server) as ui:
+        token = csrf_of(ui.get("/").text)
+        assert ui.post("/logout", data={"csrf": "wrong"}).status_code == 403
+        cookie = ui.cookies["neuroq_session"]
+        assert ui.post("/logout", data={"csrf": token}).status_code == 303
+        again = httpx.get(f"{server.url}/", cookies={"neuroq_session": cookie})
+        assert again.status_code == 303  # the old token is revoked, not just forgotten
+
+
+def test_untrusted_job_data_is_escaped(server: ServerProcess) -> None:
+    evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    job_id = submit(server, "dh-xss", {"prompt": evil})
+    with sign_in(server) as ui:
+        page = ui.get(f"/jobs/dh-xss/{job_id}")
+        assert page.status_code == 200
+        assert "<script>alert" not in page.text and "<img src=x" not in page.text
+        # shown as text: escaped once, inside the pretty-printed JSON string
+        assert html.escape(evil.replace('"', '\\"')) in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        live = ui.get(f"/ui/live/job/dh-xss/{job_id}").json()
+        assert "<script>alert" not in live["parts"]["job"]
+
+
+def test_job_list_filters_and_pages(server: ServerProcess) -> None:
+    ids = [submit(server, "dh-page", {"n": i}) for i in range(30)]
+    with sign_in(server) as ui:
+        first = ui.get("/jobs?endpoint=dh-page").text
+        assert first.count('<tr data-job="') == 25
+        assert ids[-1] in first and ids[4] not in first  # newest first
+        assert 'rel="next" href="/jobs?endpoint=dh-page&amp;offset=25"' in first
+        second = ui.get("/jobs?endpoint=dh-page&offset=25").text
+        assert second.count('<tr data-job="') == 5 and ids[0] in second
+        assert ui.get("/jobs?endpoint=dh-page&status=COMPLETED").text.count("<tr data-job") == 0
+        assert ui.get("/jobs?endpoint=dh-page&since=15m").text.count("<tr data-job") == 25
+        bad = ui.get("/jobs?status=DONE")
+        assert bad.status_code == 400 and "status: expected one of IN_QUEUE" in bad.text
+        assert ui.get("/jobs?since=2y").status_code == 400
+        assert ui.get("/jobs/dh-page/no-such-job").status_code == 404
+
+
+def test_playground_validates_its_form(server: ServerProcess) -> None:
+    with sign_in(server) as ui:
+        headers = {"X-CSRF-Token": csrf_of(ui.get("/playground").text)}
+        cases = [
+            ({"endpoint_id": "bad id", "prompt": "x"}, "endpoint_id:"),
+            ({"endpoint_id": "dh-pg", "prompt": " "}, "prompt:"),
+            ({"endpoint_id": "dh-pg", "prompt": "x", "extra": "[1]"}, "extra:"),
+            ({"endpoint_id": "dh-pg", "prompt": "x", "max_length": "0"}, "max_length:"),
+        ]
+        for body, field in cases:
+            reply = ui.post("/ui/playground", json=body, headers=headers)
+            assert reply.status_code == 400 and reply.json()["error"].startswith(field), body
+        ok = ui.post(
+            "/ui/playground",
+            json={"endpoint_id": "dh-pg", "prompt": "hi", "max_length": "12", "extra": '{"a":1}'},
+            headers=headers,
+        ).json()
+    status = httpx.get(
+        f"{server.base_url}/dh-pg/status/{ok['id']}", headers=server.client_headers
+    ).json()
+    assert status["status"] == "IN_QUEUE"
+
+
+async def test_store_views(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "views.db")
+    await store.open()
+    try:
+        t0 = now_ms()
+        for i in range(3):
+            await store.submit(NewJob("a", f'{{"n":{i}}}', id=f"a-{i}"), t0 + i)
+        await store.submit(NewJob("b", "{}", id="b-0"), t0 - 3_600_000)
+        (taken,) = await store.take("a", "w-1", 1, t0 + 10, lease_ms=60_000)
+        await store.touch_worker("a", "w-1", t0 + 10)
+        await store.touch_worker("b", "w-2", t0 + 10)
+        newest = await store.list_jobs(now_ms=t0 + 20)
+        assert [j.id for j in newest] == ["b-0", "a-2", "a-1", "a-0"]  # newest submission first
+        assert [j.id for j in await store.list_jobs(limit=2, offset=1, now_ms=t0)] == [
+            "a-2",
+            "a-1",
+        ]
+        running = await store.list_jobs(status="IN_PROGRESS", now_ms=t0)
+        assert [j.id for j in running] == [taken.id]
+        assert [
+            j.id for j in await store.list_jobs(since_ms=t0 - 60_000, endpoint_id="b", now_ms=t0)
+        ] == []
+        assert await store.job_counts(t0) == {
+            "a": {JobStatus.IN_QUEUE.value: 2, JobStatus.IN_PROGRESS.value: 1},
+            "b": {JobStatus.IN_QUEUE.value: 1},
+        }
+        workers = {w.worker_id: w for w in await store.list_workers()}
+        assert workers["w-1"].held_job_ids == (taken.id,) and workers["w-2"].held_job_ids == ()
+        found = await store.jobs_by_ids(["a-1", "b-0", "zzz"], t0)
+        assert sorted(j.id for j in found) == ["a-1", "b-0"]
+        assert await store.job_webhooks("a-1") == []
+    finally:
+        await store.close()
