@@ -96,7 +96,7 @@ def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    index = min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))
+    index = min(len(ordered) - 1, round(q * (len(ordered) - 1)))
     return ordered[index]
 
 

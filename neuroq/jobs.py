@@ -21,11 +21,11 @@ import secrets
 import time
 import uuid
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 
-class JobStatus(str, Enum):
+class JobStatus(StrEnum):
     """The six states a job can be in; values are RunPod's wire strings."""
 
     #: accepted and waiting for a worker
