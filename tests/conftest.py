@@ -8,12 +8,14 @@ real sockets; `kill()` sends SIGKILL so durability can be checked by restarting 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +25,10 @@ import pytest
 API_KEY = "test-client-key"
 WORKER_KEY = "test-worker-key"
 REPO = Path(__file__).resolve().parent.parent
+#: PostgreSQL for tests that run on both stores (`.ci/run` sets it); unset, those cases skip
+POSTGRES_URL = os.environ.get("NEUROQ_TEST_POSTGRES_URL", "")
+#: what `store_env` accepts, in the order parametrised tests run them
+STORE_BACKENDS = ["sqlite", "postgres"]
 
 
 def free_port() -> int:
@@ -183,3 +189,35 @@ def start_worker(
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     return WorkerProcess(proc, log_path)
+
+
+def postgres_store_url(schema: str) -> str:
+    """NEUROQ_STORE for the test database, with the tables in `schema` (see docs/scaling.md)."""
+    return f"{POSTGRES_URL}{'&' if '?' in POSTGRES_URL else '?'}schema={schema}"
+
+
+def drop_postgres_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextmanager
+def store_env(backend: str) -> Iterator[dict[str, str]]:
+    """Extra server environment for one store backend: nothing for SQLite (each server's data
+    directory), or NEUROQ_STORE naming a fresh PostgreSQL schema that every server started with
+    it shares, dropped on exit. Stop those servers before leaving the block. Skips the test when
+    PostgreSQL is asked for but NEUROQ_TEST_POSTGRES_URL is unset."""
+    if backend == "sqlite":
+        yield {}
+        return
+    if backend != "postgres":
+        raise ValueError(f"backend={backend!r}: expected one of {STORE_BACKENDS}")
+    if not POSTGRES_URL:
+        pytest.skip("set NEUROQ_TEST_POSTGRES_URL to run this on PostgreSQL")
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        yield {"NEUROQ_STORE": postgres_store_url(schema)}
+    finally:
+        drop_postgres_schema(schema)

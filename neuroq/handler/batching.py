@@ -51,9 +51,9 @@ def run_rows(
     """
     decoders = [IncrementalDecoder(engine.tokenizer) for _ in prompts]
     reasons = [StopReason.LENGTH] * len(prompts)
-    # Engine._steps is the batched loop under Engine.generate; it takes id lists, which sessions
+    # Engine.steps is the batched loop under Engine.generate; it takes id lists, which sessions
     # need (a history of several turns is not one wrapped prompt).
-    for events in engine._steps(prompts, params):
+    for events in engine.steps(prompts, params):
         for event in events:
             if event.token is not None:
                 piece = decoders[event.row].push(event.token)

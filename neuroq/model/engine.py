@@ -381,8 +381,6 @@ class Engine:
             if not cached and not sliding:
                 return
 
-    _steps = steps  # the name an early version of the handler used
-
     def _prefill(
         self, seqs: list[list[int]], rows: list[int], params: list[SamplingParams]
     ) -> tuple[KVCache | None, torch.Tensor]:
