@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import logging
@@ -10,31 +9,14 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 
 import httpx
 import pytest
+from harness import start_server
 
 from neuroq import logs
 from neuroq.config import Settings
 
-
-def _root_conftest() -> ModuleType:
-    """tests/conftest.py, loaded by path: under pytest's default import mode every conftest.py is
-    the module `conftest`, so `from conftest import ...` finds whichever directory's conftest
-    was imported last (tests/store's, tests/worker's...) once the whole suite is collected."""
-    path = Path(__file__).resolve().parents[0] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("neuroq_tests_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name)
-    if module is None:
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-start_server = _root_conftest().start_server
 KEY = "sk-very-secret-client-key"
 
 

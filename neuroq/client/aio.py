@@ -11,6 +11,7 @@ import httpx
 
 from neuroq.client import _core
 from neuroq.client._core import ClientConfig, Request, Routes
+from neuroq.client.aiohttp_transport import AiohttpTransport
 from neuroq.errors import JobTimeout
 from neuroq.jobs import Policy
 
@@ -33,7 +34,7 @@ class AsyncEndpoint:
         self.config = ClientConfig.resolve(endpoint_id, api_key, base_url, request_timeout_s)
         self.routes = Routes(self.config)
         self.timeout_s = timeout_s
-        self._http = httpx.AsyncClient(transport=transport)
+        self._http = httpx.AsyncClient(transport=transport or AiohttpTransport())
 
     @property
     def endpoint_id(self) -> str:

@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from neuroq.client.aiohttp_transport import AiohttpTransport
+
 log = logging.getLogger("neuroq.worker")
 
 USER_AGENT = "neuroq-worker/0.1"
@@ -97,9 +99,7 @@ class Transport:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
-        self._client = client or httpx.AsyncClient(
-            headers=headers, limits=httpx.Limits(max_keepalive_connections=8)
-        )
+        self._client = client or httpx.AsyncClient(headers=headers, transport=AiohttpTransport())
         if client is not None:
             self._client.headers.update(headers)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import start_server
+from harness import start_server
 
 from neuroq.api.auth import Keys, extract_key, load_keys
 from neuroq.config import Settings

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import WORKER_KEY, start_server
+from harness import WORKER_KEY, start_server
 
 
 def run_neuroq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

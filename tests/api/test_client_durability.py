@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import httpx
-from conftest import start_server
+from harness import start_server
 
 
 def test_acknowledged_jobs_survive_kill_9(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProcess, start_server
+from harness import ServerProcess, start_server
 
 TAKE_HOLD_S = 5.0
 STATUS_MAX_WAIT_MS = 20_000

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import jsonschema_rs
 import pytest
-from conftest import start_server
+from harness import start_server
 
 HERE = Path(__file__).resolve().parent
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import API_KEY, WORKER_KEY, ServerProcess
+from harness import API_KEY, WORKER_KEY, ServerProcess
 
 MB = 1024 * 1024
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, start_server, start_worker
+from harness import ServerProcess, start_server, start_worker
 from prometheus_client.parser import text_string_to_metric_families
 
 from neuroq.api.metrics import Metrics, ObservedStore

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProcess, start_server
+from harness import ServerProcess, start_server
 
 from neuroq.api.webhooks import WebhookRefused, forbidden_reason, resolve_target
 

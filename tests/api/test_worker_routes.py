@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProcess, start_server
+from harness import ServerProcess, start_server
 
 TAKE_HOLD_S = 3.0
 STOP_HOLD_S = 1.5

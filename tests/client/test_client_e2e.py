@@ -7,39 +7,15 @@ endpoints; endpoints named `idle-*` have no worker, so their jobs stay queued.""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
+from harness import ServerProcess, WorkerProcess, start_worker
 
 from neuroq import AsyncEndpoint, Endpoint, async_send_and_wait, send_and_wait
 from neuroq.errors import AuthenticationError, JobFailed, JobTimeout, NotFoundError
-
-
-def _root_conftest() -> ModuleType:
-    """The root conftest, loaded by path: every conftest.py in a folder without __init__.py is
-    imported as "conftest", so `from conftest import` finds whichever was loaded last. Shares the
-    cache name tests/worker/conftest.py uses, so the module is loaded once."""
-    name = "neuroq_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_root = _root_conftest()
-ServerProcess = _root.ServerProcess
-WorkerProcess = _root.WorkerProcess
-start_worker = _root.start_worker
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -3,38 +3,21 @@ lands on stdout, on stderr, and the exit code (0 COMPLETED, 1 job failed, 2 usag
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from harness import start_worker
 
 from neuroq.client.commands import send as send_command
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _root_conftest() -> ModuleType:
-    """The root conftest by path (see test_client_e2e.py for why not `from conftest import`)."""
-    name = "neuroq_tests_root_conftest"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parent.parent / "conftest.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-start_worker = _root_conftest().start_worker
 
 
 @pytest.fixture(scope="module")

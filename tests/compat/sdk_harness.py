@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import importlib.util
 import json
 import os
 import shlex
@@ -29,29 +28,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import harness
 import httpx
+from harness import ServerProcess
 
-
-def _load_root_conftest() -> ModuleType:
-    """tests/conftest.py under its own name: as plain `conftest` it would clash with ours."""
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location("neuroq_tests_root_conftest", path)
-    assert spec is not None and spec.loader is not None
-    module = sys.modules.get(spec.name) or importlib.util.module_from_spec(spec)
-    if spec.name not in sys.modules:
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-    return module
-
-
-_root = _load_root_conftest()
-REPO: Path = _root.REPO
-ServerProcess = _root.ServerProcess
-start_server = _root.start_server
+REPO: Path = harness.REPO
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 #: the SDK integer-divides RUNPOD_PING_INTERVAL by 1000; below 1000 it crashes (spec 2.1)

@@ -21,13 +21,13 @@ import httpx
 import pytest
 import requests
 import runpod
+from harness import start_server
 from sdk_harness import (
     Api,
     CountingProxy,
     SdkWorker,
     WebhookReceiver,
     start_sdk_worker,
-    start_server,
     wait_for,
 )
 

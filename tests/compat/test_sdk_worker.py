@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import runpod
+from harness import start_server
 from runpod.endpoint.runner import Job
 from sdk_harness import (
     Api,
@@ -27,7 +28,6 @@ from sdk_harness import (
     SdkWorker,
     WebhookReceiver,
     start_sdk_worker,
-    start_server,
     wait_for,
 )
 

@@ -4,7 +4,6 @@ sessions), and a small client for the tests."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -12,31 +11,12 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import harness
 import httpx
 import pytest
-
-
-def _root_conftest() -> ModuleType:
-    # Every conftest.py in a folder without __init__.py is module "conftest", so the root one is
-    # loaded by path under a name of its own.
-    name = "neuroq_tests_root_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-_root = _root_conftest()
-ServerProcess = _root.ServerProcess
-WorkerProcess = _root.WorkerProcess
+from harness import ServerProcess, WorkerProcess
 
 HANDLER = "neuroq.handler:handler"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
@@ -53,7 +33,7 @@ class Harness:
     workers: list[WorkerProcess] = field(default_factory=list)
 
     def worker(self, endpoint: str, *args: str) -> WorkerProcess:
-        w = _root.start_worker(
+        w = harness.start_worker(
             self.server,
             HANDLER,
             endpoint,
@@ -102,7 +82,7 @@ class Harness:
 
 def make_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     root = tmp_path_factory.mktemp("handler")
-    server = _root.start_server(root / "server")
+    server = harness.start_server(root / "server")
     http = httpx.Client(base_url=server.base_url, headers=server.client_headers, timeout=30)
     h = Harness(server, root / "data", root / "logs", http)
     yield h

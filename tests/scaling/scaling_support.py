@@ -1,9 +1,4 @@
-"""Helpers shared by the scaling tests: loading other test modules by path, and polling.
-
-Every conftest.py in a folder without __init__.py is imported as module "conftest", so
-`from conftest import ...` finds whichever was loaded last; the root conftest is therefore loaded
-by path, under the cache name tests/worker and tests/client use, so it is loaded once.
-"""
+"""Helpers shared by the scaling tests: loading other test modules by path, and polling."""
 
 from __future__ import annotations
 
@@ -18,30 +13,15 @@ TESTS = Path(__file__).resolve().parent.parent
 
 
 def load_by_path(name: str, path: Path) -> ModuleType:
-    """Import `path` as module `name` once. While it runs, `conftest` is the root conftest, which
-    is what a test module's own `from conftest import ...` means when it is collected itself."""
+    """Import the test module at `path` as module `name`, once."""
     if name in sys.modules:
         return sys.modules[name]
-    root = root_conftest() if name != "neuroq_tests_root_conftest" else None
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    previous = sys.modules.get("conftest")
-    if root is not None:
-        sys.modules["conftest"] = root
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        if previous is not None:
-            sys.modules["conftest"] = previous
-        elif root is not None:
-            del sys.modules["conftest"]
+    spec.loader.exec_module(module)
     return module
-
-
-def root_conftest() -> ModuleType:
-    return load_by_path("neuroq_tests_root_conftest", TESTS / "conftest.py")
 
 
 def scenarios_of(module: ModuleType) -> dict[str, Any]:

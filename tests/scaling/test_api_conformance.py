@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import harness
 import pytest
-from scaling_support import TESTS, load_by_path, root_conftest, scenarios_of
+from scaling_support import TESTS, load_by_path, scenarios_of
 
 _jobs = load_by_path("neuroq_tests_api_client_jobs", TESTS / "api" / "test_client_jobs.py")
-_root = root_conftest()
 
 client = _jobs.client
 ep = _jobs.ep
@@ -27,13 +27,13 @@ globals().update(scenarios_of(_jobs))
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture(scope="module", params=_root.STORE_BACKENDS)
+@pytest.fixture(scope="module", params=harness.STORE_BACKENDS)
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[object]:
     """The original module's server settings, on the store this parameter names."""
-    with _root.store_env(request.param) as env:
-        proc = _root.start_server(
+    with harness.store_env(request.param) as env:
+        proc = harness.start_server(
             tmp_path_factory.mktemp(f"conformance-{request.param}"),
             NEUROQ_JOB_TAKE_HOLD_S=str(_jobs.TAKE_HOLD_S),
             NEUROQ_STATUS_MAX_WAIT_MS=str(_jobs.STATUS_MAX_WAIT_MS),

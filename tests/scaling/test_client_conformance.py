@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 
+import harness
 import pytest
-from scaling_support import TESTS, load_by_path, root_conftest, scenarios_of
+from scaling_support import TESTS, load_by_path, scenarios_of
 
 _e2e = load_by_path("neuroq_tests_client_e2e", TESTS / "client" / "test_client_e2e.py")
-_root = root_conftest()
 
 workers = _e2e.workers
 globals().update(scenarios_of(_e2e))
@@ -24,8 +24,8 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    with _root.store_env("postgres") as env:
-        proc = _root.start_server(tmp_path_factory.mktemp("client-postgres"), **env)
+    with harness.store_env("postgres") as env:
+        proc = harness.start_server(tmp_path_factory.mktemp("client-postgres"), **env)
         yield proc
         proc.stop()
 

@@ -16,11 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import harness
 import httpx
 import pytest
-from scaling_support import root_conftest
-
-_root = root_conftest()
 
 RECHECK_S = 5.0
 WAKE_LIMIT_S = 0.3
@@ -33,11 +31,11 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
-    with _root.store_env("postgres") as env:
+    with harness.store_env("postgres") as env:
         settings = {"NEUROQ_RECHECK_S": str(RECHECK_S), **env}
-        a = _root.start_server(tmp_path_factory.mktemp("a"), **settings)
+        a = harness.start_server(tmp_path_factory.mktemp("a"), **settings)
         try:
-            b = _root.start_server(tmp_path_factory.mktemp("b"), **settings)
+            b = harness.start_server(tmp_path_factory.mktemp("b"), **settings)
             yield a, b
             b.stop()
         finally:

@@ -7,15 +7,13 @@ import re
 import secrets
 from collections.abc import Iterator
 
+import harness
 import pytest
-from scaling_support import root_conftest
 
 from neuroq.config import Settings
 from neuroq.jobs import NewJob, now_ms
 from neuroq.store import create_store
 from neuroq.store.postgres import PostgresStore, split_schema
-
-_root = root_conftest()
 
 
 def test_schema_parameter_is_taken_out_of_the_url() -> None:
@@ -60,17 +58,17 @@ def test_bad_store_urls_name_the_setting_and_the_part(url: str, message: str) ->
 
 @pytest.fixture
 def two_schemas() -> Iterator[tuple[str, str]]:
-    if not _root.POSTGRES_URL:
+    if not harness.POSTGRES_URL:
         pytest.skip("set NEUROQ_TEST_POSTGRES_URL to run this on PostgreSQL")
     names = (f"t_{secrets.token_hex(6)}", f"t_{secrets.token_hex(6)}")
     yield names
     for name in names:
-        _root.drop_postgres_schema(name)
+        harness.drop_postgres_schema(name)
 
 
 async def test_two_schemas_are_two_queues(two_schemas: tuple[str, str]) -> None:
     first, second = (
-        create_store(Settings(store=_root.postgres_store_url(name), recheck_s=5.0))
+        create_store(Settings(store=harness.postgres_store_url(name), recheck_s=5.0))
         for name in two_schemas
     )
     await first.open()

@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import psycopg
 import pytest
-from scaling_support import poll_until, root_conftest
-
-_root = root_conftest()
+from scaling_support import poll_until
 
 HANDLER = str(Path(__file__).with_name("record_handler.py")) + ":handler"
 CLIENT_THREADS = 4
@@ -67,7 +66,7 @@ class Topology:
         env = {"NEUROQ_STORE": self.store_url, **SERVER_SETTINGS}
         with ThreadPoolExecutor(3) as pool:
             started = {
-                n: pool.submit(_root.start_server, self.tmp / f"server-{n}", **env) for n in "abc"
+                n: pool.submit(harness.start_server, self.tmp / f"server-{n}", **env) for n in "abc"
             }
         for name, future in started.items():
             if future.exception() is None:
@@ -85,7 +84,7 @@ class Topology:
         return sum(reply.json()["workers"].values())
 
     def start_worker(self, tag: str, server: str) -> None:
-        self.workers[tag] = _root.start_worker(
+        self.workers[tag] = harness.start_worker(
             self.servers[server],
             HANDLER,
             self.endpoint,
@@ -114,7 +113,7 @@ class Topology:
 
     def running_on(self, worker_id: str) -> int:
         schema = self.store_url.rpartition("schema=")[2]
-        with psycopg.connect(_root.POSTGRES_URL) as conn:
+        with psycopg.connect(harness.POSTGRES_URL) as conn:
             row = conn.execute(
                 f'SELECT count(*) FROM "{schema}".jobs'
                 " WHERE status = 'IN_PROGRESS' AND worker_id = %s",
@@ -125,7 +124,7 @@ class Topology:
     def job_rows(self) -> dict[str, tuple[str, int]]:
         """Straight from the shared schema: job id -> (status, retries)."""
         schema = self.store_url.rpartition("schema=")[2]
-        with psycopg.connect(_root.POSTGRES_URL) as conn:
+        with psycopg.connect(harness.POSTGRES_URL) as conn:
             rows = conn.execute(
                 f'SELECT id, status, retries FROM "{schema}".jobs WHERE endpoint_id = %s',
                 (self.endpoint,),
@@ -136,7 +135,7 @@ class Topology:
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     """One topology for the module: the failure-free test runs first, the SIGKILL test last."""
-    with _root.store_env("postgres") as env:
+    with harness.store_env("postgres") as env:
         topo = Topology(tmp_path_factory.mktemp("topology"), env["NEUROQ_STORE"])
         try:
             yield topo.start()

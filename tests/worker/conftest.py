@@ -4,17 +4,15 @@ httpx.MockTransport, so the runtime's protocol behaviour is tested without the r
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
+import harness
 import httpx
 import pytest
 
@@ -142,22 +140,6 @@ def make_worker(fake: FakeServer) -> Callable[..., Worker]:
 
 
 # End-to-end fixtures: the real server (`python -m neuroq serve`) and `neuroq worker` processes.
-# The root conftest is loaded by path under its own name: every conftest.py in a folder without
-# __init__.py is imported as module "conftest", so `from conftest import ...` here would find this
-# file, not the root one.
-def _root_conftest() -> ModuleType:
-    name = "neuroq_tests_root_conftest"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "conftest.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 class E2E:
     """One server plus the worker processes a test starts; a client for the job API."""
 
@@ -171,7 +153,7 @@ class E2E:
 
     def worker(self, handler: str, endpoint: str, *args: str, **env: str) -> Any:
         """Start `neuroq worker` with fast heartbeats; stopped (SIGTERM) at teardown."""
-        proc = _root_conftest().start_worker(
+        proc = harness.start_worker(
             self.server, handler, endpoint, self.log_dir, "--ping-interval", "0.5", *args, **env
         )
         self.workers.append(proc)
@@ -227,7 +209,7 @@ class E2E:
 def e2e_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A server shared by a module; short hold times and a 2 s worker-lost limit keep it fast."""
     pytest.importorskip("neuroq.api.commands", reason="the server is not built yet")
-    proc = _root_conftest().start_server(
+    proc = harness.start_server(
         tmp_path_factory.mktemp("worker-e2e"),
         NEUROQ_WORKER_LOST_S="2",
         NEUROQ_JOB_TAKE_HOLD_S="1",
