@@ -136,7 +136,9 @@ def test_kill_9_mid_job_is_completed_once_by_another_worker(e2e: Any, endpoint: 
         assert time.monotonic() < deadline, second.log()
         time.sleep(0.05)
     assert second.log().count(f"job {job_id} completed") == 1
-    assert f"job {job_id} started" not in first.log().split(f"job {job_id} started", 1)[1]
+    # The server marks the job IN_PROGRESS when it hands it out, which may be before the first
+    # worker logs "started"; either way that worker never started it twice.
+    assert first.log().count(f"job {job_id} started") <= 1
 
 
 def test_burst_worker_drains_the_queue_and_exits(e2e: Any, endpoint: str) -> None:
