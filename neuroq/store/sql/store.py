@@ -1,0 +1,152 @@
+"""The store methods of `JobStore`, written once for both SQL stores.
+
+Each method only picks its operation from `neuroq.store.sql.ops` and says whether it writes;
+`SQLiteStore` and `PostgresStore` differ only in how `_run` executes one operation as one
+transaction (a database thread, or an asyncio connection pool) and publishes its topics.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from neuroq.jobs import Job, NewJob, now_ms
+from neuroq.store.base import Notifier, SweepResult, WebhookDelivery, WorkerInfo
+from neuroq.store.sql import ops
+from neuroq.store.sql.ops import Op
+
+T = TypeVar("T")
+
+
+class OpStore:
+    """Base of the SQL stores: the public `JobStore` methods on top of an abstract `_run`."""
+
+    notifier: Notifier
+    recheck_s: float
+
+    async def _run(self, op: Op[T], *, write: bool) -> T:
+        raise NotImplementedError
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def submit(
+        self, new: NewJob, now_ms: int, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
+
+    async def get(self, endpoint_id: str, job_id: str) -> Job | None:
+        return await self._run(ops.get(endpoint_id, job_id, now_ms()), write=False)
+
+    async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
+        return await self._run(ops.cancel(endpoint_id, job_id, now_ms), write=True)
+
+    async def retry(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
+        return await self._run(ops.retry(endpoint_id, job_id, now_ms), write=True)
+
+    async def purge_queue(self, endpoint_id: str, now_ms: int) -> int:
+        return await self._run(ops.purge_queue(endpoint_id, now_ms), write=True)
+
+    async def read_stream(
+        self, endpoint_id: str, job_id: str, after_seq: int | None = None
+    ) -> tuple[Job, list[tuple[int, str]]] | None:
+        op = ops.read_stream(endpoint_id, job_id, after_seq, now_ms())
+        return await self._run(op, write=after_seq is None)
+
+    async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
+        return await self._run(ops.health(endpoint_id, now_ms), write=False)
+
+    # -- workers ---------------------------------------------------------------------------
+
+    async def take(
+        self, endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: int
+    ) -> list[Job]:
+        if limit <= 0:
+            return []
+        return await self._run(
+            ops.take(endpoint_id, worker_id, limit, now_ms, lease_ms), write=True
+        )
+
+    async def release(self, job_ids: list[str], worker_id: str, now_ms: int) -> int:
+        if not job_ids:
+            return 0
+        return await self._run(ops.release(job_ids, worker_id), write=True)
+
+    async def record_progress(self, job_id: str, output_json: str, now_ms: int) -> bool:
+        return await self._run(ops.record_progress(job_id, output_json), write=True)
+
+    async def append_stream(self, job_id: str, chunk_json: str, now_ms: int) -> int | None:
+        return await self._run(ops.append_stream(job_id, chunk_json), write=True)
+
+    async def finish(
+        self,
+        job_id: str,
+        *,
+        output_json: str | None,
+        error_json: str | None,
+        now_ms: int,
+        worker_id: str | None = None,
+    ) -> Job | None:
+        op = ops.finish(job_id, output_json, error_json, now_ms, worker_id)
+        return await self._run(op, write=True)
+
+    async def touch_worker(
+        self,
+        endpoint_id: str,
+        worker_id: str,
+        now_ms: int,
+        *,
+        held_job_ids: list[str] | None = None,
+        state: str | None = None,
+        lease_ms: int | None = None,
+    ) -> None:
+        op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms)
+        await self._run(op, write=True)
+
+    async def jobs_to_stop(self, worker_id: str) -> list[str]:
+        return await self._run(ops.jobs_to_stop(worker_id), write=False)
+
+    async def worker(self, worker_id: str) -> WorkerInfo | None:
+        return await self._run(ops.worker(worker_id), write=False)
+
+    # -- background ------------------------------------------------------------------------
+
+    async def sweep(self, now_ms: int, worker_lost_ms: int, max_retries: int) -> SweepResult:
+        return await self._run(ops.sweep(now_ms, worker_lost_ms, max_retries), write=True)
+
+    async def due_webhooks(self, now_ms: int, limit: int) -> list[WebhookDelivery]:
+        if limit <= 0:
+            return []
+        return await self._run(ops.due_webhooks(now_ms, limit), write=True)
+
+    async def webhook_attempted(
+        self, delivery_id: int, *, ok: bool, now_ms: int, next_attempt_at_ms: int | None
+    ) -> None:
+        await self._run(ops.webhook_attempted(delivery_id, ok, next_attempt_at_ms), write=True)
+
+    # -- read-only views (dashboard, metrics) ----------------------------------------------
+
+    async def list_jobs(
+        self,
+        *,
+        endpoint_id: str | None = None,
+        status: str | None = None,
+        since_ms: int = 0,
+        limit: int = 50,
+        offset: int = 0,
+        now_ms: int,
+    ) -> list[Job]:
+        op = ops.list_jobs(endpoint_id, status, since_ms, limit, offset, now_ms)
+        return await self._run(op, write=False)
+
+    async def job_counts(self, now_ms: int) -> dict[str, dict[str, int]]:
+        return await self._run(ops.job_counts(now_ms), write=False)
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        return await self._run(ops.list_workers(), write=False)
+
+    async def jobs_by_ids(self, job_ids: list[str], now_ms: int) -> list[Job]:
+        if not job_ids:
+            return []
+        return await self._run(ops.jobs_by_ids(job_ids, now_ms), write=False)
+
+    async def job_webhooks(self, job_id: str) -> list[WebhookDelivery]:
+        return await self._run(ops.job_webhooks(job_id), write=False)
