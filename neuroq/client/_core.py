@@ -686,3 +686,23 @@ class StreamState:
     @property
     def done(self) -> bool:
         return self.saw_terminal_empty
+
+
+class JobHandleBase:
+    """What `Job` and `AsyncJob` share: the id, the endpoint and the last status object seen.
+    The handles differ only in whether their methods await."""
+
+    __slots__ = ("_last", "endpoint", "id")
+
+    def __init__(self, endpoint: Any, job_id: str, last: dict[str, Any] | None = None):
+        self.endpoint = endpoint
+        self.id = job_id
+        self._last = last
+
+    @property
+    def last_status(self) -> dict[str, Any] | None:
+        """The status object last received for this job (no request made)."""
+        return self._last
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.id!r})"

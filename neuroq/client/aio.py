@@ -124,23 +124,11 @@ class AsyncEndpoint:
         return AsyncJob(self, job_id)
 
 
-class AsyncJob:
+class AsyncJob(_core.JobHandleBase):
     """The asyncio twin of `neuroq.Job`."""
 
-    __slots__ = ("_last", "endpoint", "id")
-
-    def __init__(self, endpoint: AsyncEndpoint, job_id: str, last: dict[str, Any] | None = None):
-        self.endpoint = endpoint
-        self.id = job_id
-        self._last = last
-
-    @property
-    def last_status(self) -> dict[str, Any] | None:
-        """The status object last received for this job (no request made)."""
-        return self._last
-
-    def __repr__(self) -> str:
-        return f"AsyncJob({self.id!r})"
+    __slots__ = ()
+    endpoint: AsyncEndpoint
 
     async def status_object(self) -> dict[str, Any]:
         reply: dict[str, Any] = await self.endpoint.send(self.endpoint.routes.status(self.id))

@@ -130,23 +130,11 @@ class Endpoint:
         return Job(self, job_id)
 
 
-class Job:
+class Job(_core.JobHandleBase):
     """A submitted job. Every method asks the server; the handle itself holds only the id."""
 
-    __slots__ = ("_last", "endpoint", "id")
-
-    def __init__(self, endpoint: Endpoint, job_id: str, last: dict[str, Any] | None = None):
-        self.endpoint = endpoint
-        self.id = job_id
-        self._last = last
-
-    @property
-    def last_status(self) -> dict[str, Any] | None:
-        """The status object last received for this job (no request made)."""
-        return self._last
-
-    def __repr__(self) -> str:
-        return f"Job({self.id!r})"
+    __slots__ = ()
+    endpoint: Endpoint
 
     def status_object(self) -> dict[str, Any]:
         reply: dict[str, Any] = self.endpoint.send(self.endpoint.routes.status(self.id))
