@@ -14,7 +14,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from neuroq.jobs import JobStatus, NewJob, Policy, now_ms
+from neuroq.jobs import TRANSITIONS, JobStatus, NewJob, Policy, now_ms
 from neuroq.store.base import InvalidTransition
 from neuroq.store.sqlite import SQLiteStore
 
@@ -42,6 +42,8 @@ class Lifecycle(RuleBasedStateMachine):
         self.store = SQLiteStore(Path(self.dir) / "model.db")
         self.run(self.store.open())
         self.jobs: dict[str, ModelJob] = {}
+        #: the state each job had at the last invariant check, to check each change it made
+        self.seen: dict[str, JobStatus] = {}
         self.clock = now_ms()
 
     def run(self, coro: Any) -> Any:
@@ -172,6 +174,10 @@ class Lifecycle(RuleBasedStateMachine):
             job = self.run(self.store.get(EP, job_id))
             assert job is not None
             assert (job.status, job.retries) == (model.status, model.retries), job_id
+            before = self.seen.get(job_id, JobStatus.IN_QUEUE)
+            # Every change the store made is one that neuroq.jobs.TRANSITIONS allows.
+            assert job.status == before or job.status in TRANSITIONS[before], (before, job.status)
+            self.seen[job_id] = job.status
             if model.status is JobStatus.IN_PROGRESS:
                 assert job.worker_id == model.worker
 
