@@ -186,19 +186,8 @@ async def status(request: Request) -> Response:
             store, endpoint_id, job_id, lambda j: (j.status, j.output_json) != seen, wait_ms
         )
     if ttl_ms is not None:
-        await _shorten_retention(store, endpoint_id, job_id, now_ms() + ttl_ms)
+        await store.shorten_retention(endpoint_id, job_id, ttl_ms, now_ms())
     return _status(job)
-
-
-async def _shorten_retention(
-    store: JobStore, endpoint_id: str, job_id: str, expires_at_ms: int
-) -> None:
-    """Apply `?ttl=`: keep the record at most until `expires_at_ms`. The store operation is
-    optional (not yet in the JobStore protocol); without it the parameter is accepted and has no
-    effect, which the spec allows since retention past the default is never promised."""
-    shorten = getattr(store, "shorten_retention", None)
-    if shorten is not None:
-        await shorten(endpoint_id, job_id, expires_at_ms)
 
 
 async def status_sync(request: Request) -> Response:

@@ -183,6 +183,13 @@ class JobStore(Protocol):
         Raises InvalidTransition from other states; None when unknown."""
         ...
 
+    async def shorten_retention(
+        self, endpoint_id: str, job_id: str, ttl_ms: int, now_ms: int
+    ) -> bool:
+        """Status `?ttl=`: a terminal record is kept at most ttl_ms from now; a live job's record
+        at most ttl_ms after it ends. Never lengthens retention. False when unknown."""
+        ...
+
     async def purge_queue(self, endpoint_id: str, now_ms: int) -> int:
         """Every IN_QUEUE job of the endpoint -> CANCELLED; returns how many."""
         ...

@@ -56,3 +56,24 @@ def test_finished_run_job_expires_after_retention(tmp_path: Path) -> None:
             assert client.get(f"/ret/status/{live}").json()["status"] == "IN_QUEUE"
     finally:
         server.stop()
+
+
+def test_status_ttl_shortens_retention(tmp_path: Path) -> None:
+    server = start_server(tmp_path / "srv", NEUROQ_SWEEP_INTERVAL_S="0.2")
+    try:
+        with httpx.Client(base_url=server.base_url, headers=server.client_headers) as client:
+            job = client.post("/ttl/run", json={"input": 1}).json()["id"]
+            client.post(f"/ttl/cancel/{job}")
+            # Kept 30 min by default; ?ttl=1000 asks for at most one more second.
+            asked_at = time.monotonic()
+            assert client.get(f"/ttl/status/{job}?ttl=1000").json()["status"] == "CANCELLED"
+            deadline = asked_at + 15
+            while time.monotonic() < deadline:
+                reply = client.get(f"/ttl/status/{job}")
+                if reply.status_code == 404:
+                    break
+                time.sleep(0.1)
+            assert reply.status_code == 404, reply.text
+            assert time.monotonic() - asked_at >= 0.9
+    finally:
+        server.stop()

@@ -446,6 +446,23 @@ async def test_retention_per_kind_and_per_job(store: JobStore, t0: int) -> None:
         assert job is not None and job.expires_at_ms == t0 + expected[kind], kind
 
 
+async def test_shorten_retention_never_lengthens(store: JobStore, t0: int) -> None:
+    done_id = await running(store, t0)
+    await store.finish(done_id, output_json="1", error_json=None, now_ms=t0)
+    live_id = await running(store, t0)
+    assert await store.shorten_retention(EP, done_id, 5_000, t0)
+    assert await store.shorten_retention(EP, live_id, 7_000, t0)
+    # A longer ttl later changes neither.
+    assert await store.shorten_retention(EP, done_id, 10 * RETENTION_RUN_MS, t0)
+    assert await store.shorten_retention(EP, live_id, 10 * RETENTION_RUN_MS, t0)
+    done = await store.get(EP, done_id)
+    assert done is not None and done.expires_at_ms == t0 + 5_000
+    live = await store.finish(live_id, output_json="1", error_json=None, now_ms=t0 + 100)
+    assert live is not None and live.expires_at_ms == t0 + 100 + 7_000
+    assert not await store.shorten_retention(EP, "no-such-job", 5_000, t0)
+    assert not await store.shorten_retention("ep-other", done_id, 5_000, t0)
+
+
 # -- webhooks ----------------------------------------------------------------------------------
 
 

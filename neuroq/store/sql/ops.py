@@ -125,6 +125,12 @@ def cancel(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
     return Outcome(job_from_row(rows[0]) if rows else None)
 
 
+def shorten_retention(endpoint_id: str, job_id: str, ttl_ms: int, now_ms: int) -> Op[bool]:
+    params = {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms}
+    rows = yield Stmt("shorten_retention", {**params, "until": now_ms + ttl_ms, "ttl": ttl_ms})
+    return Outcome(bool(rows), {job_topic(job_id)} if rows else set())
+
+
 def retry(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
     params = {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms}
     rows = yield Stmt("retry", params)

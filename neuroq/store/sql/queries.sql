@@ -108,6 +108,18 @@ SET status = 'CANCELLED', finished_at_ms = :now, lease_expires_at_ms = NULL,
 WHERE id = :id AND endpoint_id = :endpoint_id AND status IN ('IN_QUEUE', 'IN_PROGRESS')
 RETURNING {job}
 
+-- name: shorten_retention
+-- `?ttl=` on status: a finished record expires by :until at the latest; a live job's record is
+-- kept at most :ttl after it ends. Never lengthens retention.
+UPDATE jobs
+SET expires_at_ms = CASE WHEN expires_at_ms IS NOT NULL AND expires_at_ms > :until
+                         THEN :until ELSE expires_at_ms END,
+    retention_ms = CASE WHEN expires_at_ms IS NULL AND :ttl < COALESCE(retention_ms,
+                         CASE WHEN sync THEN :retention_sync ELSE :retention_run END)
+                        THEN :ttl ELSE retention_ms END
+WHERE id = :id AND endpoint_id = :endpoint_id AND {retained}
+RETURNING id
+
 -- name: retry
 -- FAILED or TIMED_OUT -> IN_QUEUE as a new attempt; ttl counts again from now.
 UPDATE jobs

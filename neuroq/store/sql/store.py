@@ -42,6 +42,13 @@ class OpStore:
     async def retry(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
         return await self._run(ops.retry(endpoint_id, job_id, now_ms), write=True)
 
+    async def shorten_retention(
+        self, endpoint_id: str, job_id: str, ttl_ms: int, now_ms: int
+    ) -> bool:
+        return await self._run(
+            ops.shorten_retention(endpoint_id, job_id, ttl_ms, now_ms), write=True
+        )
+
     async def purge_queue(self, endpoint_id: str, now_ms: int) -> int:
         return await self._run(ops.purge_queue(endpoint_id, now_ms), write=True)
 
