@@ -4,12 +4,16 @@ restart, streaming, and the same handler under RunPod's official SDK."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from handler_harness import TINY, Harness, make_harness, start_sdk_worker
+from harness import REPO
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -49,6 +53,25 @@ def test_seed_request_returns_generated_text(harness: Harness, ep: str) -> None:
     assert out["mode"] == "layered"
     assert out["prompt"] == SEED_REQUEST["prompt"]
     assert out["vocab_size"] == 4000
+
+
+def test_users_simple_request_script_runs_end_to_end(harness: Harness, ep: str) -> None:
+    """examples/simple_request.py, as the README's run command uses it, against our server."""
+    env = dict(os.environ)
+    env.update(
+        NEUROQ_API_URL=harness.server.base_url,
+        RUNPOD_ENDPOINT_ID=ep,
+        RUNPOD_API_KEY=harness.server.api_key,
+    )
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "simple_request.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip(), "no generated text printed"
 
 
 def test_health_and_status(harness: Harness, ep: str) -> None:
