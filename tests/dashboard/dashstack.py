@@ -15,6 +15,8 @@ from harness import ServerProcess, WorkerProcess, start_server, start_worker
 #: endpoints served by the module's workers
 SLEEP_EP = "dash-sleep"
 STREAM_EP = "dash-stream"
+#: the playground's default endpoint, served by the real NeuroQ handler
+NEUROQ_EP = "neuroq"
 
 
 @dataclass
@@ -30,6 +32,9 @@ def running_stack(tmp: Path) -> Iterator[Stack]:
     workers = [
         start_worker(server, "neuroq.demo_handlers:sleep", SLEEP_EP, tmp, "--concurrency", "2"),
         start_worker(server, "neuroq.demo_handlers:stream", STREAM_EP, tmp),
+        start_worker(
+            server, "neuroq.handler:handler", NEUROQ_EP, tmp, NEUROQ_DATA_DIR=str(tmp / "nq")
+        ),
     ]
     try:
         yield Stack(server, workers, tmp)

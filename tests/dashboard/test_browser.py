@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from dashstack import SLEEP_EP, STREAM_EP, Stack, running_stack
+from dashstack import NEUROQ_EP, SLEEP_EP, STREAM_EP, Stack, running_stack
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -193,6 +193,27 @@ def test_playground_shows_streamed_text(page: Any, stack: Stack, tmp_path: Path)
         headers=stack.server.client_headers,
     ).json()
     assert reply["status"] == "COMPLETED"
+
+
+def test_playground_runs_a_neuroq_generate_job(page: Any, stack: Stack) -> None:
+    """The default endpoint, served by neuroq.handler with the shipped model: the text shown is
+    the reply the job returns."""
+    page.goto("/playground")
+    assert page.input_value("input[name=endpoint_id]") == NEUROQ_EP
+    page.fill("textarea[name=prompt]", "ChatGPTについて教えて")
+    page.fill("input[name=max_length]", "40")
+    page.click("#playground button[type=submit]")
+    page.locator("#pg-status", has_text="COMPLETED").wait_for(timeout=60_000)
+    shown = page.locator("#pg-output").inner_text()
+    job_id = page.locator("#pg-job").inner_text()
+    reply = httpx.get(
+        f"{stack.server.base_url}/{NEUROQ_EP}/status/{job_id}",
+        headers=stack.server.client_headers,
+    ).json()
+    assert reply["status"] == "COMPLETED", reply
+    generated = reply["output"]["generated"]
+    assert generated.strip()
+    assert shown.strip() == generated.strip()
 
 
 def test_fits_a_phone_screen(browser: Any, stack: Stack, tmp_path: Path) -> None:
