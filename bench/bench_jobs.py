@@ -48,7 +48,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
         try:
             httpx.get(url, timeout=1.0)
             return
@@ -65,6 +65,41 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def bench_env() -> dict[str, str]:
+    """The environment of every server and worker the benchmarks start."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "NEUROQ_API_KEYS": API_KEY,
+            "NEUROQ_WORKER_KEYS": WORKER_KEY,
+            "NEUROQ_WORKER_KEY": WORKER_KEY,
+            "NEUROQ_LOG_LEVEL": "WARNING",
+            "PYTHONPATH": str(REPO),
+        }
+    )
+    return env
+
+
+def start_server(
+    data_dir: Path, env: dict[str, str], store: str | None = None
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`neuroq serve` on a free port, once it answers; returns the process and its URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "neuroq", "serve", "--port", str(port)]
+    cmd += ["--data-dir", str(data_dir)] + (["--store", store] if store else [])
+    server = subprocess.Popen(cmd, env=env)
+    wait_http(f"http://127.0.0.1:{port}/v2/bench/health", server)
+    return server, f"http://127.0.0.1:{port}"
+
+
+def start_noop_worker(
+    url: str, endpoint: str, concurrency: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "neuroq", "worker", "neuroq.demo_handlers:noop", "--url", url]
+    cmd += ["--endpoint", endpoint, "--concurrency", str(concurrency)]
+    return subprocess.Popen(cmd, env=env)
 
 
 async def drive(base_url: str, concurrency: int, seconds: float) -> tuple[int, list[float]]:
@@ -122,16 +157,7 @@ def main() -> None:
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
 
-    env = dict(os.environ)
-    env.update(
-        {
-            "NEUROQ_API_KEYS": API_KEY,
-            "NEUROQ_WORKER_KEYS": WORKER_KEY,
-            "NEUROQ_WORKER_KEY": WORKER_KEY,
-            "NEUROQ_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO),
-        }
-    )
+    env = bench_env()
     data_dir = Path(tempfile.mkdtemp(prefix="neuroq-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -146,22 +172,10 @@ def main() -> None:
         baseline_result = measure(f"http://127.0.0.1:{base_port}/v2", levels, args.seconds)
         stop(baseline)
 
-        port = free_port()
-        serve_cmd = [sys.executable, "-m", "neuroq", "serve", "--port", str(port)]
-        serve_cmd += ["--data-dir", str(data_dir)]
-        if args.store:
-            serve_cmd += ["--store", args.store]
-        server = subprocess.Popen(serve_cmd, env=env)
+        server, url = start_server(data_dir, env, args.store)
         procs.append(server)
-        wait_http(f"http://127.0.0.1:{port}/v2/bench/health", server)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "neuroq", "worker", "neuroq.demo_handlers:noop",
-             "--url", f"http://127.0.0.1:{port}", "--endpoint", "bench",
-             "--concurrency", str(args.worker_concurrency)],
-            env=env,
-        )  # fmt: skip
-        procs.append(worker)
-        neuroq_result = measure(f"http://127.0.0.1:{port}/v2", levels, args.seconds)
+        procs.append(start_noop_worker(url, "bench", args.worker_concurrency, env))
+        neuroq_result = measure(f"{url}/v2", levels, args.seconds)
     finally:
         for proc in reversed(procs):
             stop(proc)

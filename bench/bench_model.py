@@ -32,7 +32,7 @@ from neuroq.model.sampling import SamplingParams
 
 VOCAB = 8000
 NEW_TOKENS = 80
-SIZES = {
+SIZES: dict[str, dict[str, Any]] = {
     "small": dict(embed_dim=64, hidden_dim=128, num_heads=4, num_layers=2, max_seq_len=128),
     "large": dict(embed_dim=256, hidden_dim=512, num_heads=8, num_layers=6, max_seq_len=256),
 }

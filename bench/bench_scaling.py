@@ -27,12 +27,11 @@ import platform
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_jobs import API_KEY, WORKER_KEY, free_port, percentile, stop, wait_http
+from bench_jobs import API_KEY, bench_env, percentile, start_noop_worker, start_server, stop
 
 from neuroq.client.aio import AsyncEndpoint
 
@@ -89,39 +88,18 @@ def run_setup(
     store: str | None, api_processes: int, levels: list[int], seconds: float
 ) -> dict[str, Any]:
     """Start the servers and workers of one set-up, measure, stop everything."""
-    env = dict(os.environ)
-    env.update(
-        {
-            "NEUROQ_API_KEYS": API_KEY,
-            "NEUROQ_WORKER_KEYS": WORKER_KEY,
-            "NEUROQ_WORKER_KEY": WORKER_KEY,
-            "NEUROQ_LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(REPO),
-        }
-    )
+    env = bench_env()
     data_dir = Path(tempfile.mkdtemp(prefix="neuroq-bench-scaling-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
         urls: list[str] = []
         for n in range(api_processes):
-            port = free_port()
-            cmd = [sys.executable, "-m", "neuroq", "serve", "--port", str(port)]
             # Each process its own data dir: only the store is shared.
-            cmd += ["--data-dir", str(data_dir / f"api-{n}")]
-            if store:
-                cmd += ["--store", store]
-            server = subprocess.Popen(cmd, env=env)
+            server, url = start_server(data_dir / f"api-{n}", env, store)
             procs.append(server)
-            wait_http(f"http://127.0.0.1:{port}/v2/{ENDPOINT}/health", server)
-            urls.append(f"http://127.0.0.1:{port}")
+            urls.append(url)
         for n in range(WORKERS):
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "neuroq", "worker", "neuroq.demo_handlers:noop",
-                 "--url", urls[n % len(urls)], "--endpoint", ENDPOINT,
-                 "--concurrency", str(WORKER_CONCURRENCY)],
-                env=env,
-            )  # fmt: skip
-            procs.append(worker)
+            procs.append(start_noop_worker(urls[n % len(urls)], ENDPOINT, WORKER_CONCURRENCY, env))
         load_before = os.getloadavg()[0]
         result = measure([f"{url}/v2" for url in urls], levels, seconds)
         return {

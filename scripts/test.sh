@@ -7,5 +7,5 @@ python3 -m venv .venv
 .venv/bin/pip install -q -e '.[model,postgres,dev]'
 .venv/bin/ruff check neuroq tests bench examples
 .venv/bin/ruff format --check neuroq tests bench examples
-.venv/bin/mypy neuroq
+.venv/bin/mypy neuroq bench
 .venv/bin/pytest -q -p no:cacheprovider "$@"
