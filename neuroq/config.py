@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 MB = 1024 * 1024
+#: the endpoint the CLI, the examples and the dashboard's playground use when none is named
+DEFAULT_ENDPOINT = "neuroq"
 
 
 def _split_keys(value: str) -> tuple[str, ...]:

@@ -20,7 +20,7 @@ from types import FrameType
 import click
 import uvicorn
 
-from neuroq.config import Settings
+from neuroq.config import DEFAULT_ENDPOINT, Settings
 
 log = logging.getLogger("neuroq.serve")
 
@@ -51,7 +51,9 @@ KEEP_ALIVE_S = 75
     help="Also run a local worker with this handler (module:function or file.py:function). "
     "Repeatable.",
 )
-@click.option("--endpoint", default="default", show_default=True, help="Endpoint of --worker.")
+@click.option(
+    "--endpoint", default=DEFAULT_ENDPOINT, show_default=True, help="Endpoint of --worker."
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(min=1),

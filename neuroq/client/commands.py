@@ -9,12 +9,17 @@ or refused the request. The output goes to stdout as JSON; status and errors go 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
+from neuroq.client._core import DEFAULT_BASE_URL
+from neuroq.config import DEFAULT_ENDPOINT
 from neuroq.errors import ClientError, JobTimeout
 
 EXIT_COMPLETED = 0
@@ -104,9 +109,13 @@ class ChunkPrinter:
 
 @click.command()
 @click.argument("input_arg", metavar="INPUT")
-@click.option("--endpoint", help="Endpoint id.  [default: $RUNPOD_ENDPOINT_ID]")
+@click.option("--endpoint", help="Endpoint id.  [default: $RUNPOD_ENDPOINT_ID or neuroq]")
 @click.option("--url", help="Base URL.  [default: $NEUROQ_API_URL or http://127.0.0.1:8000/v2]")
-@click.option("--key", help="API key.  [default: $RUNPOD_API_KEY]")
+@click.option(
+    "--key",
+    help="API key.  [default: $RUNPOD_API_KEY, or for a server on this machine the key it "
+    "generated into $NEUROQ_DATA_DIR/api_key (.neuroq/api_key)]",
+)
 @click.option("--stream", "stream", is_flag=True, help="Print stream chunks as they arrive.")
 @click.option(
     "--timeout",
@@ -134,12 +143,29 @@ def send(
     from neuroq.client.sync import Endpoint
 
     job_input = read_input(input_arg)
+    endpoint = endpoint or os.environ.get("RUNPOD_ENDPOINT_ID") or DEFAULT_ENDPOINT
+    url = url or os.environ.get("NEUROQ_API_URL") or None
+    key = key or os.environ.get("RUNPOD_API_KEY") or local_server_key(url)
     try:
         with Endpoint(endpoint, api_key=key, base_url=url, timeout_s=timeout_s) as ep:
             code = _send(ep, job_input, stream=stream, timeout_s=timeout_s, just_id=async_submit)
     except ClientError as exc:
         raise _Fatal(str(exc)) from None
     sys.exit(code)
+
+
+def local_server_key(url: str | None) -> str | None:
+    """The client key a local `neuroq serve` generated into its data dir, so `neuroq serve` then
+    `neuroq send ...` works with no configuration. Only for a server on this machine: the file's
+    key is never sent anywhere else."""
+    host = urlsplit(url or DEFAULT_BASE_URL).hostname
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        return None
+    path = Path(os.environ.get("NEUROQ_DATA_DIR") or ".neuroq") / "api_key"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _send(ep: Any, job_input: Any, *, stream: bool, timeout_s: float, just_id: bool) -> int:

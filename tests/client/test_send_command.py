@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from harness import start_worker
+from harness import start_server, start_worker
 
+from neuroq.client.commands import local_server_key
 from neuroq.client.commands import send as send_command
 
 pytestmark = pytest.mark.timeout(120)
@@ -97,7 +98,7 @@ def test_async_submit_prints_only_the_id(cli_server: Any) -> None:
     [
         (["--endpoint", "e", '{"a": 1,}'], "not valid JSON"),
         (["--endpoint", "e", "@/no/such/file.json"], "cannot read"),
-        (["1"], "RUNPOD_ENDPOINT_ID"),
+        (["--endpoint", "a/b", "1"], "one URL path segment"),
         (["--endpoint", "e", "--url", "localhost:8000", "1"], "base URL"),
     ],
 )
@@ -123,3 +124,43 @@ def test_refused_or_unreachable_server_exits_2(
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert message in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_zero_configuration_against_a_local_server(tmp_path: Path) -> None:
+    """`neuroq serve --worker ...` then `neuroq send ...` in the same directory: the default
+    endpoint (neuroq) and the client key the server generated into .neuroq/api_key are used."""
+    server = start_server(
+        tmp_path / ".neuroq", "--worker", "neuroq.demo_handlers:echo", NEUROQ_API_KEYS=""
+    )
+    try:
+        env = dict(os.environ)
+        for name in ("RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID", "NEUROQ_DATA_DIR"):
+            env.pop(name, None)
+        env["NEUROQ_API_URL"] = f"http://localhost:{server.port}"
+        done = subprocess.run(
+            [sys.executable, "-m", "neuroq", "send", '{"action": "health"}'],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"action": "health"}
+    finally:
+        server.stop()
+
+
+def test_the_local_key_file_is_offered_only_to_this_machine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".neuroq").mkdir()
+    (tmp_path / ".neuroq" / "api_key").write_text("local-key\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NEUROQ_DATA_DIR", raising=False)
+    assert local_server_key(None) == "local-key"
+    assert local_server_key("http://localhost:8000/v2") == "local-key"
+    assert local_server_key("https://api.runpod.ai/v2") is None
+    assert local_server_key("http://10.0.0.5:8000/v2") is None
+    monkeypatch.setenv("NEUROQ_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert local_server_key(None) is None
