@@ -102,17 +102,20 @@ def start_noop_worker(
     return subprocess.Popen(cmd, env=env)
 
 
-async def drive(base_url: str, concurrency: int, seconds: float) -> tuple[int, list[float]]:
-    """Submit-and-wait loops for `seconds`; returns (jobs completed, per-job latency in s)."""
+async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple[int, list[float]]:
+    """Submit-and-wait loops for `seconds`, loop i talking to base_urls[i % len(base_urls)];
+    returns (jobs completed, per-job latency in s)."""
     latencies: list[float] = []
     count = 0
-    async with AsyncEndpoint("bench", api_key=API_KEY, base_url=base_url) as endpoint:
-        # One warm-up job so connection set-up is not measured.
-        await (await endpoint.run({"warm": True})).wait(30)
+    endpoints = [AsyncEndpoint("bench", api_key=API_KEY, base_url=url) for url in base_urls]
+    try:
+        # One warm-up job per server, so connection set-up and worker start are not measured.
+        for endpoint in endpoints:
+            await (await endpoint.run({"warm": True})).wait(60)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
 
-        async def one_loop() -> None:
+        async def one_loop(endpoint: AsyncEndpoint) -> None:
             nonlocal count
             while loop.time() < deadline:
                 started = loop.time()
@@ -123,7 +126,10 @@ async def drive(base_url: str, concurrency: int, seconds: float) -> tuple[int, l
                 latencies.append(loop.time() - started)
                 count += 1
 
-        await asyncio.gather(*(one_loop() for _ in range(concurrency)))
+        await asyncio.gather(*(one_loop(endpoints[i % len(endpoints)]) for i in range(concurrency)))
+    finally:
+        for endpoint in endpoints:
+            await endpoint.aclose()
     return count, latencies
 
 
@@ -135,10 +141,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def measure(base_url: str, levels: list[int], seconds: float) -> dict[str, Any]:
+def measure(base_urls: list[str], levels: list[int], seconds: float) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for concurrency in levels:
-        count, latencies = asyncio.run(drive(base_url, concurrency, seconds))
+        count, latencies = asyncio.run(drive(base_urls, concurrency, seconds))
         result[str(concurrency)] = {
             "jobs_per_s": round(count / seconds, 1),
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
@@ -169,13 +175,13 @@ def main() -> None:
         )  # fmt: skip
         procs.append(baseline)
         wait_http(f"http://127.0.0.1:{base_port}/v2/bench/health", baseline)
-        baseline_result = measure(f"http://127.0.0.1:{base_port}/v2", levels, args.seconds)
+        baseline_result = measure([f"http://127.0.0.1:{base_port}/v2"], levels, args.seconds)
         stop(baseline)
 
         server, url = start_server(data_dir, env, args.store)
         procs.append(server)
         procs.append(start_noop_worker(url, "bench", args.worker_concurrency, env))
-        neuroq_result = measure(f"{url}/v2", levels, args.seconds)
+        neuroq_result = measure([f"{url}/v2"], levels, args.seconds)
     finally:
         for proc in reversed(procs):
             stop(proc)

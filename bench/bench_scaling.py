@@ -20,7 +20,6 @@ Prints one JSON object: jobs/s and latency per set-up and level, the ratios, and
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -31,57 +30,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench_jobs import API_KEY, bench_env, percentile, start_noop_worker, start_server, stop
-
-from neuroq.client.aio import AsyncEndpoint
+from bench_jobs import bench_env, measure, start_noop_worker, start_server, stop
 
 REPO = Path(__file__).resolve().parent.parent
 ENDPOINT = "bench"
 WORKERS = 2
 WORKER_CONCURRENCY = 32
-
-
-async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple[int, list[float]]:
-    """bench_jobs.drive over several servers: loop i talks to base_urls[i % len(base_urls)]."""
-    latencies: list[float] = []
-    count = 0
-    endpoints = [AsyncEndpoint(ENDPOINT, api_key=API_KEY, base_url=url) for url in base_urls]
-    try:
-        # One warm-up job per server, so connection set-up and worker start are not measured.
-        for endpoint in endpoints:
-            await (await endpoint.run({"warm": True})).wait(60)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + seconds
-
-        async def one_loop(endpoint: AsyncEndpoint) -> None:
-            nonlocal count
-            while loop.time() < deadline:
-                started = loop.time()
-                job = await endpoint.run({"n": count})
-                status = await job.wait(60)
-                if status.get("status") != "COMPLETED":
-                    raise RuntimeError(f"job ended {status}")
-                latencies.append(loop.time() - started)
-                count += 1
-
-        await asyncio.gather(*(one_loop(endpoints[i % len(endpoints)]) for i in range(concurrency)))
-    finally:
-        for endpoint in endpoints:
-            await endpoint.aclose()
-    return count, latencies
-
-
-def measure(base_urls: list[str], levels: list[int], seconds: float) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for concurrency in levels:
-        count, latencies = asyncio.run(drive(base_urls, concurrency, seconds))
-        result[str(concurrency)] = {
-            "jobs_per_s": round(count / seconds, 1),
-            "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
-            "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-            "jobs": count,
-        }
-    return result
 
 
 def run_setup(
