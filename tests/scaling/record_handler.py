@@ -18,7 +18,7 @@ WORK_S = 0.05
 
 def handler(job: dict[str, Any]) -> dict[str, Any]:
     tag = os.environ["NEUROQ_TEST_WORKER_TAG"]
-    time.sleep(WORK_S)
+    time.sleep(float(os.environ.get("NEUROQ_TEST_WORK_S", WORK_S)))
     line = json.dumps({"job": job["id"], "worker": tag}) + "\n"
     fd = os.open(os.environ["NEUROQ_TEST_EXEC_LOG"], os.O_WRONLY | os.O_APPEND | os.O_CREAT)
     try:

@@ -73,7 +73,8 @@ class Topology:
                 self.servers[name] = future.result()
         for future in started.values():
             future.result()  # re-raises a failed start once the others can be stopped
-        self.start_worker("wa", "a")
+        # "wa" works slower, so when the kill test stops it mid-load it surely still holds jobs.
+        self.start_worker("wa", "a", work_s=0.3)
         self.start_worker("wb", "b")
         poll_until(lambda: self.workers_seen() >= 2, 60, "both workers to ask for jobs")
         return self
@@ -83,7 +84,8 @@ class Topology:
         reply = httpx.get(f"{srv.base_url}/{self.endpoint}/health", headers=srv.client_headers)
         return sum(reply.json()["workers"].values())
 
-    def start_worker(self, tag: str, server: str) -> None:
+    def start_worker(self, tag: str, server: str, work_s: float | None = None) -> None:
+        extra = {"NEUROQ_TEST_WORK_S": str(work_s)} if work_s is not None else {}
         self.workers[tag] = harness.start_worker(
             self.servers[server],
             HANDLER,
@@ -94,6 +96,7 @@ class Topology:
             tag,
             NEUROQ_TEST_EXEC_LOG=str(self.exec_log),
             NEUROQ_TEST_WORKER_TAG=tag,
+            **extra,
         )
 
     def stop(self) -> None:
@@ -112,14 +115,17 @@ class Topology:
         return ran
 
     def running_on(self, worker_id: str) -> int:
+        return len(self.held_by(worker_id))
+
+    def held_by(self, worker_id: str) -> set[str]:
+        """Ids of the jobs the store has IN_PROGRESS on this worker."""
         schema = self.store_url.rpartition("schema=")[2]
         with psycopg.connect(harness.POSTGRES_URL) as conn:
-            row = conn.execute(
-                f'SELECT count(*) FROM "{schema}".jobs'
-                " WHERE status = 'IN_PROGRESS' AND worker_id = %s",
+            rows = conn.execute(
+                f"SELECT id FROM \"{schema}\".jobs WHERE status = 'IN_PROGRESS' AND worker_id = %s",
                 (worker_id,),
-            ).fetchone()
-        return int(row[0]) if row else 0
+            ).fetchall()
+        return {str(row[0]) for row in rows}
 
     def job_rows(self) -> dict[str, tuple[str, int]]:
         """Straight from the shared schema: job id -> (status, retries)."""
@@ -260,9 +266,11 @@ def test_sigkill_of_one_server_mid_load_loses_nothing(topology: Topology) -> Non
         "load to build up",
         interval_s=0.005,
     )
+    # "wa" dies first, so the attempts it holds now are certainly lost; then its server.
+    topology.workers["wa"].kill()
+    lost = topology.held_by("wa")
     topology.servers["a"].kill()
     # What a supervisor does: the worker that lost its server is restarted against another.
-    topology.workers["wa"].kill()
     topology.start_worker("wa2", "c")
     clients.join()
 
@@ -282,6 +290,7 @@ def test_sigkill_of_one_server_mid_load_loses_nothing(topology: Topology) -> Non
     for job_id, workers in rerun.items():
         assert workers[0] == "wa" and "wa" not in workers[1:], (job_id, workers)
         assert rows[job_id][1] >= 1
-    # "wa" held at least two jobs when A died; their attempts were lost, so the lease path ran.
-    assert any(retries >= 1 for _, retries in rows.values()), "no job was requeued"
+    # The attempts "wa" held when it died were lost: those jobs went back through the lease.
+    assert lost, "wa held no job when it was killed: the lease path was not exercised"
+    assert all(rows[job_id][1] >= 1 for job_id in lost), {j: rows[j] for j in lost}
     assert_completed_over_http(topology.servers["b"], topology.endpoint, job_ids)
