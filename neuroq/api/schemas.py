@@ -44,27 +44,41 @@ class SubmitRequest:
     s3_config_json: str | None
 
 
-async def read_body_limited(request: Request, limit_bytes: int) -> bytes:
-    """The request body, refusing (413) anything over `limit_bytes` both from Content-Length and
-    while reading, so a lying or absent Content-Length cannot make us buffer more than the limit."""
-    too_large = HTTPException(413, f"request body exceeds the limit of {limit_bytes} bytes")
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.strip().isdigit():
-            raise bad_request("Content-Length must be a non-negative integer")
-        if int(declared) > limit_bytes:
-            raise too_large
+class BodyTooLarge(Exception):
+    """The request body passed its size limit (found without reading the rest)."""
+
+
+async def read_capped(request: Request, limit_bytes: int) -> bytes:
+    """The raw body, raising BodyTooLarge as soon as it passes `limit_bytes`, judged from
+    Content-Length and again while reading, so a lying or absent Content-Length cannot make us
+    buffer more than the limit. Shared by client and worker routes."""
+    declared = request.headers.get("content-length", "").strip()
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise BodyTooLarge
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit_bytes:
-            raise too_large
+            raise BodyTooLarge
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _reject_constant(name: str) -> Any:
+async def read_body_limited(request: Request, limit_bytes: int) -> bytes:
+    """The request body for a client route: 400 for a malformed Content-Length, 413 over the
+    limit."""
+    declared = request.headers.get("content-length")
+    if declared is not None and not declared.strip().isdigit():
+        raise bad_request("Content-Length must be a non-negative integer")
+    try:
+        return await read_capped(request, limit_bytes)
+    except BodyTooLarge:
+        raise HTTPException(413, f"request body exceeds the limit of {limit_bytes} bytes") from None
+
+
+def reject_constant(name: str) -> Any:
+    """json.loads hook: NaN and Infinity are not JSON, whatever Python accepts."""
     raise ValueError(f"{name} is not valid JSON")
 
 
@@ -74,7 +88,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     if not body.strip():
         raise bad_request("body must be a JSON object; the body is empty")
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        value = json.loads(body, parse_constant=reject_constant)
     except UnicodeDecodeError:
         raise bad_request("body is not valid UTF-8 JSON") from None
     except (json.JSONDecodeError, ValueError) as exc:

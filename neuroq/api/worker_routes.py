@@ -30,6 +30,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from neuroq.api.errors import error_response
+from neuroq.api.schemas import BodyTooLarge, read_capped, reject_constant
 from neuroq.config import Settings
 from neuroq.jobs import Job, now_ms
 from neuroq.store.base import JobStore, queue_topic, stop_topic, wait_until
@@ -239,35 +240,11 @@ async def _take(request: Request, *, batch: bool) -> Response:
 # -- job-done / job-stream -----------------------------------------------------------------------
 
 
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The raw body, whatever the Content-Type says (the SDK labels JSON as form data); raises
-    _TooLarge as soon as it passes `limit`, without reading the rest."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
-
-
 def _decode_object(raw: bytes, what: str) -> dict[str, Any]:
     if not raw.strip():
         raise _BadRequest(f"{what} body is empty; expected a JSON object")
     try:
-        value = json.loads(raw, parse_constant=_reject_constant)
+        value = json.loads(raw, parse_constant=reject_constant)
     except ValueError as exc:
         raise _BadRequest(f"{what} body is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -304,8 +281,8 @@ async def _job_post(
         return error_response(404, f"no job {job_id!r} on endpoint {call.endpoint_id!r}")
     limit = call.settings.max_result_body_bytes
     try:
-        raw = await _read_body(request, limit)
-    except _TooLarge:
+        raw = await read_capped(request, limit)
+    except BodyTooLarge:
         message = f"result too large: {what} body exceeds {limit} bytes (max_result_body_bytes)"
         await _fail(call, job_id, message)
         return error_response(413, message)
