@@ -59,13 +59,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def api(server: Any) -> Iterator[Api]:
-    client = Api(server)
-    yield client
-    client.http.close()
-
-
-@pytest.fixture(scope="module")
 def fleet(server: Any, api: Api, sdk_tmp: Path, workers: list[SdkWorker]) -> dict[str, SdkWorker]:
     """Start every SDK worker at once (each takes seconds to import runpod), then wait for all."""
     for endpoint, script in SCRIPTS.items():
@@ -73,23 +66,6 @@ def fleet(server: Any, api: Api, sdk_tmp: Path, workers: list[SdkWorker]) -> dic
     for endpoint in SCRIPTS:
         api.wait_workers(endpoint, 1)
     return {w.endpoint: w for w in workers}
-
-
-@pytest.fixture(scope="module")
-def sdk(server: Any) -> Iterator[None]:
-    """Point the runpod client at our server, the runtime way the spec allows (1.1)."""
-    saved = runpod.api_key, runpod.endpoint_url_base
-    runpod.api_key = server.api_key
-    runpod.endpoint_url_base = server.base_url
-    yield
-    runpod.api_key, runpod.endpoint_url_base = saved
-
-
-@pytest.fixture(scope="module")
-def proxy(server: Any) -> Iterator[CountingProxy]:
-    counting = CountingProxy(server.url).start()
-    yield counting
-    counting.stop()
 
 
 def endpoint_via(proxy: CountingProxy, endpoint_id: str) -> runpod.Endpoint:

@@ -59,29 +59,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def api(server: Any) -> Iterator[Api]:
-    client = Api(server)
-    yield client
-    client.http.close()
-
-
-@pytest.fixture(scope="module")
-def sdk(server: Any) -> Iterator[None]:
-    saved = runpod.api_key, runpod.endpoint_url_base
-    runpod.api_key = server.api_key
-    runpod.endpoint_url_base = server.base_url
-    yield
-    runpod.api_key, runpod.endpoint_url_base = saved
-
-
-@pytest.fixture(scope="module")
-def proxy(server: Any) -> Iterator[CountingProxy]:
-    counting = CountingProxy(server.url).start()
-    yield counting
-    counting.stop()
-
-
-@pytest.fixture(scope="module")
 def early_cancelled(sdk: None, api: Api, webhooks: WebhookReceiver) -> str:
     """Case 10, set-up: queue a job and cancel it before any worker serves its endpoint."""
     job = runpod.Endpoint(CANCEL).run(
