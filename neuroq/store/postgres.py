@@ -187,9 +187,9 @@ class PostgresStore(OpStore):
                 log.warning("PostgreSQL LISTEN connection failed, retrying: %s", exc)
                 await asyncio.sleep(LISTEN_RETRY_S)
 
-    async def _run(self, op: Op[T], *, write: bool) -> T:
+    async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
         """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
-        commit only) and publish them here at once."""
+        commit only) and publish them here at once. Never blocks the loop, heavy or not."""
         base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             outcome: Outcome[T]

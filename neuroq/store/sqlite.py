@@ -1,10 +1,17 @@
 """The SQLite job store: one database file in WAL mode, safe for several processes at once.
 
-All database work runs on one dedicated thread that owns the connection, so a slow disk never
-blocks the event loop and the connection is never shared between threads. Each operation of
-`neuroq.store.sql.ops` runs as one transaction; writes open it with `BEGIN IMMEDIATE`, which
-takes SQLite's single write lock before the first read, so the state an operation checks cannot
-change before it writes. Processes that share the file therefore never double-assign a job.
+Each operation of `neuroq.store.sql.ops` runs as one transaction; writes open it with
+`BEGIN IMMEDIATE`, which takes SQLite's single write lock before the first read, so the state an
+operation checks cannot change before it writes. Processes that share the file therefore never
+double-assign a job.
+
+Where operations run: a small operation on an uncontended database takes tens of microseconds,
+less than handing it to another thread and back, so it runs right on the event loop, on a
+connection that never waits for a lock (busy timeout 0) and never checkpoints. If that
+connection finds the database locked (another process, or our own thread, is writing), the
+untouched operation goes to the database thread instead, whose connection waits for the lock;
+so do `heavy` operations (sweeps, purges, scans) and the WAL checkpoints, which sync the disk.
+The event loop therefore never sleeps on a lock or an fsync.
 
 Other processes cannot notify this one: long-polls see their changes through the bounded
 re-check of `wait_until` (`recheck_s`).
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,8 +38,13 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 #: how long a writer waits for another process's write lock before giving up
 BUSY_TIMEOUT_MS = 10_000
+#: commits through the event-loop connection between two WAL checkpoints on the thread (a
+#: commit writes a few pages, so this keeps the WAL near SQLite's own 1,000-page default)
+CHECKPOINT_EVERY_COMMITS = 250
 
 _QUERIES = load_queries("sqlite")
+
+log = logging.getLogger("neuroq.store")
 
 
 class SQLiteStore(OpStore):
@@ -51,7 +64,12 @@ class SQLiteStore(OpStore):
         self.retention_run_ms = retention_run_ms
         self.retention_sync_ms = retention_sync_ms
         self._executor: ThreadPoolExecutor | None = None
+        #: the database thread's connection (waits for locks)
         self._conn: sqlite3.Connection | None = None
+        #: the event loop's connection (never waits: busy timeout 0, no autocheckpoint)
+        self._inline: sqlite3.Connection | None = None
+        self._inline_commits = 0
+        self._checkpointing = False
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -61,7 +79,10 @@ class SQLiteStore(OpStore):
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="neuroq-sqlite")
         try:
             await self._call(self._connect)
+            self._inline = self._open_inline()
         except BaseException:
+            if self._conn is not None:
+                await self._call(self._disconnect)
             self._executor.shutdown(wait=False)
             self._executor = None
             raise
@@ -69,6 +90,9 @@ class SQLiteStore(OpStore):
     async def close(self) -> None:
         if self._executor is None:
             return
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
         try:
             await self._call(self._disconnect)
         finally:
@@ -108,6 +132,20 @@ class SQLiteStore(OpStore):
             raise
         self._conn = conn
 
+    def _open_inline(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _disconnect(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -118,18 +156,74 @@ class SQLiteStore(OpStore):
             raise RuntimeError("SQLiteStore is not open: call open() first")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _run(self, op: Op[T], *, write: bool) -> T:
-        """Run one transaction script on the database thread. Its topics are published on the
+    async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
+        """Run one transaction script: on the event loop when the database is free and the
+        operation is small, else on the database thread. Its topics are published on the
         event-loop thread, where the notifier's waiters live, even if the caller was cancelled
         meanwhile: the transaction commits regardless, so its wake-ups must go out too."""
         if self._executor is None:
             raise RuntimeError("SQLiteStore is not open: call open() first")
+        if not heavy and self._inline is not None:
+            outcome = self._execute_inline(self._inline, op, write)
+            if outcome is not None:
+                if outcome.topics:
+                    self.notifier.publish_all(outcome.topics)
+                return outcome.value
         future = asyncio.get_running_loop().run_in_executor(
             self._executor, self._execute, op, write
         )
         future.add_done_callback(self._publish)
         outcome = await asyncio.shield(future)
         return outcome.value
+
+    def _execute_inline(
+        self, conn: sqlite3.Connection, op: Op[T], write: bool
+    ) -> Outcome[T] | None:
+        """The operation's outcome, or None, with `op` untouched, when the database is locked.
+
+        A write takes the write lock with BEGIN IMMEDIATE, a read its snapshot with its first
+        statement; both happen before `op` runs, and once held neither can fail with "locked"
+        later in the transaction, so a busy database is only ever met before `op` starts."""
+        try:
+            conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if not write:
+                conn.execute("PRAGMA schema_version").fetchone()
+        except sqlite3.OperationalError as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _is_busy(exc):
+                return None
+            raise
+        try:
+            outcome = self._drive(conn, op)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if write:
+            self._inline_commits += 1
+            if self._inline_commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointing:
+                self._schedule_checkpoint()
+        return outcome
+
+    def _schedule_checkpoint(self) -> None:
+        """Copy the WAL back into the database on the thread, which may fsync; PASSIVE never
+        waits for (or blocks) writers, so the event loop's connection keeps writing."""
+        assert self._executor is not None
+        self._inline_commits = 0
+        self._checkpointing = True
+        future = asyncio.get_running_loop().run_in_executor(self._executor, self._checkpoint)
+        future.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _checkpoint_done(self, future: asyncio.Future[None]) -> None:
+        self._checkpointing = False
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("SQLite checkpoint failed: %s", future.exception())
 
     def _publish(self, future: asyncio.Future[Outcome[Any]]) -> None:
         if not future.cancelled() and future.exception() is None:
@@ -165,6 +259,13 @@ class SQLiteStore(OpStore):
                 if isinstance(value, list):
                     params[key] = json.dumps(value)
             rows = conn.execute(_QUERIES[stmt.name], params).fetchall()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _split_script(script: str) -> list[str]:

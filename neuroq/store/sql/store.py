@@ -23,7 +23,9 @@ class OpStore:
     notifier: Notifier
     recheck_s: float
 
-    async def _run(self, op: Op[T], *, write: bool) -> T:
+    async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
+        """Run `op` as one transaction. `heavy` marks operations that may touch many rows
+        (sweeps, purges, dashboard scans): a store must not run those on the event loop."""
         raise NotImplementedError
 
     # -- clients ---------------------------------------------------------------------------
@@ -50,7 +52,7 @@ class OpStore:
         )
 
     async def purge_queue(self, endpoint_id: str, now_ms: int) -> int:
-        return await self._run(ops.purge_queue(endpoint_id, now_ms), write=True)
+        return await self._run(ops.purge_queue(endpoint_id, now_ms), write=True, heavy=True)
 
     async def read_stream(
         self, endpoint_id: str, job_id: str, after_seq: int | None = None
@@ -59,7 +61,7 @@ class OpStore:
         return await self._run(op, write=after_seq is None)
 
     async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
-        return await self._run(ops.health(endpoint_id, now_ms), write=False)
+        return await self._run(ops.health(endpoint_id, now_ms), write=False, heavy=True)
 
     # -- workers ---------------------------------------------------------------------------
 
@@ -117,7 +119,8 @@ class OpStore:
     # -- background ------------------------------------------------------------------------
 
     async def sweep(self, now_ms: int, worker_lost_ms: int, max_retries: int) -> SweepResult:
-        return await self._run(ops.sweep(now_ms, worker_lost_ms, max_retries), write=True)
+        op = ops.sweep(now_ms, worker_lost_ms, max_retries)
+        return await self._run(op, write=True, heavy=True)
 
     async def due_webhooks(self, now_ms: int, limit: int) -> list[WebhookDelivery]:
         if limit <= 0:
@@ -142,10 +145,10 @@ class OpStore:
         now_ms: int,
     ) -> list[Job]:
         op = ops.list_jobs(endpoint_id, status, since_ms, limit, offset, now_ms)
-        return await self._run(op, write=False)
+        return await self._run(op, write=False, heavy=True)
 
     async def job_counts(self, now_ms: int) -> dict[str, dict[str, int]]:
-        return await self._run(ops.job_counts(now_ms), write=False)
+        return await self._run(ops.job_counts(now_ms), write=False, heavy=True)
 
     async def list_workers(self) -> list[WorkerInfo]:
         return await self._run(ops.list_workers(), write=False)
