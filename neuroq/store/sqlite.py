@@ -194,13 +194,7 @@ class SQLiteStore(OpStore):
             if _is_busy(exc):
                 return None
             raise
-        try:
-            outcome = self._drive(conn, op)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        outcome = self._finish_transaction(conn, op)
         if write:
             self._inline_commits += 1
             if self._inline_commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointing:
@@ -236,6 +230,10 @@ class SQLiteStore(OpStore):
         if conn is None:
             raise RuntimeError("SQLiteStore is not open: call open() first")
         conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        return self._finish_transaction(conn, op)
+
+    def _finish_transaction(self, conn: sqlite3.Connection, op: Op[T]) -> Outcome[T]:
+        """Run `op` inside the transaction just begun on `conn`, then commit (or roll back)."""
         try:
             outcome = self._drive(conn, op)
             conn.execute("COMMIT")
