@@ -5,10 +5,11 @@
 Starts, in this order and on loopback: the baseline (bench/baseline_app.py, a bare ASGI app that
 answers the client routes with fixed JSON: the ceiling for any server), then `neuroq serve` with
 an embedded SQLite store and one `neuroq worker neuroq.demo_handlers:noop` with concurrency 64.
-The same client code (`AsyncEndpoint.run` + `AsyncJob.wait`, i.e. what `send_and_wait` does) then
-drives each at concurrency 1, 8 and 64 for a fixed time. Prints one JSON object: jobs/s per
-concurrency for both, their ratio, and the latency of one submit-and-wait at concurrency 1
-(p50/p99, ms) for both. Everything shares this machine's cores, as it would on a laptop.
+The same client code (`AsyncEndpoint.run_sync`, i.e. what `send_and_wait` does: `/runsync`, then
+long-polls if the job outlives the hold) then drives each at concurrency 1, 8 and 64 for a fixed
+time. Prints one JSON object: jobs/s per concurrency for both, their ratio, the latency of one
+submit-and-wait (p50/p99, ms), and the CPU time each process spent per job. Everything shares
+this machine's cores, as it would on a laptop.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import asyncio
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import socket
@@ -111,7 +113,7 @@ async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple
     try:
         # One warm-up job per server, so connection set-up and worker start are not measured.
         for endpoint in endpoints:
-            await (await endpoint.run({"warm": True})).wait(60)
+            await endpoint.run_sync({"warm": True}, 60)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
 
@@ -119,8 +121,7 @@ async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple
             nonlocal count
             while loop.time() < deadline:
                 started = loop.time()
-                job = await endpoint.run({"n": count})
-                status = await job.wait(60)
+                status = await endpoint.run_sync({"n": count}, 60)
                 if status.get("status") != "COMPLETED":
                     raise RuntimeError(f"job ended {status}")
                 latencies.append(loop.time() - started)
@@ -141,16 +142,42 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def measure(base_urls: list[str], levels: list[int], seconds: float) -> dict[str, Any]:
+def cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of process `pid` (None: this process) so far."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    base_urls: list[str],
+    levels: list[int],
+    seconds: float,
+    processes: dict[str, subprocess.Popen[bytes]] | None = None,
+) -> dict[str, Any]:
+    """jobs/s and latency per concurrency level, and the CPU milliseconds per job of this
+    client and of each of `processes` (read from /proc where it exists)."""
+    watched = {"client": None, **{name: p.pid for name, p in (processes or {}).items()}}
+    can_read = Path("/proc/self/stat").exists()
     result: dict[str, Any] = {}
     for concurrency in levels:
+        before = {name: cpu_s(pid) for name, pid in watched.items()} if can_read else {}
         count, latencies = asyncio.run(drive(base_urls, concurrency, seconds))
-        result[str(concurrency)] = {
+        row: dict[str, Any] = {
             "jobs_per_s": round(count / seconds, 1),
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
             "jobs": count,
         }
+        if can_read and count:
+            row["cpu_ms_per_job"] = {
+                name: round((cpu_s(pid) - before[name]) * 1000 / count, 3)
+                for name, pid in watched.items()
+            }
+        result[str(concurrency)] = row
     return result
 
 
@@ -175,13 +202,18 @@ def main() -> None:
         )  # fmt: skip
         procs.append(baseline)
         wait_http(f"http://127.0.0.1:{base_port}/v2/bench/health", baseline)
-        baseline_result = measure([f"http://127.0.0.1:{base_port}/v2"], levels, args.seconds)
+        baseline_result = measure(
+            [f"http://127.0.0.1:{base_port}/v2"], levels, args.seconds, {"server": baseline}
+        )
         stop(baseline)
 
         server, url = start_server(data_dir, env, args.store)
         procs.append(server)
-        procs.append(start_noop_worker(url, "bench", args.worker_concurrency, env))
-        neuroq_result = measure([f"{url}/v2"], levels, args.seconds)
+        worker = start_noop_worker(url, "bench", args.worker_concurrency, env)
+        procs.append(worker)
+        neuroq_result = measure(
+            [f"{url}/v2"], levels, args.seconds, {"server": server, "worker": worker}
+        )
     finally:
         for proc in reversed(procs):
             stop(proc)

@@ -253,6 +253,13 @@ class Routes:
         )
 
 
+def runsync_hold_ms(timeout_s: float) -> int | None:
+    """How long `run_sync` asks `/runsync` to hold, or None to submit through `/run`: the
+    server holds at least RUNSYNC_MIN_WAIT_MS, longer than a shorter deadline allows."""
+    hold_ms = int(timeout_s * 1000)
+    return hold_ms if hold_ms >= RUNSYNC_MIN_WAIT_MS else None
+
+
 def submit_body(
     input: Any,
     *,

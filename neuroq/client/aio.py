@@ -1,4 +1,7 @@
-"""asyncio client over httpx.AsyncClient: the twin of `sync.py`, driving the same `_core`."""
+"""asyncio client: the twin of `sync.py`, driving the same `_core`.
+
+Requests go straight through aiohttp (`AiohttpClient`); streamed replies (server-sent events),
+and every request when a test hands in an httpx transport, go through an httpx.AsyncClient."""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import httpx
 
 from neuroq.client import _core
 from neuroq.client._core import ClientConfig, Request, Routes
-from neuroq.client.aiohttp_transport import AiohttpTransport
+from neuroq.client.aiohttp_transport import AiohttpClient, AiohttpTransport, Reply, encode_json
 from neuroq.errors import JobTimeout
 from neuroq.jobs import Policy
 
@@ -35,12 +38,15 @@ class AsyncEndpoint:
         self.routes = Routes(self.config)
         self.timeout_s = timeout_s
         self._http = httpx.AsyncClient(transport=transport or AiohttpTransport())
+        self._fast = AiohttpClient() if transport is None else None
 
     @property
     def endpoint_id(self) -> str:
         return self.config.endpoint_id
 
     async def aclose(self) -> None:
+        if self._fast is not None:
+            await self._fast.aclose()
         await self._http.aclose()
 
     async def __aenter__(self) -> AsyncEndpoint:
@@ -54,14 +60,7 @@ class AsyncEndpoint:
         attempt = 0
         while True:
             try:
-                response = await self._http.request(
-                    request.method,
-                    request.url,
-                    params=request.params,
-                    headers=request.headers,
-                    json=request.body,
-                    timeout=_core.http_timeout(request),
-                )
+                response = await self._exchange(request)
             except httpx.TransportError as exc:
                 outcome: Any = _core.failure_from_exception(exc, request)
             else:
@@ -73,6 +72,32 @@ class AsyncEndpoint:
                 raise outcome.error
             await asyncio.sleep(delay)
             attempt += 1
+
+    async def _exchange(self, request: Request) -> httpx.Response | Reply:
+        timeout = _core.http_timeout(request)
+        if self._fast is None:
+            return await self._http.request(
+                request.method,
+                request.url,
+                params=request.params,
+                headers=request.headers,
+                json=request.body,
+                timeout=timeout,
+            )
+        headers = request.headers
+        content = None
+        if request.body is not None:
+            content = encode_json(request.body)
+            headers = {**headers, "Content-Type": "application/json"}
+        return await self._fast.request(
+            request.method,
+            request.url,
+            params=request.params,
+            headers=headers,
+            content=content,
+            read_timeout_s=timeout.read,
+            connect_timeout_s=timeout.connect,
+        )
 
     async def run(
         self,
@@ -97,6 +122,7 @@ class AsyncEndpoint:
         policy: Policy | Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
+        """See `neuroq.Endpoint.run_sync`."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         request = self.routes.run(
@@ -104,13 +130,16 @@ class AsyncEndpoint:
             webhook=webhook,
             policy=policy,
             idempotency_key=idempotency_key,
-            sync_wait_ms=int(timeout_s * 1000),
+            sync_wait_ms=_core.runsync_hold_ms(timeout_s),
         )
         reply = await self.send(request)
-        job = AsyncJob(self, _core.job_id_of(reply), reply)
         if _core.is_terminal(reply):
             return dict(reply)
-        return await job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
+        job = AsyncJob(self, _core.job_id_of(reply), reply)
+        try:
+            return await job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
+        except JobTimeout as exc:
+            raise JobTimeout(job.id, timeout_s, exc.last_status) from None
 
     async def health(self) -> dict[str, Any]:
         reply: dict[str, Any] = await self.send(self.routes.health())
@@ -258,8 +287,7 @@ async def async_send_and_wait(
 ) -> dict[str, Any]:
     """The asyncio twin of `neuroq.send_and_wait`, with the same contract."""
     async with AsyncEndpoint(endpoint_id, api_key=api_key, base_url=base_url) as endpoint:
-        job = await endpoint.run(input_data)
         try:
-            return _core.guide_result(await job.wait(timeout))
+            return _core.guide_result(await endpoint.run_sync(input_data, timeout))
         except JobTimeout as exc:
             return {"error": str(exc)}

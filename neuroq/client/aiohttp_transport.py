@@ -1,22 +1,30 @@
-"""An httpx transport that sends requests through aiohttp.
+"""HTTP through aiohttp for the asyncio client and the worker, in two forms.
 
-Why: httpx's own asyncio connection pool costs milliseconds per request and serialises badly
-under concurrency (on a 2-core machine: about 170 requests/s at 32 concurrent requests, against
-about 1,000/s through this transport; see bench/bench_jobs.py). Keeping httpx as the API means
-the client and worker code, their error handling and their tests (which inject
-`httpx.MockTransport`) stay as they are; only the bytes travel through aiohttp.
+Why aiohttp: httpx's own asyncio connection pool costs milliseconds per request and serialises
+badly under concurrency (on a 2-core machine: about 170 requests/s at 32 concurrent requests,
+against about 1,000/s through aiohttp; see bench/bench_jobs.py).
 
-aiohttp errors are mapped to the httpx exceptions the callers already handle, and response
-bodies are streamed, so server-sent events arrive as they are sent.
+- `AiohttpClient.request` is the hot path (one JSON request, whole reply): it skips httpx
+  altogether, whose request building (URL parsing twice, cookie handling) cost more CPU than
+  aiohttp's whole exchange. Its `Reply` has the attributes callers read off an httpx.Response.
+- `AiohttpTransport` is an httpx transport, for what still goes through an httpx client:
+  streamed replies (server-sent events) and tests, which inject `httpx.MockTransport` instead.
+
+aiohttp errors are mapped to the httpx exceptions the callers already handle.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import httpx
+from yarl import URL
 
 
 class _ResponseStream(httpx.AsyncByteStream):
@@ -35,7 +43,7 @@ class _ResponseStream(httpx.AsyncByteStream):
         self._response.release()
 
 
-def _map_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+def _map_error(exc: BaseException, request: httpx.Request | None) -> httpx.TransportError:
     message = str(exc) or type(exc).__name__
     if isinstance(exc, aiohttp.ClientConnectorError):
         return httpx.ConnectError(message, request=request)
@@ -58,12 +66,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit),
-                # httpx decodes Content-Encoding itself, and sets its own default headers.
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-            )
+            # httpx decodes Content-Encoding itself, and sets its own default headers.
+            self._session = _new_session(self._limit, auto_decompress=False)
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -94,6 +98,93 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             stream=_ResponseStream(response, request),
             request=request,
         )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _new_session(
+    limit: int, *, auto_decompress: bool, headers: Mapping[str, str] | None = None
+) -> aiohttp.ClientSession:
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=limit),
+        headers=headers,
+        auto_decompress=auto_decompress,
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """A whole HTTP reply: the part of httpx.Response that the client and worker read."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def encode_json(value: Any) -> bytes:
+    """A request body as httpx's `json=` would send it; ValueError for NaN or infinity."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+class AiohttpClient:
+    """Keep-alive JSON requests over one aiohttp session (created on first use, inside the
+    running event loop); `headers` go with every request."""
+
+    def __init__(self, headers: Mapping[str, str] | None = None, *, limit: int = 100) -> None:
+        self._headers = dict(headers or {})
+        self._limit = limit
+        self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = _new_session(self._limit, auto_decompress=True, headers=self._headers)
+        return self._session
+
+    def _timeout(self, read_s: float | None, connect_s: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get((read_s, connect_s))
+        if timeout is None:
+            if len(self._timeouts) > 64:
+                self._timeouts.clear()
+            timeout = aiohttp.ClientTimeout(total=None, connect=connect_s, sock_read=read_s)
+            self._timeouts[(read_s, connect_s)] = timeout
+        return timeout
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        read_timeout_s: float | None,
+        connect_timeout_s: float | None = 10.0,
+    ) -> Reply:
+        """Send one request and read the whole reply; aiohttp and timeout errors are raised
+        as the matching httpx.TransportError."""
+        if params:
+            url = f"{url}?{urlencode(params)}"
+        try:
+            async with self._get_session().request(
+                method,
+                URL(url, encoded=True),
+                data=content,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout(read_timeout_s, connect_timeout_s),
+            ) as response:
+                body = await response.read()
+                return Reply(response.status, response.headers, body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _map_error(exc, None) from exc
 
     async def aclose(self) -> None:
         if self._session is not None:

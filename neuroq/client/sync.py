@@ -101,7 +101,9 @@ class Endpoint:
         idempotency_key: str | None = None,
     ) -> dict[str, Any]:
         """Submit through `/runsync` and return the terminal status object (FAILED included);
-        polls on when the server replies before the job ends. JobTimeout after `timeout_s`."""
+        long-polls on when the server replies before the job ends. JobTimeout after
+        `timeout_s`. A deadline under a second submits through `/run`, since the server holds
+        a `/runsync` at least a second."""
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         request = self.routes.run(
@@ -109,13 +111,16 @@ class Endpoint:
             webhook=webhook,
             policy=policy,
             idempotency_key=idempotency_key,
-            sync_wait_ms=int(timeout_s * 1000),
+            sync_wait_ms=_core.runsync_hold_ms(timeout_s),
         )
         reply = self.send(request)
-        job = Job(self, _core.job_id_of(reply), reply)
         if _core.is_terminal(reply):
             return dict(reply)
-        return job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
+        job = Job(self, _core.job_id_of(reply), reply)
+        try:
+            return job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
+        except JobTimeout as exc:
+            raise JobTimeout(job.id, timeout_s, exc.last_status) from None
 
     def health(self) -> dict[str, Any]:
         reply: dict[str, Any] = self.send(self.routes.health())
@@ -265,10 +270,12 @@ def send_and_wait(
 
     Returns {"output": ...} when the job COMPLETED and {"error": "..."} when it FAILED, was
     CANCELLED, TIMED_OUT, or did not finish in time. A job's failure never raises; bad settings
-    and an unreachable or refusing server do (ClientError subclasses)."""
+    and an unreachable or refusing server do (ClientError subclasses).
+
+    It submits through `/runsync` (as `Endpoint.run_sync`), so a job that ends while the server
+    holds the request costs one round trip; a longer one is then long-polled."""
     with Endpoint(endpoint_id, api_key=api_key, base_url=base_url) as endpoint:
-        job = endpoint.run(input_data)
         try:
-            return _core.guide_result(job.wait(timeout))
+            return _core.guide_result(endpoint.run_sync(input_data, timeout))
         except JobTimeout as exc:
             return {"error": str(exc)}

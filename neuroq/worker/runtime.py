@@ -2,8 +2,9 @@
 
 It speaks the RunPod 1.12 worker protocol (see transport.py) but differs from the SDK's loop:
 
-- Sync handlers and sync generators run in a thread of their own, so a long sync handler never
-  delays heartbeats, stop polls or other jobs, and `concurrency > 1` overlaps sync jobs too.
+- Sync handlers and sync generators run on a thread of their own (reused, see threads.py), so a
+  long sync handler never delays heartbeats, stop polls or other jobs, and `concurrency > 1`
+  overlaps sync jobs too.
 - A slot is taken *before* asking for work, so a full worker never fetches a job it cannot start;
   with more than one free slot it asks with job-take-batch.
 - Every loop backs off on errors and never re-asks faster than `min_poll_interval_s` after an
@@ -44,6 +45,7 @@ from neuroq.worker.handlers import (
     stream_error,
     stream_final_body,
 )
+from neuroq.worker.threads import DaemonThreads
 from neuroq.worker.transport import RequestFailed, Transport, WorkerAuthError
 
 log = logging.getLogger("neuroq.worker")
@@ -55,6 +57,8 @@ POST_DRAIN_S = 30.0
 
 # job id -> the running job, so module-level `progress_update(job, ...)` finds its worker.
 _ACTIVE: dict[str, _RunningJob] = {}
+# where sync handlers and sync generators run
+_THREADS = DaemonThreads()
 
 
 @dataclass(eq=False)
@@ -337,8 +341,8 @@ class Worker:
             return Result(exception_body(exc), is_stream=kind.streams)
 
     async def _in_thread(self, rj: _RunningJob, func: Callable[..., Any], *args: Any) -> Any:
-        """Run func in a daemon thread of its own. Not asyncio.to_thread: the default executor's
-        threads are joined at exit, so one stuck handler would keep the process alive."""
+        """Run func on one of the daemon handler threads (see threads.py for why not
+        asyncio.to_thread)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         context = contextvars.copy_context()
@@ -362,7 +366,7 @@ class Worker:
             else:
                 deliver(future.set_result, value)
 
-        threading.Thread(target=target, name=f"job-{rj.id}", daemon=True).start()
+        _THREADS.submit(target)
         return await future
 
     async def _send_chunk(self, rj: _RunningJob, index: int, chunk: Any) -> Result | None:
@@ -442,9 +446,7 @@ class Worker:
                     except Exception:
                         log.exception("job %s: closing the generator raised", rj.id)
 
-        threading.Thread(
-            target=lambda: context.run(produce), name=f"job-{rj.id}", daemon=True
-        ).start()
+        _THREADS.submit(lambda: context.run(produce))
         chunks: list[Any] = []
         index = 0
         try:
@@ -640,8 +642,19 @@ def run_worker(
     burst: bool = False,
     **options: Any,
 ) -> Worker:
-    """Blocking `arun_worker` with SIGTERM/SIGINT handled; see that function for options."""
+    """Blocking `arun_worker` with SIGTERM/SIGINT handled; see that function for options.
+    Runs on uvloop where it is installed (it comes with uvicorn[standard]): the worker's own
+    per-job cost is mostly event-loop and socket work, which uvloop does in C."""
     options.setdefault("install_signal_handlers", True)
-    return asyncio.run(
-        arun_worker(handler_ref, url, endpoint, key, concurrency, worker_id, burst, **options)
-    )
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(
+            arun_worker(handler_ref, url, endpoint, key, concurrency, worker_id, burst, **options)
+        )
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop

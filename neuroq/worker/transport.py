@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from neuroq.client.aiohttp_transport import AiohttpTransport
+from neuroq.client.aiohttp_transport import AiohttpClient, Reply
 
 log = logging.getLogger("neuroq.worker")
 
@@ -54,7 +54,7 @@ class Backoff:
         return base * random.uniform(0.8, 1.0)
 
 
-def _retry_after_s(response: httpx.Response) -> float | None:
+def _retry_after_s(response: Reply | httpx.Response) -> float | None:
     raw = response.headers.get("Retry-After")
     if raw is None:
         return None
@@ -99,12 +99,38 @@ class Transport:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
-        self._client = client or httpx.AsyncClient(headers=headers, transport=AiohttpTransport())
+        # Requests go straight through aiohttp unless a test hands in its own httpx client.
+        self._client = client
+        self._fast = AiohttpClient(headers) if client is None else None
         if client is not None:
-            self._client.headers.update(headers)
+            client.headers.update(headers)
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._fast is not None:
+            await self._fast.aclose()
+        if self._client is not None:
+            await self._client.aclose()
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, str] | None,
+        content: bytes | None,
+        timeout_s: float,
+    ) -> Reply | httpx.Response:
+        if self._fast is not None:
+            return await self._fast.request(
+                method, url, params=params, content=content, read_timeout_s=timeout_s
+            )
+        assert self._client is not None
+        return await self._client.request(
+            method,
+            url,
+            params=params,
+            content=content,
+            timeout=httpx.Timeout(timeout_s, connect=10.0),
+        )
 
     async def _request(
         self,
@@ -116,7 +142,7 @@ class Transport:
         content: bytes | None = None,
         timeout_s: float,
         give_up_after_s: float | None,
-    ) -> httpx.Response:
+    ) -> Reply | httpx.Response:
         """Send one request, retrying connection errors, 5xx and 429 with backoff until it
         succeeds or `give_up_after_s` passes (None = forever, until cancelled)."""
         loop = asyncio.get_running_loop()
@@ -126,12 +152,8 @@ class Transport:
             detail: str
             wait_s: float | None = None
             try:
-                response = await self._client.request(
-                    method,
-                    f"{self.base}/{path}",
-                    params=params,
-                    content=content,
-                    timeout=httpx.Timeout(timeout_s, connect=10.0),
+                response = await self._send(
+                    method, f"{self.base}/{path}", params, content, timeout_s
                 )
             except httpx.TransportError as exc:
                 detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
