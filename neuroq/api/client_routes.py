@@ -30,7 +30,7 @@ from neuroq.api.schemas import (
 )
 from neuroq.config import Settings
 from neuroq.jobs import Job, NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import JobStore, job_topic, wait_until
+from neuroq.store.base import JobStore, end_topic, job_topic, wait_until
 
 RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 300_000
@@ -92,20 +92,31 @@ async def _get_job(store: JobStore, endpoint_id: str, job_id: str) -> Job:
 
 
 async def _wait_job(
-    store: JobStore, endpoint_id: str, job_id: str, done: Callable[[Job], bool], timeout_ms: int
+    store: JobStore,
+    job: Job,
+    done: Callable[[Job], bool],
+    timeout_ms: int,
+    *,
+    topic: str,
+    since: int | None,
 ) -> Job:
-    """Hold until `done(job)` or `timeout_ms`, then return the job as it is (404 if it vanished)."""
+    """Hold until `done(job)` or `timeout_ms`, then return the job as it is (404 if it vanished).
+    `job` is the job as the caller read it, and `since` the version of `topic` read before that
+    read (None when unknown: the job is then looked at again first)."""
+    if done(job):
+        return job
+    endpoint_id, job_id = job.endpoint_id, job.id
 
     async def check() -> Job | None:
         job = await _get_job(store, endpoint_id, job_id)
         return job if done(job) else None
 
     if timeout_ms > 0:
-        job = await wait_until(
-            store.notifier, job_topic(job_id), check, timeout_ms / 1000, store.recheck_s
+        found = await wait_until(
+            store.notifier, topic, check, timeout_ms / 1000, store.recheck_s, since=since
         )
-        if job is not None:
-            return job
+        if found is not None:
+            return found
     return await _get_job(store, endpoint_id, job_id)
 
 
@@ -116,7 +127,11 @@ def _status(job: Job) -> JSONResponse:
 # -- submit --------------------------------------------------------------------------------------
 
 
-async def _submit(request: Request, *, sync: bool, retention_ms: int, limit_bytes: int) -> Job:
+async def _submit(
+    request: Request, *, sync: bool, retention_ms: int, limit_bytes: int
+) -> tuple[Job, int | None]:
+    """Queue the job; returns it and the version of its end topic read just before the
+    submit (None when an Idempotency-Key returned an earlier job instead)."""
     endpoint_id = _endpoint(request)
     idempotency_key = parse_idempotency_key(request)
     body = parse_json_object(await read_body_limited(request, limit_bytes))
@@ -131,14 +146,16 @@ async def _submit(request: Request, *, sync: bool, retention_ms: int, limit_byte
         retention_ms=retention_ms,
         id=new_job_id(sync=sync),
     )
-    job, _created = await _store(request).submit(new, now_ms(), idempotency_key)
-    return job
+    store = _store(request)
+    version = store.notifier.version(end_topic(new.id))
+    job, _created = await store.submit(new, now_ms(), idempotency_key)
+    return job, version if job.id == new.id else None
 
 
 async def run(request: Request) -> Response:
     """POST /run: queue the job and answer at once with its id."""
     settings = _settings(request)
-    job = await _submit(
+    job, _ = await _submit(
         request,
         sync=False,
         retention_ms=int(settings.retention_run_s * 1000),
@@ -153,18 +170,20 @@ async def runsync(request: Request) -> Response:
     wait_ms = parse_wait_ms(
         request, settings.runsync_default_wait_ms, RUNSYNC_MIN_WAIT_MS, RUNSYNC_MAX_WAIT_MS
     )
-    job = await _submit(
+    job, version = await _submit(
         request,
         sync=True,
         retention_ms=int(max(settings.retention_sync_s * 1000, wait_ms)),
         limit_bytes=settings.max_runsync_body_bytes,
     )
-    if job.status.is_terminal:
-        return _status(job)
     job = await _wait_job(
-        _store(request), job.endpoint_id, job.id, lambda j: j.status.is_terminal, wait_ms
+        _store(request), job, _is_terminal, wait_ms, topic=end_topic(job.id), since=version
     )
     return _status(job)
+
+
+def _is_terminal(job: Job) -> bool:
+    return job.status.is_terminal
 
 
 # -- status --------------------------------------------------------------------------------------
@@ -179,11 +198,17 @@ async def status(request: Request) -> Response:
     settings = _settings(request)
     wait_ms = parse_wait_ms(request, 0, 0, settings.status_max_wait_ms)
     ttl_ms = parse_query_ms(request, "ttl")
+    version = store.notifier.version(job_topic(job_id))
     job = await _get_job(store, endpoint_id, job_id)
     if wait_ms > 0 and not job.status.is_terminal:
         seen = (job.status, job.output_json)
         job = await _wait_job(
-            store, endpoint_id, job_id, lambda j: (j.status, j.output_json) != seen, wait_ms
+            store,
+            job,
+            lambda j: (j.status, j.output_json) != seen,
+            wait_ms,
+            topic=job_topic(job_id),
+            since=version,
         )
     if ttl_ms is not None:
         await store.shorten_retention(endpoint_id, job_id, ttl_ms, now_ms())
@@ -197,9 +222,10 @@ async def status_sync(request: Request) -> Response:
     settings = _settings(request)
     high_ms = max(STATUS_SYNC_MIN_WAIT_MS, settings.status_max_wait_ms)
     wait_ms = parse_wait_ms(request, high_ms, STATUS_SYNC_MIN_WAIT_MS, high_ms)
-    job = await _wait_job(
-        _store(request), endpoint_id, job_id, lambda j: j.status.is_terminal, wait_ms
-    )
+    store = _store(request)
+    version = store.notifier.version(end_topic(job_id))
+    job = await _get_job(store, endpoint_id, job_id)
+    job = await _wait_job(store, job, _is_terminal, wait_ms, topic=end_topic(job_id), since=version)
     return _status(job)
 
 

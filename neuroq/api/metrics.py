@@ -345,6 +345,7 @@ class ObservedStore:
         error_json: str | None,
         now_ms: int,
         worker_id: str | None = None,
+        endpoint_id: str | None = None,
     ) -> Job | None:
         job = await self.inner.finish(
             job_id,
@@ -352,6 +353,7 @@ class ObservedStore:
             error_json=error_json,
             now_ms=now_ms,
             worker_id=worker_id,
+            endpoint_id=endpoint_id,
         )
         if job is not None:
             self.metrics.job_finished(job)

@@ -47,6 +47,10 @@ MAX_BATCH_SIZE = 100
 MAX_WORKER_ID_LEN = 256
 #: least time between two job-stop replies offering the same ids to one worker
 REOFFER_S = 1.0
+#: results and stream chunks renew a worker's leases at most this often (and at most ten
+#: times per lease): renewing touches every job the worker holds, which at concurrency 64
+#: made each result cost 64 row updates; heartbeats renew on their own schedule anyway
+RESULT_RENEW_MS = 1000
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -263,22 +267,20 @@ async def _fail(call: WorkerCall, job_id: str, message: str) -> None:
         output_json=None,
         error_json=encode(message),
         now_ms=now_ms(),
+        endpoint_id=call.endpoint_id,
     )
     if job is not None:
         log.info("job %s on %s FAILED: %s", job_id, call.endpoint_id, message)
 
 
-async def _job_post(
-    request: Request, what: str
-) -> tuple[WorkerCall, Job, dict[str, Any]] | Response:
-    """What job-done and job-stream share: auth, the job lookup and the size-capped body."""
-    call = await _worker_call(request, "job_id", delay_auth_failure=False)
-    if isinstance(call, Response):
-        return call
+def _no_job(call: WorkerCall) -> Response:
+    return error_response(404, f"no job {call.job_id!r} on endpoint {call.endpoint_id!r}")
+
+
+async def _read_post(request: Request, call: WorkerCall, what: str) -> dict[str, Any] | Response:
+    """The size-capped JSON object body of job-done or job-stream. A body that cannot be
+    stored fails the job: that beats leaving its client to wait for the execution timeout."""
     job_id = call.job_id or ""
-    job = await call.store.get(call.endpoint_id, job_id)
-    if job is None:
-        return error_response(404, f"no job {job_id!r} on endpoint {call.endpoint_id!r}")
     limit = call.settings.max_result_body_bytes
     try:
         raw = await read_capped(request, limit)
@@ -287,62 +289,83 @@ async def _job_post(
         await _fail(call, job_id, message)
         return error_response(413, message)
     try:
-        body = _decode_object(raw, what)
+        return _decode_object(raw, what)
     except _BadRequest as exc:
-        # A worker holding the job sent something unreadable: failing the job now beats
-        # leaving its client to wait for the execution timeout.
         await _fail(call, job_id, f"worker sent an unreadable {what} body: {exc}")
         return error_response(400, str(exc))
+
+
+async def _job_post(
+    request: Request, what: str
+) -> tuple[WorkerCall, Job, dict[str, Any]] | Response:
+    """What job-stream and progress updates share: auth, the job lookup and the body."""
+    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    job = await call.store.get(call.endpoint_id, call.job_id or "")
+    if job is None:
+        return _no_job(call)
+    body = await _read_post(request, call, what)
+    if isinstance(body, Response):
+        return body
     return call, job, body
 
 
 async def job_done(request: Request) -> Response:
-    parsed = await _job_post(request, "job-done")
-    if isinstance(parsed, Response):
-        return parsed
-    call, job, body = parsed
+    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    job_id = call.job_id or ""
+    body = await _read_post(request, call, "job-done")
+    if isinstance(body, Response):
+        return body
     store, now = call.store, now_ms()
     if body.get("status") == "IN_PROGRESS":
         # A progress update; these travel on their own thread in the SDK and may land after the
         # final result, which the store ignores (spec 2.6).
+        job = await store.get(call.endpoint_id, job_id)
+        if job is None:
+            return _no_job(call)
         if "output" in body and not job.status.is_terminal:
             await store.record_progress(job.id, encode(body["output"]), now)
-    elif job.status.is_terminal:
-        log.info("job %s on %s is %s: result discarded", job.id, call.endpoint_id, job.status.value)
     else:
         # Accepted from whichever worker posts it, not only the one the job was leased to: a
         # worker whose job-take URL kept a literal $RUNPOD_POD_ID posts under its real id, and a
         # late result from a worker whose lease lapsed is still the job's result. The first
         # terminal transition wins either way. The SDK drops falsy errors before posting, so
-        # only a truthy one means FAILED.
+        # only a truthy one means FAILED. One transaction in the usual case: the job is looked
+        # up only when the result did not end it.
         error = body.get("error")
         output_json = encode(body["output"]) if "output" in body else None
         finished = await store.finish(
-            job.id,
+            job_id,
             output_json=output_json,
             error_json=encode(error) if error else None,
             now_ms=now,
+            endpoint_id=call.endpoint_id,
         )
         if finished is not None:
             log.info(
                 "job %s on %s %s by worker %s",
-                job.id,
+                job_id,
                 call.endpoint_id,
                 finished.status.value,
                 call.worker_id,
             )
-    stop_pod = body.get("stopPod") is True
-    await store.touch_worker(
-        call.endpoint_id,
-        call.worker_id,
-        now,
-        state=RECYCLING if stop_pod else None,
-        lease_ms=call.lease_ms,
-    )
-    if stop_pod:
+        else:
+            job = await store.get(call.endpoint_id, job_id)
+            if job is None:
+                return _no_job(call)
+            log.info("job %s on %s is %s: result discarded", job_id, call.endpoint_id, job.status)
+    if body.get("stopPod") is True:
+        await store.touch_worker(
+            call.endpoint_id, call.worker_id, now, state=RECYCLING, lease_ms=call.lease_ms
+        )
         log.info("worker %s on %s asked to be recycled", call.worker_id, call.endpoint_id)
         # Wake its pending take and stop polls so they answer 204 at once (spec 2.11).
         store.notifier.publish_all({queue_topic(call.endpoint_id), stop_topic(call.worker_id)})
+    else:
+        await _sign_of_life(request, call, now)
     return JSONResponse({})
 
 
@@ -355,8 +378,23 @@ async def job_stream(request: Request) -> Response:
     # Stored as posted ({"output": chunk} from the SDK); /stream hands the objects back as-is.
     if not job.status.is_terminal:
         await call.store.append_stream(job.id, encode(body), now)
-    await call.store.touch_worker(call.endpoint_id, call.worker_id, now, lease_ms=call.lease_ms)
+    await _sign_of_life(request, call, now)
     return JSONResponse({})
+
+
+async def _sign_of_life(request: Request, call: WorkerCall, now: int) -> None:
+    """Record that the worker is alive and renew its leases, unless this process did so for it
+    within RESULT_RENEW_MS (or a tenth of the lease, if shorter)."""
+    touched: dict[str, int] | None = getattr(request.app.state, "worker_touched_ms", None)
+    if touched is None:
+        touched = request.app.state.worker_touched_ms = {}
+    last = touched.get(call.worker_id)
+    if last is not None and now - last < min(RESULT_RENEW_MS, call.lease_ms // 10):
+        return
+    await call.store.touch_worker(call.endpoint_id, call.worker_id, now, lease_ms=call.lease_ms)
+    if len(touched) >= 10_000:  # worker ids come and go; forget them all now and then
+        touched.clear()
+    touched[call.worker_id] = now
 
 
 # -- job-stop and ping ---------------------------------------------------------------------------

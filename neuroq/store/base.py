@@ -13,6 +13,8 @@ store's own channel where it has one (PostgreSQL LISTEN/NOTIFY) or by the bounde
 
 Topics published (helpers below build the names):
 - `job_topic(job_id)`: any change to that job (state, progress, stream chunk).
+- `end_topic(job_id)`: that job reached a terminal state (what runsync and status-sync wait
+  for, so they are not woken by the steps in between).
 - `queue_topic(endpoint_id)`: a job became IN_QUEUE on that endpoint.
 - `stop_topic(worker_id)`: a job held by that worker needs a stop signal.
 """
@@ -31,6 +33,15 @@ T = TypeVar("T")
 
 def job_topic(job_id: str) -> str:
     return f"job:{job_id}"
+
+
+def end_topic(job_id: str) -> str:
+    return f"end:{job_id}"
+
+
+def ended_topics(job_id: str) -> tuple[str, str]:
+    """What a transition to a terminal state publishes."""
+    return job_topic(job_id), end_topic(job_id)
 
 
 def queue_topic(endpoint_id: str) -> str:
@@ -86,19 +97,26 @@ async def wait_until(
     check: Callable[[], Awaitable[T | None]],
     timeout_s: float,
     recheck_s: float,
+    *,
+    since: int | None = None,
 ) -> T | None:
     """Run `check` until it returns something other than None or `timeout_s` passes.
 
     Between checks, sleep on the topic's notifier, but at most `recheck_s`, so a change made by
-    another process that could not notify us is still seen within `recheck_s`.
+    another process that could not notify us is still seen within `recheck_s`. A caller that
+    has just looked at the state itself passes `since`, the topic's version read *before* that
+    look, and the first check is skipped.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     while True:
-        version = notifier.version(topic)
-        result = await check()
-        if result is not None:
-            return result
+        if since is None:
+            version = notifier.version(topic)
+            result = await check()
+            if result is not None:
+                return result
+        else:
+            version, since = since, None
         remaining = deadline - loop.time()
         if remaining <= 0:
             return None
@@ -241,10 +259,12 @@ class JobStore(Protocol):
         error_json: str | None,
         now_ms: int,
         worker_id: str | None = None,
+        endpoint_id: str | None = None,
     ) -> Job | None:
         """IN_PROGRESS -> FAILED when error_json is not None, else COMPLETED. Clears the job from
-        the worker's stop list. A job already terminal is left as it is and None is returned, so
-        a late or repeated post changes nothing. A webhook delivery is queued in the same
+        the worker's stop list. A job already terminal (or, when named, not held by `worker_id`
+        or not on `endpoint_id`) is left as it is and None is returned, so a late or repeated
+        post changes nothing. A webhook delivery is queued in the same
         transaction when the job has a webhook."""
         ...
 

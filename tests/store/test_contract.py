@@ -12,7 +12,14 @@ import pytest
 from store_backends import RETENTION_RUN_MS, RETENTION_SYNC_MS
 
 from neuroq.jobs import JobStatus, NewJob, Policy
-from neuroq.store.base import InvalidTransition, JobStore, job_topic, queue_topic, stop_topic
+from neuroq.store.base import (
+    InvalidTransition,
+    JobStore,
+    end_topic,
+    job_topic,
+    queue_topic,
+    stop_topic,
+)
 
 EP = "ep-a"
 LEASE = 30_000
@@ -215,6 +222,16 @@ async def test_finish_by_another_worker_is_ignored(store: JobStore, t0: int) -> 
     )
     assert (await store.get(EP, job_id)).status is JobStatus.IN_PROGRESS  # type: ignore[union-attr]
     done = await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, worker_id="w1")
+    assert done is not None and done.status is JobStatus.COMPLETED
+
+
+async def test_finish_on_another_endpoint_is_ignored(store: JobStore, t0: int) -> None:
+    job_id = await running(store, t0)
+    assert (
+        await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, endpoint_id="x")
+        is None
+    )
+    done = await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, endpoint_id=EP)
     assert done is not None and done.status is JobStatus.COMPLETED
 
 
@@ -617,3 +634,24 @@ async def test_notifier_topics(store: JobStore, t0: int) -> None:
     assert n.version(jt) == 5  # nothing changed, nothing published
     assert n.version(qt) == 1
     assert n.version(stop_topic("w1")) == 0
+
+
+async def test_end_topic_moves_only_on_terminal_transitions(store: JobStore, t0: int) -> None:
+    """runsync and status-sync sleep on it, so the steps before the end must not wake them."""
+    n = store.notifier
+    finished, _ = await store.submit(new(), t0)
+    await store.take(EP, "w1", 1, t0, LEASE)
+    await store.record_progress(finished.id, '"p"', t0)
+    await store.append_stream(finished.id, '"c"', t0)
+    assert n.version(end_topic(finished.id)) == 0
+    await store.finish(finished.id, output_json="1", error_json=None, now_ms=t0)
+    assert n.version(end_topic(finished.id)) == 1
+
+    cancelled, _ = await store.submit(new(), t0)
+    await store.cancel(EP, cancelled.id, t0)
+    purged, _ = await store.submit(new(), t0)
+    await store.purge_queue(EP, t0)
+    expired, _ = await store.submit(new(ttl_ms=10_000), t0)
+    await store.sweep(t0 + 20_000, worker_lost_ms=10**9, max_retries=3)
+    for job in (cancelled, purged, expired):
+        assert n.version(end_topic(job.id)) == 1, job

@@ -22,6 +22,7 @@ from neuroq.store.base import (
     SweepResult,
     WebhookDelivery,
     WorkerInfo,
+    ended_topics,
     job_topic,
     queue_topic,
     stop_topic,
@@ -117,7 +118,7 @@ def cancel(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
     rows = yield Stmt("cancel", params)
     if rows:
         (job,) = yield from _terminal(rows, now_ms)
-        topics = {job_topic(job.id)}
+        topics = set(ended_topics(job.id))
         if job.stop_pending and job.worker_id is not None:
             topics.add(stop_topic(job.worker_id))
         return Outcome(job, topics)
@@ -147,7 +148,7 @@ def retry(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
 def purge_queue(endpoint_id: str, now_ms: int) -> Op[int]:
     rows = yield Stmt("purge", {"endpoint_id": endpoint_id, "now": now_ms})
     jobs = yield from _terminal(rows, now_ms)
-    return Outcome(len(jobs), {job_topic(job.id) for job in jobs})
+    return Outcome(len(jobs), {topic for job in jobs for topic in ended_topics(job.id)})
 
 
 def read_stream(
@@ -246,10 +247,12 @@ def finish(
     error_json: str | None,
     now_ms: int,
     worker_id: str | None,
+    endpoint_id: str | None = None,
 ) -> Op[Job | None]:
     status = JobStatus.COMPLETED if error_json is None else JobStatus.FAILED
     params = {
         "id": job_id,
+        "endpoint_id": endpoint_id,
         "status": status.value,
         "output_json": output_json,
         "error_json": error_json,
@@ -262,7 +265,7 @@ def finish(
         yield Stmt("let_go", {"id": job_id, "worker_id": worker_id})
         return Outcome(None)
     (job,) = yield from _terminal(rows, now_ms)
-    return Outcome(job, {job_topic(job_id)})
+    return Outcome(job, set(ended_topics(job_id)))
 
 
 def touch_worker(
@@ -313,11 +316,11 @@ def sweep(now_ms: int, worker_lost_ms: int, max_retries: int) -> Op[SweepResult]
     rows = yield Stmt("sweep_queue_ttl", timeouts)
     for job in (yield from _terminal(rows, now_ms)):
         result.timed_out.append(job.id)
-        topics.add(job_topic(job.id))
+        topics.update(ended_topics(job.id))
     rows = yield Stmt("sweep_run_timeout", timeouts)
     for job in (yield from _terminal(rows, now_ms)):
         result.timed_out.append(job.id)
-        topics.add(job_topic(job.id))
+        topics.update(ended_topics(job.id))
         if job.worker_id is not None:
             topics.add(stop_topic(job.worker_id))
 
@@ -336,7 +339,7 @@ def sweep(now_ms: int, worker_lost_ms: int, max_retries: int) -> Op[SweepResult]
     )
     for job in (yield from _terminal(rows, now_ms)):
         result.failed_lost.append(job.id)
-        topics.add(job_topic(job.id))
+        topics.update(ended_topics(job.id))
         if job.worker_id is not None:
             topics.add(stop_topic(job.worker_id))
 

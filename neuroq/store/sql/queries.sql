@@ -81,13 +81,14 @@ UPDATE jobs SET stream_cursor = :cursor WHERE id = :id
 DELETE FROM stream_chunks WHERE job_id = :id
 
 -- name: finish
--- IN_PROGRESS -> COMPLETED or FAILED, only for the holding worker when one is named.
+-- IN_PROGRESS -> COMPLETED or FAILED, only for the holding worker and on the endpoint when named.
 UPDATE jobs
 SET status = :status, output_json = :output_json, error_json = :error_json,
     finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = FALSE,
     expires_at_ms = {expires}
 WHERE id = :id AND status = 'IN_PROGRESS'
   AND (CAST(:worker_id AS TEXT) IS NULL OR worker_id = :worker_id)
+  AND (CAST(:endpoint_id AS TEXT) IS NULL OR endpoint_id = :endpoint_id)
 RETURNING {job}
 
 -- name: let_go

@@ -93,8 +93,9 @@ class OpStore:
         error_json: str | None,
         now_ms: int,
         worker_id: str | None = None,
+        endpoint_id: str | None = None,
     ) -> Job | None:
-        op = ops.finish(job_id, output_json, error_json, now_ms, worker_id)
+        op = ops.finish(job_id, output_json, error_json, now_ms, worker_id, endpoint_id)
         return await self._run(op, write=True)
 
     async def touch_worker(
