@@ -4,6 +4,7 @@ own worker runtime speak it.
     GET  /v2/{ep}/job-take/{worker}            long-poll, one job object or 204
     GET  /v2/{ep}/job-take-batch/{worker}      long-poll, a list of at most batch_size jobs or 204
     POST /v2/{ep}/job-done/{worker}/{job}      final result or progress update
+    POST /v2/{ep}/job-done-batch/{worker}      final results of several jobs (our extension)
     POST /v2/{ep}/job-stream/{worker}/{job}    one stream chunk
     GET  /v2/{ep}/job-stop/{worker}            long-poll, {"jobsToStop": [...]} or 204
     GET  /v2/{ep}/ping/{worker}                heartbeat, or a fitness failure report
@@ -328,35 +329,8 @@ async def job_done(request: Request) -> Response:
             return _no_job(call)
         if "output" in body and not job.status.is_terminal:
             await store.record_progress(job.id, encode(body["output"]), now)
-    else:
-        # Accepted from whichever worker posts it, not only the one the job was leased to: a
-        # worker whose job-take URL kept a literal $RUNPOD_POD_ID posts under its real id, and a
-        # late result from a worker whose lease lapsed is still the job's result. The first
-        # terminal transition wins either way. The SDK drops falsy errors before posting, so
-        # only a truthy one means FAILED. One transaction in the usual case: the job is looked
-        # up only when the result did not end it.
-        error = body.get("error")
-        output_json = encode(body["output"]) if "output" in body else None
-        finished = await store.finish(
-            job_id,
-            output_json=output_json,
-            error_json=encode(error) if error else None,
-            now_ms=now,
-            endpoint_id=call.endpoint_id,
-        )
-        if finished is not None:
-            log.info(
-                "job %s on %s %s by worker %s",
-                job_id,
-                call.endpoint_id,
-                finished.status.value,
-                call.worker_id,
-            )
-        else:
-            job = await store.get(call.endpoint_id, job_id)
-            if job is None:
-                return _no_job(call)
-            log.info("job %s on %s is %s: result discarded", job_id, call.endpoint_id, job.status)
+    elif await _finish(call, job_id, body, now) == "unknown":
+        return _no_job(call)
     if body.get("stopPod") is True:
         await store.touch_worker(
             call.endpoint_id, call.worker_id, now, state=RECYCLING, lease_ms=call.lease_ms
@@ -367,6 +341,87 @@ async def job_done(request: Request) -> Response:
     else:
         await _sign_of_life(request, call, now)
     return JSONResponse({})
+
+
+async def _finish(call: WorkerCall, job_id: str, body: dict[str, Any], now: int) -> str:
+    """Store a final result: "finished", "discarded" (the job had already ended) or "unknown".
+
+    Accepted from whichever worker posts it, not only the one the job was leased to: a worker
+    whose job-take URL kept a literal $RUNPOD_POD_ID posts under its real id, and a late result
+    from a worker whose lease lapsed is still the job's result. The first terminal transition
+    wins either way. The SDK drops falsy errors before posting, so only a truthy one means
+    FAILED. One transaction in the usual case: the job is looked up only when the result did
+    not end it."""
+    error = body.get("error")
+    finished = await call.store.finish(
+        job_id,
+        output_json=encode(body["output"]) if "output" in body else None,
+        error_json=encode(error) if error else None,
+        now_ms=now,
+        endpoint_id=call.endpoint_id,
+    )
+    if finished is not None:
+        log.info(
+            "job %s on %s %s by worker %s",
+            job_id,
+            call.endpoint_id,
+            finished.status.value,
+            call.worker_id,
+        )
+        return "finished"
+    job = await call.store.get(call.endpoint_id, job_id)
+    if job is None:
+        return "unknown"
+    log.info("job %s on %s is %s: result discarded", job_id, call.endpoint_id, job.status)
+    return "discarded"
+
+
+async def job_done_batch(request: Request) -> Response:
+    """POST /job-done-batch/{worker}: our extension for the final results of several jobs in one
+    request, `[{"id": ..., "result": <job-done body>}, ...]`. Each result is stored exactly as
+    job-done stores it; the reply says what became of each: {"finished"|"discarded"|"unknown":
+    [ids]}. Our worker sends a batch only while an earlier post is still in flight, so a worker
+    at concurrency 64 makes a few requests per batch of jobs instead of one per job."""
+    call = await _worker_call(request, "worker_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    limit = call.settings.max_result_body_bytes
+    try:
+        raw = await read_capped(request, limit)
+    except BodyTooLarge:
+        return error_response(413, f"job-done-batch body exceeds {limit} bytes")
+    try:
+        items = json.loads(raw, parse_constant=reject_constant)
+    except ValueError as exc:
+        return error_response(400, f"job-done-batch body is not valid JSON: {exc}")
+    if not isinstance(items, list) or not items or len(items) > MAX_BATCH_SIZE:
+        return error_response(
+            400, f"job-done-batch body must be a JSON array of 1 to {MAX_BATCH_SIZE} results"
+        )
+    for index, item in enumerate(items):
+        problem = _batch_item_problem(item)
+        if problem is not None:
+            return error_response(400, f"job-done-batch item {index}: {problem}")
+    outcomes: dict[str, list[str]] = {"finished": [], "discarded": [], "unknown": []}
+    now = now_ms()
+    for item in items:
+        outcomes[await _finish(call, item["id"], item["result"], now)].append(item["id"])
+    await _sign_of_life(request, call, now)
+    return JSONResponse(outcomes)
+
+
+def _batch_item_problem(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return "must be an object with `id` and `result`"
+    job_id = item.get("id")
+    if not isinstance(job_id, str) or not job_id:
+        return "`id` must be a non-empty string"
+    result = item.get("result")
+    if not isinstance(result, dict):
+        return "`result` must be a JSON object (a job-done body)"
+    if result.get("status") == "IN_PROGRESS":
+        return "`result` is a progress update; post those to job-done"
+    return None
 
 
 async def job_stream(request: Request) -> Response:
@@ -485,6 +540,7 @@ ROUTES: list[BaseRoute] = [
     Route("/v2/{endpoint_id}/job-take/{worker_id}", job_take, methods=["GET"]),
     Route("/v2/{endpoint_id}/job-take-batch/{worker_id}", job_take_batch, methods=["GET"]),
     Route("/v2/{endpoint_id}/job-done/{worker_id}/{job_id}", job_done, methods=["POST"]),
+    Route("/v2/{endpoint_id}/job-done-batch/{worker_id}", job_done_batch, methods=["POST"]),
     Route("/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}", job_stream, methods=["POST"]),
     Route("/v2/{endpoint_id}/job-stop/{worker_id}", job_stop, methods=["GET"]),
     Route("/v2/{endpoint_id}/ping/{worker_id}", ping, methods=["GET"]),

@@ -307,7 +307,7 @@ class Worker:
             body = encode({"error": f"handler output is not JSON-encodable: {exc}"})
             outcome = "failed"
         try:
-            await self.transport.done(rj.id, body, result.is_stream)
+            await self.transport.finish(rj.id, body, result.is_stream)
         except (RequestFailed, WorkerAuthError) as exc:
             log.error("job %s: result could not be delivered and is lost: %s", rj.id, exc)
             outcome = "failed"

@@ -5,17 +5,24 @@ URL forms are those a RunPod 1.12 worker requests, so the server has one code pa
     GET  {base}/job-take/{wid}?job_in_progress=0|1
     GET  {base}/job-take-batch/{wid}?batch_size=N&job_in_progress=0|1
     POST {base}/job-done/{wid}/{job_id}?isStream=true|false      body: JSON text
+    POST {base}/job-done-batch/{wid}     body: [{"id": job_id, "result": JSON text}, ...]
     POST {base}/job-stream/{wid}/{job_id}?isStream=false         body: {"output": chunk}
     GET  {base}/job-stop/{wid}                                   -> {"jobsToStop": [...]} | 204
     GET  {base}/ping/{wid}?job_id=a,b
 
 where base is `http://HOST:PORT/v2/{endpoint}`. Unlike the SDK, every call retries connection
 errors, 5xx and 429 with a capped backoff (honouring Retry-After), so no loop here ever spins.
+
+job-done-batch is our server's extension: final results that finish while an earlier one is
+still being posted wait for that post and then go together in one request (`finish`). A lone
+result goes out at once through plain job-done, so batching adds no latency; a server without
+the extension (404/405) gets plain job-done posts from then on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 from dataclasses import dataclass
@@ -28,6 +35,13 @@ from neuroq.client.aiohttp_transport import AiohttpClient, Reply
 log = logging.getLogger("neuroq.worker")
 
 USER_AGENT = "neuroq-worker/0.1"
+#: most results in one job-done-batch post (the server's cap too)
+MAX_BATCH = 100
+#: results larger than this, or batches that would grow beyond it, are posted on their own
+MAX_BATCH_BYTES = 1_000_000
+
+#: a final result waiting to be posted: job id, body, isStream, and the caller's future
+_Waiting = tuple[str, bytes, bool, "asyncio.Future[None]"]
 
 
 class WorkerAuthError(RuntimeError):
@@ -99,6 +113,9 @@ class Transport:
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
         }
+        self._batching = True
+        self._waiting: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
         # Requests go straight through aiohttp unless a test hands in its own httpx client.
         self._client = client
         self._fast = AiohttpClient(headers) if client is None else None
@@ -230,6 +247,73 @@ class Transport:
             raise RequestFailed(
                 f"job-done {job_id}", f"HTTP {response.status_code}", response.status_code
             )
+
+    async def finish(self, job_id: str, body: bytes, is_stream: bool) -> None:
+        """Post a final result, batched with others that finish meanwhile (see the module
+        docstring). Same guarantees as `done`: returns once the server has it, raises
+        RequestFailed when it could not be delivered."""
+        if not self._batching or len(body) > MAX_BATCH_BYTES:
+            await self.done(job_id, body, is_stream)
+            return
+        delivered = asyncio.get_running_loop().create_future()
+        self._waiting.append((job_id, body, is_stream, delivered))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="job-done-batches")
+        await asyncio.shield(delivered)
+
+    async def _flush(self) -> None:
+        """Post waiting results until none are left: alone through job-done, or together."""
+        while self._waiting:
+            batch: list[_Waiting] = []
+            size = 0
+            while self._waiting and len(batch) < MAX_BATCH:
+                item = self._waiting[0]
+                if batch and size + len(item[1]) > MAX_BATCH_BYTES:
+                    break
+                batch.append(self._waiting.pop(0))
+                size += len(item[1])
+            if len(batch) == 1 or not self._batching:
+                outcomes = await asyncio.gather(
+                    *(self.done(job_id, body, is_stream) for job_id, body, is_stream, _ in batch),
+                    return_exceptions=True,
+                )
+            else:
+                outcomes = await self._post_batch(batch)
+            for (*_, delivered), outcome in zip(batch, outcomes, strict=True):
+                if delivered.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    delivered.set_exception(outcome)
+                else:
+                    delivered.set_result(None)
+
+    async def _post_batch(self, batch: list[_Waiting]) -> list[BaseException | None]:
+        items = b",".join(
+            b'{"id":' + json.dumps(job_id).encode() + b',"result":' + body + b"}"
+            for job_id, body, _, _ in batch
+        )
+        try:
+            response = await self._request(
+                "job-done-batch",
+                "POST",
+                f"job-done-batch/{self.worker_id}",
+                content=b"[" + items + b"]",
+                timeout_s=self.post_timeout_s,
+                give_up_after_s=self.result_retry_s,
+            )
+        except (RequestFailed, WorkerAuthError) as exc:
+            return [exc] * len(batch)
+        if response.status_code == 200:
+            return [None] * len(batch)
+        if response.status_code in (404, 405):
+            log.info("the server has no job-done-batch: posting results one by one")
+            self._batching = False
+        else:
+            log.warning("job-done-batch: HTTP %d; posting these one by one", response.status_code)
+        return await asyncio.gather(
+            *(self.done(job_id, body, is_stream) for job_id, body, is_stream, _ in batch),
+            return_exceptions=True,
+        )
 
     async def stream(self, job_id: str, body: bytes) -> None:
         """Post one stream chunk (`{"output": chunk}` already encoded); same retries as done."""

@@ -358,6 +358,55 @@ async def test_oversize_result_is_413_and_fails_the_job(api: Api, ep: str) -> No
     assert "result too large" in status["error"]
 
 
+async def test_done_batch_stores_each_result_like_job_done(api: Api, ep: str) -> None:
+    ok = await api.running(ep, "wb", {"n": 1})
+    failed = await api.running(ep, "wb", {"n": 2})
+    ended = await api.running(ep, "wb", {"n": 3})
+    await api.done(ep, "wb", ended, {"output": "first"})
+    items = [
+        {"id": ok, "result": {"output": {"n": 1}}},
+        {"id": failed, "result": {"error": "bad input"}},
+        {"id": ended, "result": {"output": "late"}},
+        {"id": "no-such-job", "result": {"output": 0}},
+    ]
+    reply = await api.worker.post(f"/{ep}/job-done-batch/wb?gpu=local", json=items)
+    assert reply.status_code == 200, reply.text
+    outcomes = {"finished": [ok, failed], "discarded": [ended], "unknown": ["no-such-job"]}
+    assert reply.json() == outcomes
+    assert (await api.status(ep, ok))["output"] == {"n": 1}
+    assert (await api.status(ep, failed))["error"] == "bad input"
+    assert (await api.status(ep, ended))["output"] == "first"
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b"{not json", "not valid JSON"),
+        (b"[]", "JSON array of 1 to"),
+        (b'{"id": "x"}', "JSON array of 1 to"),
+        (b'[{"id": 5, "result": {}}]', "item 0: `id`"),
+        (b'[{"id": "x", "result": [1]}]', "item 0: `result`"),
+        (b'[{"id": "x", "result": {"status": "IN_PROGRESS", "output": 1}}]', "progress update"),
+    ],
+)
+async def test_done_batch_refuses_a_malformed_batch_whole(
+    api: Api, ep: str, body: bytes, named: str
+) -> None:
+    job_id = await api.running(ep, "wm")
+    reply = await api.worker.post(f"/{ep}/job-done-batch/wm", content=body)
+    assert reply.status_code == 400
+    assert named in reply.json()["error"]
+    assert (await api.status(ep, job_id))["status"] == "IN_PROGRESS"  # nothing stored
+
+
+async def test_done_batch_needs_the_worker_key(api: Api, ep: str) -> None:
+    job_id = await api.running(ep, "wk")
+    items = [{"id": job_id, "result": {"output": 1}}]
+    reply = await api.client.post(f"/{ep}/job-done-batch/wk", json=items)  # a client key
+    assert reply.status_code == 401
+    assert (await api.status(ep, job_id))["status"] == "IN_PROGRESS"
+
+
 # -- job-stop, ping, worker states --------------------------------------------------------------
 
 

@@ -42,6 +42,11 @@ class FakeServer:
         self.faults: dict[str, list[int]] = {}
         self.changed = asyncio.Event()
         self.done_event = asyncio.Event()
+        #: False answers job-done-batch with 404, like a server without the extension
+        self.batch_supported = True
+        #: while clear, job-done posts wait (to let results pile up into a batch)
+        self.done_gate = asyncio.Event()
+        self.done_gate.set()
 
     def add(self, job_id: str, input_: Any = None) -> None:
         self.queue.append({"id": job_id, "input": input_ if input_ is not None else {}})
@@ -85,14 +90,27 @@ class FakeServer:
             "job-take": "take",
             "job-take-batch": "take",
             "job-done": "done",
+            "job-done-batch": "done-batch",
             "job-stream": "stream",
             "job-stop": "stop",
             "ping": "ping",
-        }[route]
+        }.get(route)
+        if kind is None:
+            return httpx.Response(404, json={"error": "not found"})
         job_id = parts[5] if len(parts) > 5 else None
         body = json.loads(request.content) if request.content else None
         params = dict(request.url.params)
         self.calls.append(Call(kind, job_id, params, body, dict(request.headers)))
+        if kind == "done-batch" and not self.batch_supported:
+            return httpx.Response(404, json={"error": "not found"})
+        if kind == "done-batch":
+            # Each result is recorded as the job-done post it stands for.
+            for item in body:
+                self.calls.append(Call("done", item["id"], params, item["result"]))
+            self.done_event.set()
+            return httpx.Response(200, json={"finished": [item["id"] for item in body]})
+        if kind == "done":
+            await self.done_gate.wait()
         pending = self.faults.get(kind)
         if pending:
             status = pending.pop(0)

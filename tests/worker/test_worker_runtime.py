@@ -326,3 +326,46 @@ async def test_second_shutdown_request_skips_the_grace_period(fake: Any, make_wo
     worker.request_shutdown()
     await asyncio.wait_for(task, 5)
     assert worker.counts["abandoned"] == 1
+
+
+async def batch_while_first_post_hangs(fake: Any, make_worker: Any) -> Any:
+    """Six jobs at concurrency 6: the first result's job-done is held until every other job
+    has finished, so those five results wait behind it."""
+    for i in range(6):
+        fake.add(f"b{i}", {"i": i})
+    finished = 0
+
+    async def h(job: dict[str, Any]) -> Any:
+        nonlocal finished
+        await asyncio.sleep(0.01 * int(job["input"]["i"]))  # b0 ends first
+        finished += 1
+        if finished == 6:
+            fake.done_gate.set()
+        return job["input"]["i"]
+
+    fake.done_gate.clear()
+    worker = make_worker(h, concurrency=6)
+    await run(worker)
+    for i in range(6):
+        [done] = fake.finals(f"b{i}")
+        assert done.body == {"output": i}
+    assert worker.counts["completed"] == 6
+    return worker
+
+
+async def test_results_that_wait_for_a_post_go_together_in_one_batch(
+    fake: Any, make_worker: Any
+) -> None:
+    await batch_while_first_post_hangs(fake, make_worker)
+    assert [c.job_id for c in fake.of("done") if c.job_id == "b0"] == ["b0"]
+    [batch] = fake.of("done-batch")
+    assert sorted(item["id"] for item in batch.body) == [f"b{i}" for i in range(1, 6)]
+
+
+async def test_without_the_batch_route_results_are_posted_one_by_one(
+    fake: Any, make_worker: Any
+) -> None:
+    fake.batch_supported = False
+    worker = await batch_while_first_post_hangs(fake, make_worker)
+    assert len(fake.of("done-batch")) == 1  # tried once, then never again
+    assert not worker.transport._batching
