@@ -44,6 +44,8 @@ from neuroq.model.train import ProgressEvent, TerminalProgress, TrainResult, tra
 
 log = logging.getLogger("neuroq.handler")
 
+#: longest wait for a checkpoint that is being swapped into place (two renames, normally)
+SWAP_WAIT_S = 5.0
 #: the model a request without `model` uses, per mode
 DEFAULT_NAMES = {"layered": "default", "brain": "brain"}
 MODEL_KEYS = (
@@ -101,9 +103,18 @@ class ModelRegistry:
 
     def path(self, name: str) -> Path:
         own = self.root / name
-        if name == DEFAULT_NAMES["layered"] and not own.is_dir():
+        if name == DEFAULT_NAMES["layered"] and not own.is_dir() and not self._swapping(name):
             return DEFAULT_CHECKPOINT
         return own
+
+    def _swapping(self, name: str) -> bool:
+        """A new checkpoint of this name is being moved into place (by this or another worker):
+        between its two renames the name is briefly missing, which must not read as "no such
+        model" (nor, for `default`, as "use the shipped one")."""
+        if not self.root.is_dir():
+            return False
+        asides = (f".old-{name}-*", f".{name}.old-*")  # the handler's and save_checkpoint's
+        return any(next(self.root.glob(pattern), None) is not None for pattern in asides)
 
     def exists(self, name: str) -> bool:
         return (self.path(name) / CONFIG_FILE).is_file()
@@ -136,11 +147,15 @@ class ModelRegistry:
         return sorted(self._loaded)
 
     def _stamp(self, name: str) -> tuple[str, int]:
-        path = self.path(name)
-        try:
-            return str(path), (path / WEIGHTS_FILE).stat().st_mtime_ns
-        except OSError as exc:
-            raise ModelNotFound(f"model: no checkpoint named {name!r}") from exc
+        deadline = time.monotonic() + SWAP_WAIT_S
+        while True:
+            path = self.path(name)
+            try:
+                return str(path), (path / WEIGHTS_FILE).stat().st_mtime_ns
+            except OSError as exc:
+                if not self._swapping(name) or time.monotonic() > deadline:
+                    raise ModelNotFound(f"model: no checkpoint named {name!r}") from exc
+            time.sleep(0.005)
 
     def engine(self, name: str) -> Engine:
         """The engine for a checkpoint, loading it on first use or when the files changed (a
