@@ -74,6 +74,27 @@ def test_users_simple_request_script_runs_end_to_end(harness: Harness, ep: str) 
     assert done.stdout.strip(), "no generated text printed"
 
 
+def test_users_detailed_example_script_runs_end_to_end(harness: Harness, ep: str) -> None:
+    """examples/example_request.py: generate, a session, then init + train + generate."""
+    env = dict(os.environ)
+    env.update(
+        NEUROQ_API_URL=harness.server.base_url,
+        RUNPOD_ENDPOINT_ID=ep,
+        RUNPOD_API_KEY=harness.server.api_key,
+    )
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "example_request.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for title in ("health", "Q: ありがとう", "init", "train", "generate (trained)"):
+        assert f"{title}: " in done.stdout
+    assert "エラー" not in done.stdout
+
+
 def test_health_and_status(harness: Harness, ep: str) -> None:
     health = harness.call(ep, {"action": "health"})["output"]
     assert health["status"] == "healthy"
