@@ -272,13 +272,21 @@ class Transport:
                     break
                 batch.append(self._waiting.pop(0))
                 size += len(item[1])
-            if len(batch) == 1 or not self._batching:
-                outcomes = await asyncio.gather(
-                    *(self.done(job_id, body, is_stream) for job_id, body, is_stream, _ in batch),
-                    return_exceptions=True,
-                )
-            else:
-                outcomes = await self._post_batch(batch)
+            outcomes: list[BaseException | None]
+            try:
+                if len(batch) == 1 or not self._batching:
+                    outcomes = await asyncio.gather(
+                        *(self.done(job_id, body, stream) for job_id, body, stream, _ in batch),
+                        return_exceptions=True,
+                    )
+                else:
+                    outcomes = await self._post_batch(batch)
+            except BaseException as exc:  # cancelled, or a bug: never leave a caller waiting
+                for *_, delivered in batch + self._waiting:
+                    if not delivered.done():
+                        delivered.set_exception(RequestFailed("job-done", repr(exc)))
+                self._waiting.clear()
+                raise
             for (*_, delivered), outcome in zip(batch, outcomes, strict=True):
                 if delivered.done():
                     continue
