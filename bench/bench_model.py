@@ -3,9 +3,14 @@
 For the spec's two layered sizes (random weights, vocab 8000, 2 torch threads):
 - generate: 80 new tokens from a 10-token prompt (the length of the spec's benchmark prompt), stop
   rules off, so every call makes exactly 80 tokens; KV-cached engine vs `generate_naive` (the
-  original's full-recompute algorithm), best of a few runs each, and their ratio;
+  original's full-recompute algorithm), best of `--repeats` runs each (the same number for
+  both, so neither side gets more chances at a quiet moment), and their ratio;
 - batching: 8 prompts of ragged lengths in one `Engine.generate` call vs 8 sequential calls;
-- training: forward + backward + AdamW step on 64-token windows, batch 16, tokens/s;
+- training: `neuroq.model.train.train_step` (what `neuroq train` runs: forward, backward, gradient
+  clipping, fused AdamW) on 64-token windows, batch 16, tokens/s, with the default precision
+  (bfloat16 autocast on CPUs with native bf16, else float32) and with float32, after
+  `keep_freed_memory()` as `train()` calls it; training runs after every generation measurement,
+  so the allocator setting does not touch the generation figures;
 - peak RSS of the process.
 Reference figures of the original on a similar machine (spec §0): generate 504 tok/s (small) and
 78 tok/s (large), training 14.8k tok/s (small) and 2.27k tok/s (large).
@@ -29,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from neuroq.model.engine import Engine
 from neuroq.model.model import NeuroQ, NeuroQConfig
 from neuroq.model.sampling import SamplingParams
+from neuroq.model.train import keep_freed_memory, make_optimizer, resolve_precision, train_step
 
 VOCAB = 8000
 NEW_TOKENS = 80
@@ -90,7 +96,7 @@ def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
     cached()  # warm-up
     naive()
     t_cached = best_of(cached, repeats)
-    t_naive = best_of(naive, max(1, repeats // 2))
+    t_naive = best_of(naive, repeats)
 
     prompts = [prompt_text(4 + 3 * i, offset=i) for i in range(8)]  # 7 to 28 tokens wrapped
     params = [SamplingParams(**{**PARAMS.to_dict(), "seed": i}) for i in range(8)]
@@ -105,7 +111,7 @@ def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
 
     batched()
     t_batched = best_of(batched, repeats)
-    t_sequential = best_of(sequential, max(1, repeats // 2))
+    t_sequential = best_of(sequential, repeats)
     return {
         "cached_tok_s": round(NEW_TOKENS / t_cached, 1),
         "cached_ms_per_token": round(1000 * t_cached / NEW_TOKENS, 3),
@@ -118,20 +124,21 @@ def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
     }
 
 
-def bench_train(model: NeuroQ, steps: int) -> dict[str, Any]:
+def bench_train(model: NeuroQ, steps: int, precision: str) -> float:
+    """Training tokens/s of `train_step` with a fresh optimiser (the model's weights change)."""
     model.train()
-    optimizer = torch.optim.AdamW(model.optimizer_groups(0.01), lr=1e-3)
+    optimizer = make_optimizer(model, lr=1e-3, weight_decay=0.01)
+    autocast_dtype = resolve_precision(precision, model.device)
     gen = torch.Generator().manual_seed(0)
     batch, seq = 16, 64
 
     def step() -> None:
-        x = torch.randint(6, VOCAB, (batch, seq + 1), generator=gen)
-        _, loss = model(x[:, :-1], x[:, 1:])
-        assert loss is not None
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        train_step(
+            model,
+            optimizer,
+            torch.randint(6, VOCAB, (batch, seq + 1), generator=gen),
+            autocast_dtype,
+        )
 
     for _ in range(3):  # warm-up
         step()
@@ -140,7 +147,7 @@ def bench_train(model: NeuroQ, steps: int) -> dict[str, Any]:
         step()
     elapsed = time.perf_counter() - start
     model.eval()
-    return {"train_tok_s": round(steps * batch * seq / elapsed, 0), "train_steps": steps}
+    return round(steps * batch * seq / elapsed, 0)
 
 
 def main() -> None:
@@ -159,12 +166,17 @@ def main() -> None:
         "new_tokens": NEW_TOKENS,
         "vocab_size": VOCAB,
     }
+    models = {}
     for name, shape in SIZES.items():
-        model = NeuroQ(NeuroQConfig(vocab_size=VOCAB, **shape)).eval()
-        row: dict[str, Any] = {"params": model.num_params()}
-        row.update(bench_generate(model, args.repeats))
-        row.update(bench_train(model, args.train_steps))
-        report[name] = row
+        model = models[name] = NeuroQ(NeuroQConfig(vocab_size=VOCAB, **shape)).eval()
+        report[name] = {"params": model.num_params(), **bench_generate(model, args.repeats)}
+    keep_freed_memory()
+    default = resolve_precision("auto", torch.device("cpu"))
+    for name, model in models.items():
+        report[name]["train_precision"] = "bf16" if default is not None else "fp32"
+        report[name]["train_tok_s"] = bench_train(model, args.train_steps, "auto")
+        report[name]["train_fp32_tok_s"] = bench_train(model, args.train_steps, "fp32")
+        report[name]["train_steps"] = args.train_steps
     # ru_maxrss is in KiB on Linux.
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(report, indent=2))

@@ -66,6 +66,13 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     default=None,
     help="torch CPU threads (default: torch's choice).",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(["auto", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="Forward-pass precision: auto = bfloat16 autocast on CPUs with native bf16, else fp32.",
+)
 def train(
     corpus: str,
     out_dir: Path,
@@ -79,6 +86,7 @@ def train(
     tokenizer_path: Path | None,
     resume: bool,
     threads: int | None,
+    precision: str,
     **model_options: Any,
 ) -> None:
     """Train a NeuroQ model and write a checkpoint directory."""
@@ -125,6 +133,7 @@ def train(
             seq_len=seq_len,
             seed=seed,
             resume=resume,
+            precision=precision,
             extra_meta={"corpus": str(corpus)},
         )
     except ValueError as e:

@@ -91,12 +91,14 @@ class KVCache:
         self.capacity = capacity
         self.max_positions = max_positions
         self.device = torch.device(device)
+        self.slots = torch.arange(capacity, device=device)
         self.pad: torch.Tensor | None = None
+        self.min_pad = 0  # the position of slot s is at most s - min_pad
         self.key_valid: torch.Tensor | None = None  # (B, capacity) bool, None: no padding
         if pad is not None and any(pad):
             self.pad = torch.tensor(list(pad), device=device)
-            slots = torch.arange(capacity, device=device)
-            self.key_valid = slots.unsqueeze(0) >= self.pad.unsqueeze(1)
+            self.min_pad = min(pad)
+            self.key_valid = self.slots.unsqueeze(0) >= self.pad.unsqueeze(1)
 
     @classmethod
     def for_model(
@@ -123,18 +125,17 @@ class KVCache:
 
     def positions(self, T: int) -> torch.Tensor:
         """Positions (B, T) of the next T tokens; padding slots get 0 (their output is unused)."""
-        assert self.length + T <= self.capacity, (
+        end = self.length + T
+        assert end <= self.capacity, (
             f"cache overflow: {self.length} + {T} slots > capacity {self.capacity}"
         )
-        slots = torch.arange(self.length, self.length + T, device=self.device).unsqueeze(0)
-        if self.pad is None:
-            pos = slots.expand(self.batch_size, T)
-        else:
-            pos = (slots - self.pad.unsqueeze(1)).clamp(min=0)
-        assert int(pos.max()) < self.max_positions, (
-            f"position {int(pos.max())} beyond max_seq_len {self.max_positions}"
+        assert end - 1 - self.min_pad < self.max_positions, (
+            f"position {end - 1 - self.min_pad} beyond max_seq_len {self.max_positions}"
         )
-        return pos
+        slots = self.slots[self.length : end].unsqueeze(0)
+        if self.pad is None:
+            return slots.expand(self.batch_size, T)
+        return (slots - self.pad.unsqueeze(1)).clamp(min=0)
 
     def attention_mask(self, T: int) -> torch.Tensor | None:
         """Boolean mask (B or 1, 1, T, length + T) for the next T queries, or None when every
@@ -171,6 +172,7 @@ class KVCache:
         self.v = self.v.index_select(1, index)
         if self.pad is not None and self.key_valid is not None:
             self.pad = self.pad.index_select(0, index)
+            self.min_pad = int(self.pad.min())
             self.key_valid = self.key_valid.index_select(0, index)
 
 
@@ -345,7 +347,13 @@ class Engine:
 
         while True:
             rows = cached + sliding
-            tokens = sampler.sample(torch.cat([logits_cached, logits_sliding]), rows)
+            if not sliding:
+                logits = logits_cached
+            elif not cached:
+                logits = logits_sliding
+            else:
+                logits = torch.cat([logits_cached, logits_sliding])
+            tokens = sampler.sample(logits, rows)
             events: list[StepEvent] = []
             next_cached: list[int] = []  # indices into `cached`, for the cache
             next_sliding: list[int] = []

@@ -14,18 +14,24 @@ at inference; the borrowed parameters that never received gradients are gone.
 
 `NeuroQ.generate_naive` re-runs the whole window for every token, like the original. It is slow on
 purpose: it is the reference that the cached engine (engine.py) is tested against.
+
+The modules below are the readable definition and the training path. In eval mode with gradients
+off (generation, evaluation, the naive reference too) the layered mode runs the same equations on
+packed copies of its weights instead (inference.py: a layout the CPU's matmuls stream faster, and
+fewer calls); the tests hold the two paths to 1e-5.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from neuroq.model.inference import PackedLayered
 from neuroq.model.sampling import EOS_ID, PAD_ID, USER_ID, Sampler, SamplingParams
 
 if TYPE_CHECKING:
@@ -376,11 +382,19 @@ class NeuroQ(nn.Module):
         self.ln_f = nn.LayerNorm(config.embed_dim)
         # Untied, as in the original: the head and the token embedding learn separately.
         self.lm_head = nn.Linear(config.embed_dim, config.vocab_size, bias=False)
-        # Eval-mode phase per position, φ(t) = 0.5 + 0.5·sin(0.2·t); derived, so not saved.
+        # Eval-mode phase per position, φ(t) = 0.5 + 0.5·sin(0.2·t), and the λ_eff part it sets,
+        # λmin + 0.3·(λmax − λmin)·φ = 0.5·λ0 + 0.3·λ0·φ; derived, so not saved.
         t = torch.arange(config.max_seq_len, dtype=torch.float32)
         phase = 0.5 + 0.5 * torch.sin(PHASE_FREQUENCY * t)
-        self.phase_table: torch.Tensor
-        self.register_buffer("phase_table", phase, persistent=False)
+        lam0 = config.lambda_entangle
+        self.lambda_phase_table: torch.Tensor
+        self.register_buffer(
+            "lambda_phase_table", 0.5 * lam0 + 0.3 * lam0 * phase, persistent=False
+        )
+        # Inference copies of the weights (inference.py), built on first use in eval mode and
+        # dropped when parameters are replaced rather than updated (assign=True loads).
+        self._packed: PackedLayered | None = None
+        self.register_load_state_dict_post_hook(NeuroQ._drop_packed)
         # Spec §1.6: N(0, 0.02²) for every linear and embedding, zero biases, no depth scaling.
         # The QBNN/brain tensors (J, λ, Wᵣ, θ) were initialised by their own modules.
         self.apply(self._init_weights)
@@ -432,26 +446,52 @@ class NeuroQ(nn.Module):
         x = self.drop(self.wte(idx) + self.wpe(pos))
         # Dynamic λ (spec decision): φ = 0.5 in training, φ(t) of the token's position in eval.
         if self.training:
-            phase = torch.tensor(0.5, device=idx.device)
+            lam0 = self.config.lambda_entangle
+            lambda_phase = torch.tensor(0.5 * lam0 + 0.3 * lam0 * 0.5, device=idx.device)
         else:
-            phase = self.phase_table.index_select(0, pos.reshape(-1)).view(*pos.shape, 1)
-        lam0 = self.config.lambda_entangle
-        lambda_phase = 0.5 * lam0 + 0.3 * lam0 * phase  # λmin + 0.3·(λmax − λmin)·φ
+            lambda_phase = self.lambda_phase_table.index_select(0, pos.reshape(-1))
+            lambda_phase = lambda_phase.view(*pos.shape, 1)
         use_noise = self.training if noise is None else noise
-        for block in self.blocks:
-            x = block(x, lambda_phase, attn_mask, cache, use_noise)
+        packed = self._inference_weights()
+        if packed is not None:
+            x = packed.run(x, lambda_phase, attn_mask, cache)
+        else:
+            for block in self.blocks:
+                x = block(x, lambda_phase, attn_mask, cache, use_noise)
         if cache is not None:
             cache.advance(T)
-        x = self.ln_f(x)
         if last_only:
-            x = x[:, -1:, :]
-        logits = self.lm_head(x)
+            x = x[:, -1:, :]  # LayerNorm and head act per position
+        logits = packed.head(x) if packed is not None else self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
+            # In float32 even when the logits come out of a bfloat16 autocast region.
             loss = F.cross_entropy(
-                logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD_ID
+                logits.reshape(-1, logits.size(-1)).float(),
+                targets.reshape(-1),
+                ignore_index=PAD_ID,
             )
         return logits, loss
+
+    @staticmethod
+    def _drop_packed(module: nn.Module, incompatible_keys: Any) -> None:
+        cast(NeuroQ, module)._packed = None
+
+    def _apply(self, fn: Any, recurse: bool = True) -> NeuroQ:
+        self._packed = None  # .to(), .half(), ...: repack from the converted parameters
+        return super()._apply(fn, recurse)
+
+    def _inference_weights(self) -> PackedLayered | None:
+        """The packed weights when this forward may use them: layered mode, eval mode, no
+        gradients (generation, evaluation); rebuilt after any parameter changed."""
+        if self.training or torch.is_grad_enabled() or self.config.mode != "layered":
+            return None
+        packed = self._packed
+        if packed is None or not packed.is_current():
+            # Plain tensors even under inference_mode, so later no_grad calls may use them.
+            with torch.inference_mode(False):
+                packed = self._packed = PackedLayered(self)
+        return packed
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay only matrices and embeddings (2-D and up), not biases,

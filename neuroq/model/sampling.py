@@ -186,8 +186,6 @@ class Sampler:
         self.device = torch.device(device)
         n = len(self.params)
         self.ranges = [p.temperature_range for p in self.params]
-        self.top_k = torch.tensor([p.top_k for p in self.params], device=self.device)
-        self.top_p = torch.tensor([p.top_p for p in self.params], device=self.device)
         self.penalty = torch.tensor([p.repetition_penalty for p in self.params], device=self.device)
         self.use_penalty = any(p.repetition_penalty > 1.0 for p in self.params)
         self.counts = torch.zeros(n, vocab_size, dtype=torch.int32, device=self.device)
@@ -197,19 +195,18 @@ class Sampler:
 
     def sample(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
         """Draw one token for each of `rows` from `logits` (len(rows), V) and record it."""
-        rows_t = torch.tensor(rows, device=self.device)
         logits = logits.float()
         if self.use_penalty and any(self.history[r] for r in rows):
+            rows_t = torch.tensor(rows, device=self.device)
             seen = self.counts.index_select(0, rows_t) > 0
             logits = apply_repetition_penalty(
                 logits, seen, self.penalty.index_select(0, rows_t).unsqueeze(-1)
             )
         temps = [temperature_at(self.steps[r], *self.ranges[r]) for r in rows]
         logits = logits / torch.tensor(temps, device=self.device).unsqueeze(-1)
-        top_k = self.top_k.index_select(0, rows_t)
-        top_p = self.top_p.index_select(0, rows_t)
-        values, ids = self._candidates(logits, top_k)
-        probs = torch.softmax(top_p_filter(values, top_p), dim=-1)  # (B, K), descending
+        values, ids = self._candidates(logits, [self.params[r].top_k for r in rows])
+        values = self._top_p_sorted(values, [self.params[r].top_p for r in rows])
+        probs = torch.softmax(values, dim=-1)  # (B, K), descending
         # Inverse-CDF draw with each row's own uniform number. Candidates are sorted and the
         # filtered ones form a zero-probability tail, so a row draws the same id whatever K is,
         # i.e. whatever other rows share its batch.
@@ -222,22 +219,39 @@ class Sampler:
         self._record(rows, tokens)
         return tokens
 
-    @staticmethod
-    def _candidates(logits: torch.Tensor, top_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _candidates(
+        self, logits: torch.Tensor, top_k: list[int]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits sorted descending (B, K) with their ids, those below each row's k-th largest set
         to -inf. With top-k on in every row only the k_max best can survive, so K = k_max and the
         rest of the step runs on (B, k_max) instead of (B, V); otherwise K = V."""
         vocab = logits.size(-1)
-        k_max = int(top_k.max())
-        if int(top_k.min()) == 0 or k_max >= vocab:
+        k_max = max(top_k)
+        if min(top_k) == 0 or k_max >= vocab:
             k_max = vocab
         values, ids = torch.topk(logits, k_max, dim=-1)
         if k_max < vocab and bool((logits >= values[:, -1:]).sum(-1).gt(k_max).any()):
             # An id outside the k_max ties with the last one kept; top-k keeps ties, so widen.
             values, ids = torch.topk(logits, vocab, dim=-1)
-        k = torch.where(top_k > 0, top_k, vocab).clamp(max=values.size(-1))
+        K = values.size(-1)
+        ks = [min(k, K) if k > 0 else K for k in top_k]
+        if min(ks) == K:
+            return values, ids  # every row keeps all K (ties at its boundary included)
+        k = torch.tensor(ks, device=self.device)
         threshold = values.gather(-1, (k - 1).unsqueeze(-1))
         return values.masked_fill(values < threshold, -math.inf), ids
+
+    def _top_p_sorted(self, values: torch.Tensor, top_p: list[float]) -> torch.Tensor:
+        """`top_p_filter` for logits already sorted descending (the candidates), without the
+        sort and scatter back."""
+        if min(top_p) >= 1.0:
+            return values
+        p = torch.tensor(top_p, dtype=values.dtype, device=self.device).unsqueeze(-1)
+        over = torch.softmax(values, dim=-1).cumsum(dim=-1) > p
+        # An id is removed only if the mass *before* it already exceeds p; rows with p = 1 keep all.
+        remove = torch.zeros_like(over)
+        remove[:, 1:] = over[:, :-1] & (p < 1.0)
+        return values.masked_fill(remove, -math.inf)
 
     def _record(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         add_rows: list[int] = []

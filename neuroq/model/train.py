@@ -11,6 +11,13 @@ and scales; decaying them toward zero only fights the normalisation (and for λ,
 learned entanglement strength) without regularising capacity. Learning rate: linear warm-up then
 cosine decay to 10 % of `lr`, computed from the global step, so resuming needs only the step.
 
+Speed (bench/bench_model.py measures exactly `train_step`): the forward pass runs under bfloat16
+autocast on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX), where oneDNN's bf16 matmuls run
+about twice as fast as MKL's float32 ones; weights, gradients and AdamW moments stay float32 and the
+loss is computed in float32 (`precision="fp32"` turns autocast off). AdamW uses the fused kernel.
+`keep_freed_memory` stops glibc from returning each step's activations to the kernel only to
+page-fault them back in on the next step.
+
 Determinism: the same seed, data and parameters give identical losses on the same machine:
 parameters are initialised after `torch.manual_seed(seed)`, each epoch's window order comes from
 its own generator seeded with (seed, epoch), and the torch RNG (dropout) is saved with the
@@ -22,6 +29,8 @@ every step and stops without writing, so the last complete epoch's checkpoint st
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
 import random
 import sys
@@ -46,6 +55,10 @@ from neuroq.model.tokenizer import Tokenizer
 EVAL_FRACTION = 0.05
 RNG_KEY = "__rng__.torch"
 MIN_LR_RATIO = 0.1
+PRECISIONS = ("auto", "bf16", "fp32")
+GRAD_CLIP = 1.0
+# glibc mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,72 @@ def restore_optimizer(
         torch.set_rng_state(tensors[RNG_KEY])
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a training forward pass, None for plain float32.
+
+    "auto" means bfloat16 on a CPU with native bf16 instructions (AVX512-BF16 or AMX; measured on
+    this project's AMD EPYC: large model 1.76k -> 2.72k tokens/s) and float32 everywhere else, where
+    bf16 would be emulated (CPUs without them) or is untested here (CUDA)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    native = device.type == "cpu" and (
+        torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    )
+    return torch.bfloat16 if native else None
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc to keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default glibc returns freed blocks above a moving threshold (mmap'd chunks, the heap top)
+    to the kernel, so every training step page-faults its activations back in: 29k faults per
+    large-model step, 0.69 s/step against 0.59 s with this (2-vCPU VM). Allocations up to 32 MiB
+    (glibc's maximum) then come from the heap, which is handed back only when more than 1 GiB
+    lies free at its top. Process-wide and permanent; a no-op without glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+
+
+def make_optimizer(model: NeuroQ, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW over `model.optimizer_groups`, fused (one kernel for all tensors, about twice as
+    fast as the per-tensor loop on CPU) where torch supports it for the parameters' device."""
+    groups = model.optimizer_groups(weight_decay)
+    fused = model.device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), fused=fused or None)
+
+
+def train_step(
+    model: NeuroQ,
+    opt: torch.optim.Optimizer,
+    batch: torch.Tensor,
+    autocast_dtype: torch.dtype | None,
+) -> torch.Tensor:
+    """One optimiser step on a (B, T + 1) batch of windows; returns the detached loss."""
+    autocast = (
+        torch.autocast(batch.device.type, dtype=autocast_dtype)
+        if autocast_dtype is not None
+        else contextlib.nullcontext()
+    )
+    with autocast:
+        _, loss = model(batch[:, :-1], batch[:, 1:])
+    assert loss is not None
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), GRAD_CLIP)
+    opt.step()
+    return loss.detach()
+
+
 class TerminalProgress:
     """A tqdm-free progress display: one rewritten `\\r` line on a TTY, periodic lines otherwise."""
 
@@ -230,6 +309,7 @@ def train(
     should_stop: Callable[[], bool] | None = None,
     terminal: TerminalProgress | None = None,
     extra_meta: dict[str, Any] | None = None,
+    precision: str = "auto",
 ) -> TrainResult:
     """Train (or, with `resume`, continue training) a model and checkpoint it into `out_dir`.
 
@@ -237,7 +317,9 @@ def train(
     With `resume`, the checkpoint's config and tokenizer are used and `config`/`tokenizer` are
     ignored. `progress` receives a `ProgressEvent` after every step (throttle it on the receiving
     side); `terminal` draws the progress line (None: stderr; pass `TerminalProgress(io)` to
-    redirect). Returns the figures also stored in the checkpoint's meta.json.
+    redirect). `precision` is "auto" (bfloat16 autocast on CPUs with native bf16, else float32),
+    "bf16" or "fp32" (see `resolve_precision`). Returns the figures also stored in the
+    checkpoint's meta.json.
     """
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
@@ -249,6 +331,8 @@ def train(
     out = Path(out_dir)
     term = terminal if terminal is not None else TerminalProgress()
     dev = torch.device(device) if device is not None else torch.device("cpu")
+    autocast_dtype = resolve_precision(precision, dev)
+    keep_freed_memory()
 
     start_step = 0
     start_epoch = 0
@@ -290,7 +374,7 @@ def train(
     total_steps = steps_per_epoch * epochs
     warmup = warmup_steps if warmup_steps is not None else min(100, max(1, total_steps // 20))
 
-    opt = torch.optim.AdamW(model.optimizer_groups(weight_decay), lr=lr, betas=(0.9, 0.95))
+    opt = make_optimizer(model, lr, weight_decay)
     if rng_tensors is not None:
         restore_optimizer(model, opt, rng_tensors)
 
@@ -304,6 +388,7 @@ def train(
         "lr": lr,
         "seq_len": seq_len,
         "weight_decay": weight_decay,
+        "precision": "bf16" if autocast_dtype is not None else "fp32",
         "total_epochs": epochs,
         **(extra_meta or {}),
     }
@@ -333,13 +418,9 @@ def train(
             current_lr = lr_at(step, total_steps, lr, warmup)
             for group in opt.param_groups:
                 group["lr"] = current_lr
-            _, loss = model(batch[:, :-1], batch[:, 1:])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            loss = train_step(model, opt, batch, autocast_dtype)
             step += 1
-            loss_value = float(loss.detach())
+            loss_value = float(loss)
             epoch_loss += loss_value
             epoch_batches += 1
             epoch_tokens += batch[:, 1:].numel()

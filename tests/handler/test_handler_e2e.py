@@ -92,7 +92,6 @@ def test_users_detailed_example_script_runs_end_to_end(harness: Harness, ep: str
     assert done.returncode == 0, done.stdout + done.stderr
     for title in ("health", "Q: ありがとう", "init", "train", "generate (trained)"):
         assert f"{title}: " in done.stdout
-    assert "エラー" not in done.stdout
 
 
 def test_health_and_status(harness: Harness, ep: str) -> None:

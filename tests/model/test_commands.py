@@ -60,11 +60,12 @@ def test_train_tokenizer_and_generate_end_to_end(tmp_path: Path) -> None:
         "train", "--corpus", str(corpus), "--out", str(ck), "--tokenizer", str(tok_dir),
         "--epochs", "1", "--seq-len", "16", "--embed-dim", "16", "--hidden-dim", "32",
         "--num-heads", "2", "--num-layers", "1", "--max-seq-len", "32", "--threads", "1",
+        "--precision", "fp32",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "eval loss" in proc.stdout and "epoch 1/1" in proc.stderr
     meta = json.loads((ck / "meta.json").read_text())
-    assert meta["epochs"] == 1 and meta["seq_len"] == 16
+    assert meta["epochs"] == 1 and meta["seq_len"] == 16 and meta["precision"] == "fp32"
     model, _, _ = load_checkpoint(ck)
     assert model.config.embed_dim == 16
     proc = neuroq("generate", "hello", "--checkpoint", str(ck), "--seed", "1", "--max-length", "5")
@@ -88,6 +89,7 @@ def test_train_tokenizer_and_generate_end_to_end(tmp_path: Path) -> None:
         (["train", "--out", "x", "--corpus", "/nonexistent.jsonl"], "--corpus"),
         (["train", "--out", "x", "--vocab-size", "10"], "--vocab-size"),
         (["train", "--out", "x", "--dropout", "1.5"], "--dropout"),
+        (["train", "--out", "x", "--precision", "fp16"], "--precision"),
         (["tokenizer", "--out", "x", "--vocab-size", "5"], "--vocab-size"),
     ],
 )

@@ -3,7 +3,10 @@ position-tied λ, brain wiring, and a training step. Tiny configs, CPU only."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -137,33 +140,80 @@ def test_causality(model: NeuroQ) -> None:
         assert not torch.allclose(out[:, t:], base[:, t:])
 
 
-def test_kv_cache_matches_full_recompute(model: NeuroQ) -> None:
+# Eval-mode forwards with autograd on run the nn.Module blocks; without gradients (inference_mode
+# or no_grad: generation, evaluation) the layered mode runs the packed copies of inference.py.
+# Every cache test runs both ways against a full forward of the module path.
+PATHS = {"modules": contextlib.nullcontext, "packed": torch.inference_mode}
+
+
+@pytest.fixture(params=list(PATHS))
+def path(request: pytest.FixtureRequest) -> Callable[[], contextlib.AbstractContextManager[Any]]:
+    return PATHS[request.param]
+
+
+def test_kv_cache_matches_full_recompute(model: NeuroQ, path: Callable[[], Any]) -> None:
     """Prefill then one token at a time gives the full forward's logits (both variants)."""
     idx = torch.randint(6, VOCAB, (2, 20))
     full, _ = model(idx)
-    cache = KVCache.for_model(model, batch_size=2, capacity=20)
-    pieces = [model(idx[:, :7], cache=cache)[0]]
-    pieces.append(model(idx[:, 7:10], cache=cache)[0])  # a multi-token chunk on a filled cache
-    for t in range(10, 20):
-        pieces.append(model(idx[:, t : t + 1], cache=cache)[0])
-    torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-5)
+    with path():
+        cache = KVCache.for_model(model, batch_size=2, capacity=20)
+        pieces = [model(idx[:, :7], cache=cache)[0]]
+        pieces.append(model(idx[:, 7:10], cache=cache)[0])  # a multi-token chunk on a filled cache
+        for t in range(10, 20):
+            pieces.append(model(idx[:, t : t + 1], cache=cache)[0])
+        pieces.append(model(idx)[0])  # and the full window on the same path
+    torch.testing.assert_close(torch.cat(pieces[:-1], dim=1), full, rtol=0, atol=1e-5)
+    torch.testing.assert_close(pieces[-1], full, rtol=0, atol=1e-5)
 
 
-def test_left_padded_cache_uses_true_positions(model: NeuroQ) -> None:
+def test_left_padded_cache_uses_true_positions(model: NeuroQ, path: Callable[[], Any]) -> None:
     """A left-padded row in a batch gets the logits it gets alone."""
     short = torch.randint(6, VOCAB, (1, 5))
     long = torch.randint(6, VOCAB, (1, 9))
+    nxt = torch.randint(6, VOCAB, (2, 1))
     alone, _ = model(short)
-    cache = KVCache.for_model(model, batch_size=2, capacity=12, pad=[4, 0])
-    batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1), long])
-    out, _ = model(batch, cache=cache)
+    with path():
+        cache = KVCache.for_model(model, batch_size=2, capacity=12, pad=[4, 0])
+        batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1), long])
+        out, _ = model(batch, cache=cache)
+        step, _ = model(nxt, cache=cache)
     torch.testing.assert_close(out[0, 4:], alone[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(out[1], model(long)[0][0], rtol=0, atol=1e-5)
-    nxt = torch.randint(6, VOCAB, (2, 1))
-    step, _ = model(nxt, cache=cache)
     torch.testing.assert_close(
         step[0, 0], model(torch.cat([short, nxt[:1]], 1))[0][0, -1], atol=1e-5, rtol=0
     )
+
+
+def test_packed_weights_follow_parameter_changes() -> None:
+    """The packed copies are rebuilt after an optimiser step, a state_dict load (copying or
+    assigning) and a dtype change, so inference never runs stale weights."""
+    torch.manual_seed(0)
+    m = NeuroQ(tiny("layered")).eval()
+    idx = torch.randint(6, VOCAB, (1, 10))
+
+    def check() -> None:
+        with torch.inference_mode():
+            packed, _ = m(idx)
+        torch.testing.assert_close(packed, m(idx)[0], rtol=0, atol=1e-5)
+
+    check()
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    m.train()
+    _, loss = m(idx[:, :-1], idx[:, 1:])
+    assert loss is not None
+    loss.backward()
+    opt.step()
+    m.eval()
+    check()
+    other = NeuroQ(tiny("layered"))
+    m.load_state_dict(other.state_dict())
+    check()
+    m.load_state_dict(NeuroQ(tiny("layered")).state_dict(), assign=True)
+    check()
+    m.double()
+    with torch.inference_mode():
+        assert m(idx)[0].dtype == torch.float64
+    check()
 
 
 def test_dynamic_lambda_follows_position_not_history() -> None:

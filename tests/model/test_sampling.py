@@ -53,6 +53,24 @@ def test_top_k_keeps_k_largest_and_ties() -> None:
     assert top_k_filter(torch.tensor([[1.0, 2.0]]), 50).tolist() == [[1.0, 2.0]]  # k > V
 
 
+def test_sampler_filters_sorted_candidates_like_the_filters() -> None:
+    """The sampler's shortcuts (top-k threshold and top-p on the already sorted candidates, no
+    re-sort) keep exactly what `top_k_filter` then `top_p_filter` keep."""
+    torch.manual_seed(0)
+    logits = torch.randn(4, 300)
+    logits[1, 10:13] = logits[1].max() - 0.5  # ties near the top-k boundary
+    ks, ps = [5, 12, 0, 40], [0.5, 0.9, 0.3, 1.0]
+    sampler = Sampler(
+        [SamplingParams(top_k=k, top_p=p) for k, p in zip(ks, ps, strict=True)], 300, "cpu"
+    )
+    values, ids = sampler._candidates(logits, ks)
+    values = sampler._top_p_sorted(values, ps)
+    expected = top_p_filter(top_k_filter(logits, torch.tensor(ks)), torch.tensor(ps))
+    got = torch.full_like(logits, -INF).scatter(-1, ids, values)
+    assert torch.equal(got.isfinite(), expected.isfinite())
+    torch.testing.assert_close(got[got.isfinite()], expected[expected.isfinite()], rtol=0, atol=0)
+
+
 def test_top_p_keeps_the_nucleus() -> None:
     probs = torch.tensor([0.05, 0.5, 0.15, 0.3])
     logits = probs.log().unsqueeze(0).repeat(3, 1)

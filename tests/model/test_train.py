@@ -21,6 +21,7 @@ from neuroq.model.train import (
     encode_stream,
     evaluate,
     lr_at,
+    resolve_precision,
     split_dialogues,
     train,
 )
@@ -90,13 +91,16 @@ def run(
     return events, result
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_loss_decreases(
-    data: list[Dialogue], config: NeuroQConfig, tok: Tokenizer, tmp_path: Path
+    data: list[Dialogue], config: NeuroQConfig, tok: Tokenizer, tmp_path: Path, precision: str
 ) -> None:
+    """Both precisions learn: bfloat16 autocast (the default on CPUs with native bf16) as well
+    as plain float32."""
     _, held_out = split_dialogues(data, seed=0)
     torch.manual_seed(0)
     initial = evaluate(NeuroQ(config), encode_stream(held_out, tok), SEQ_LEN, 8)
-    events, result = run(data, config, tok, tmp_path / "ck", epochs=3)
+    events, result = run(data, config, tok, tmp_path / "ck", epochs=3, precision=precision)
     assert initial is not None and result.eval_loss is not None  # type: ignore[attr-defined]
     assert result.eval_loss < initial - 0.5  # type: ignore[attr-defined]
     first = sum(e.loss for e in events[:5]) / 5
@@ -110,6 +114,18 @@ def test_loss_decreases(
     _, _, meta = load_checkpoint(tmp_path / "ck")
     assert meta["epochs"] == 3 and meta["steps"] == len(events)
     assert meta["eval_loss"] == pytest.approx(result.eval_loss)  # type: ignore[attr-defined]
+    assert meta["precision"] == precision
+
+
+def test_precision_choice() -> None:
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("auto", cuda) is None  # bf16 autocast is only chosen on CPUs
+    native = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", cpu) is (torch.bfloat16 if native else None)
+    with pytest.raises(ValueError, match=r"^precision: must be one of auto, bf16, fp32"):
+        resolve_precision("fp16", cpu)
 
 
 def test_same_seed_same_losses(
@@ -169,6 +185,7 @@ def test_stop_before_first_epoch_writes_nothing(
         ({"batch_size": -1}, "batch_size must be a positive integer"),
         ({"lr": float("nan")}, "lr must be a positive number"),
         ({"seq_len": 64}, "seq_len 64 exceeds the model's max_seq_len 32"),
+        ({"precision": "half"}, "precision: must be one of"),
     ],
 )
 def test_invalid_arguments(
