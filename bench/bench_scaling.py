@@ -11,7 +11,7 @@ Three set-ups, measured one after the other on this machine:
 
 Each set-up has the same two `neuroq worker neuroq.demo_handlers:noop` processes (concurrency 32
 each; with two API processes, one worker on each), so only the API side changes. The client is
-bench_jobs.py's: `AsyncEndpoint.run` + `AsyncJob.wait` loops, the work of `send_and_wait`, for
+bench_jobs.py's: `AsyncEndpoint.run_sync` loops, the work of `send_and_wait`, for
 `--seconds` per concurrency level. PostgreSQL set-ups get a fresh schema, dropped afterwards.
 Prints one JSON object: jobs/s and latency per set-up and level, the ratios, and the machine
 (cores and load average, since every process shares them).
