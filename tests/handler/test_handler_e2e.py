@@ -55,40 +55,35 @@ def test_seed_request_returns_generated_text(harness: Harness, ep: str) -> None:
     assert out["vocab_size"] == 4000
 
 
-def test_users_simple_request_script_runs_end_to_end(harness: Harness, ep: str) -> None:
-    """examples/simple_request.py, as the README's run command uses it, against our server."""
+def run_example(
+    harness: Harness, ep: str, script: str, timeout_s: float
+) -> subprocess.CompletedProcess[str]:
+    """Run one of examples/ as a user would, pointed at our server by the environment."""
     env = dict(os.environ)
     env.update(
         NEUROQ_API_URL=harness.server.base_url,
         RUNPOD_ENDPOINT_ID=ep,
         RUNPOD_API_KEY=harness.server.api_key,
     )
-    done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "simple_request.py")],
+    return subprocess.run(
+        [sys.executable, str(REPO / "examples" / script)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout_s,
     )
+
+
+def test_users_simple_request_script_runs_end_to_end(harness: Harness, ep: str) -> None:
+    """examples/simple_request.py, as the README's run command uses it, against our server."""
+    done = run_example(harness, ep, "simple_request.py", 120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), "no generated text printed"
 
 
 def test_users_detailed_example_script_runs_end_to_end(harness: Harness, ep: str) -> None:
     """examples/example_request.py: generate, a session, then init + train + generate."""
-    env = dict(os.environ)
-    env.update(
-        NEUROQ_API_URL=harness.server.base_url,
-        RUNPOD_ENDPOINT_ID=ep,
-        RUNPOD_API_KEY=harness.server.api_key,
-    )
-    done = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "example_request.py")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_example(harness, ep, "example_request.py", 300)
     assert done.returncode == 0, done.stdout + done.stderr
     for title in ("health", "Q: ありがとう", "init", "train", "generate (trained)"):
         assert f"{title}: " in done.stdout
