@@ -201,6 +201,13 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
 @click.option("--repetition-penalty", type=float, default=2.0, show_default=True)
 @click.option("--seed", type=int, default=None, help="Make the output reproducible.")
 @click.option("--stream", is_flag=True, help="Print the reply piece by piece as it is generated.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Decode-step matrix products: fp16 is faster on large models; tokens may differ.",
+)
 def generate(
     prompt: str,
     checkpoint: Path | None,
@@ -211,6 +218,7 @@ def generate(
     repetition_penalty: float,
     seed: int | None,
     stream: bool,
+    precision: str,
 ) -> None:
     """Generate a reply to PROMPT."""
     from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
@@ -234,7 +242,7 @@ def generate(
         model, tok, _ = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
     except CheckpointError as e:
         raise click.BadParameter(str(e), param_hint="--checkpoint") from e
-    engine = Engine(model, tok)
+    engine = Engine(model, tok, precision=precision)
     if stream:
         for piece in engine.stream(prompt, params):
             sys.stdout.write(piece)

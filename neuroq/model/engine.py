@@ -21,7 +21,7 @@ from typing import Protocol
 
 import torch
 
-from neuroq.model.model import NeuroQ, default_device
+from neuroq.model.model import PRECISIONS, NeuroQ, default_device
 from neuroq.model.sampling import (
     ASSISTANT_ID,
     BOS_ID,
@@ -156,11 +156,16 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new (B, H, T, ·) keys/values of `layer`; return all keys/values so far."""
+        """Store the new (B, H, T, ·) keys/values of `layer`; return all keys/values so far.
+
+        Values narrower than the cache's (the layered decode step passes v without the zero
+        padding SDPA needs) fill the leading columns and come back at that width; the rest
+        of those slots stays zero."""
         end = self.length + k.size(2)
+        width = v.size(-1)
         self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.v[layer, :, :, self.length : end, :width] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end, :width]
 
     def advance(self, T: int) -> None:
         self.length += T
@@ -247,8 +252,17 @@ class Engine:
     """
 
     def __init__(
-        self, model: NeuroQ, tokenizer: Tokenizer, device: torch.device | str | None = None
+        self,
+        model: NeuroQ,
+        tokenizer: Tokenizer,
+        device: torch.device | str | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(
+                f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
+        self.precision = precision
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(
                 f"vocab_size: tokenizer has {tokenizer.vocab_size} ids, "
@@ -380,7 +394,9 @@ class Engine:
                     cache.keep_rows(next_cached)
                 cached = [cached[i] for i in next_cached]
                 last = torch.tensor([[seqs[r][-1]] for r in cached], device=self.device)
-                logits_cached = model(last, cache=cache, last_only=True)[0][:, -1, :]
+                logits_cached = model(last, cache=cache, last_only=True, precision=self.precision)[
+                    0
+                ][:, -1, :]
             else:
                 cached, cache = [], None
                 logits_cached = self._empty_logits()

@@ -1,5 +1,6 @@
-"""The handler process's torch thread count: one by default, NEUROQ_TORCH_THREADS otherwise, and
-an unusable value warns and falls back instead of failing every job."""
+"""The handler process's torch settings from the environment: NEUROQ_TORCH_THREADS (one thread by
+default) and NEUROQ_DECODE_PRECISION (fp32 by default); an unusable value warns and falls back
+instead of failing every job."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuroq.handler.actions import DEFAULT_TORCH_THREADS, Service, torch_threads
+from neuroq.handler.actions import (
+    DEFAULT_TORCH_THREADS,
+    Service,
+    decode_precision,
+    torch_threads,
+)
 
 
 @pytest.fixture
@@ -35,13 +41,30 @@ def test_unusable_values_warn_and_use_the_default(
     assert "NEUROQ_TORCH_THREADS" in caplog.text
 
 
-def test_the_service_applies_it(
+def test_the_service_applies_its_environment(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keep_threads: None
 ) -> None:
     monkeypatch.setenv("NEUROQ_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("NEUROQ_TORCH_THREADS", "2")
-    Service.from_env()
+    monkeypatch.setenv("NEUROQ_DECODE_PRECISION", "fp16")
+    service = Service.from_env()
     assert torch.get_num_threads() == 2
+    assert service.models.engine("default").precision == "fp16"
     monkeypatch.delenv("NEUROQ_TORCH_THREADS")
-    Service.from_env()
+    monkeypatch.delenv("NEUROQ_DECODE_PRECISION")
+    service = Service.from_env()
     assert torch.get_num_threads() == 1
+    assert service.models.engine("default").precision == "fp32"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, "fp32"), ("", "fp32"), ("fp16", "fp16"), (" FP16 ", "fp16")]
+)
+def test_decode_precision_values(raw: str | None, expected: str) -> None:
+    assert decode_precision(raw) == expected
+
+
+def test_unusable_decode_precision_warns_and_uses_fp32(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="neuroq.handler"):
+        assert decode_precision("int4") == "fp32"
+    assert "NEUROQ_DECODE_PRECISION" in caplog.text

@@ -38,6 +38,16 @@ def test_generate_with_the_shipped_default_model() -> None:
     assert proc.stdout.strip()
 
 
+def test_generate_precision_option() -> None:
+    args = ("generate", "こんにちは", "--seed", "0", "--max-length", "30")
+    fp16 = neuroq(*args, "--precision", "fp16")
+    assert fp16.returncode == 0, fp16.stderr
+    # The shipped model gives the same reply either way (tests/model/test_precision.py).
+    assert fp16.stdout == neuroq(*args).stdout
+    bad = CliRunner().invoke(main, [*args, "--precision", "int8"])
+    assert bad.exit_code == 2 and "--precision" in bad.output
+
+
 def test_generate_stream_prints_the_same_reply() -> None:
     args = ("generate", "ChatGPTについて教えて", "--seed", "3", "--max-length", "40")
     plain = neuroq(*args)
