@@ -2,10 +2,11 @@
 
 For the spec's two layered sizes (random weights, vocab 8000, 2 torch threads):
 - generate: 80 new tokens from a 10-token prompt (the length of the spec's benchmark prompt), stop
-  rules off, so every call makes exactly 80 tokens; KV-cached engine (float32, and with float16
-  decode products: `Engine(precision="fp16")`) vs `generate_naive` (the original's
+  rules off, so every call makes exactly 80 tokens; the KV-cached engine in each of `MODES`
+  (decode-step weights fp32 / fp16 / int8, eager or compiled: `Engine(precision=..., compile=...)`;
+  the first call, which compiles, is a warm-up) vs `generate_naive` (the original's
   full-recompute algorithm, float32), best of `--repeats` interleaved runs each (the same number
-  for all, so none gets more chances at a quiet moment), and their ratios;
+  for all, so none gets more chances at a quiet moment), and each mode's gain over naive;
 - batching: 8 prompts of ragged lengths in one `Engine.generate` call vs 8 sequential calls;
 - training: `neuroq.model.train.train_step` (what `neuroq train` runs: forward, backward, gradient
   clipping, fused AdamW) on 64-token windows, batch 16, tokens/s, with the default precision
@@ -56,6 +57,17 @@ PARAMS = SamplingParams(
 )
 
 
+# KV-cached generation modes: name -> (Engine precision, compile).
+MODES = {
+    "cached": ("fp32", False),
+    "cached_fp16": ("fp16", False),
+    "cached_int8": ("int8", False),
+    "cached_compiled": ("fp32", True),
+    "cached_fp16_compiled": ("fp16", True),
+    "cached_int8_compiled": ("int8", True),
+}
+
+
 class IdTokenizer:
     """Prompts are space-separated ids, so the bench controls prompt lengths exactly."""
 
@@ -83,30 +95,40 @@ def best_of(fn: Any, repeats: int) -> float:
 
 
 def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
-    engine = Engine(model, IdTokenizer(), device="cpu")
-    engine_fp16 = Engine(model, IdTokenizer(), device="cpu", precision="fp16")
+    engines = {
+        name: Engine(model, IdTokenizer(), device="cpu", precision=precision, compile=compile)
+        for name, (precision, compile) in MODES.items()
+    }
+    engine = engines["cached"]
     prompt = prompt_text(7)  # 10 tokens once wrapped, like 'ChatGPTについて教えて'
     ids = engine.prompt_ids(prompt)
 
-    def cached(engine: Engine = engine) -> None:
+    def cached(engine: Engine) -> None:
         (result,) = engine.generate([prompt], PARAMS)
         assert result.num_tokens == NEW_TOKENS
-
-    def cached_fp16() -> None:
-        cached(engine_fp16)
 
     def naive() -> None:
         assert len(model.generate_naive(ids, PARAMS)) == NEW_TOKENS
 
-    cached()  # warm-up
-    cached_fp16()
+    for name, e in engines.items():  # warm-up; compiles the compiled modes' steps
+        started = time.perf_counter()
+        cached(e)
+        print(f"{name}: first call {time.perf_counter() - started:.1f} s", file=sys.stderr)
     naive()
-    # Interleaved, so a noisy stretch of the shared machine hits all three alike.
-    t_cached = t_fp16 = t_naive = float("inf")
+    # Interleaved, so a noisy stretch of the shared machine hits every mode alike.
+    best = dict.fromkeys([*engines, "naive"], float("inf"))
     for _ in range(repeats):
-        t_cached = min(t_cached, best_of(cached, 1))
-        t_fp16 = min(t_fp16, best_of(cached_fp16, 1))
-        t_naive = min(t_naive, best_of(naive, 1))
+        for name, e in engines.items():
+            best[name] = min(best[name], best_of(lambda e=e: cached(e), 1))
+        best["naive"] = min(best["naive"], best_of(naive, 1))
+    report: dict[str, Any] = {
+        "naive_tok_s": round(NEW_TOKENS / best["naive"], 1),
+        "naive_ms_per_token": round(1000 * best["naive"] / NEW_TOKENS, 3),
+    }
+    for name in engines:
+        report[f"{name}_tok_s"] = round(NEW_TOKENS / best[name], 1)
+        report[f"{name}_ms_per_token"] = round(1000 * best[name] / NEW_TOKENS, 3)
+        report[f"{name}_gain"] = round(best["naive"] / best[name], 2)
 
     prompts = [prompt_text(4 + 3 * i, offset=i) for i in range(8)]  # 7 to 28 tokens wrapped
     params = [SamplingParams(**{**PARAMS.to_dict(), "seed": i}) for i in range(8)]
@@ -123,14 +145,7 @@ def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
     t_batched = best_of(batched, repeats)
     t_sequential = best_of(sequential, repeats)
     return {
-        "cached_tok_s": round(NEW_TOKENS / t_cached, 1),
-        "cached_ms_per_token": round(1000 * t_cached / NEW_TOKENS, 3),
-        "naive_tok_s": round(NEW_TOKENS / t_naive, 1),
-        "naive_ms_per_token": round(1000 * t_naive / NEW_TOKENS, 3),
-        "cache_speedup": round(t_naive / t_cached, 2),
-        "cached_fp16_tok_s": round(NEW_TOKENS / t_fp16, 1),
-        "cached_fp16_ms_per_token": round(1000 * t_fp16 / NEW_TOKENS, 3),
-        "cache_speedup_fp16": round(t_naive / t_fp16, 2),
+        **report,
         "batch8_tok_s": round(8 * NEW_TOKENS / t_batched, 1),
         "sequential8_tok_s": round(8 * NEW_TOKENS / t_sequential, 1),
         "batch_speedup": round(t_sequential / t_batched, 2),

@@ -26,8 +26,8 @@ from neuroq.handler.sessions import DEFAULT_TTL_S, SessionStore
 from neuroq.handler.streaming import StreamSink, report_progress
 from neuroq.handler.validation import InputError, validate
 from neuroq.model.checkpoint import CheckpointError
+from neuroq.model.decode import PRECISIONS
 from neuroq.model.engine import Engine
-from neuroq.model.model import PRECISIONS
 from neuroq.model.sampling import SamplingParams
 from neuroq.model.tokenizer import TokenizerError
 from neuroq.model.train import ProgressEvent
@@ -67,10 +67,9 @@ def torch_threads(raw: str | None) -> int:
 
 
 def decode_precision(raw: str | None) -> str:
-    """NEUROQ_DECODE_PRECISION as an `Engine` precision: fp32 (the default, exact and the same
-    tokens in any batch) or fp16 (float16 weight products in decode steps, about 1.7x faster
-    single-request decoding of the large model; tokens may differ). Unusable values warn and
-    give fp32."""
+    """NEUROQ_DECODE_PRECISION as an `Engine` precision: fp32 (the default: exact, and a request
+    gets the same tokens alone or batched), fp16 or int8 (reduced-precision weights in decode
+    steps: faster for large models, replies may differ). Unusable values warn and give fp32."""
     if raw is None or not raw.strip():
         return "fp32"
     value = raw.strip().lower()
@@ -82,14 +81,24 @@ def decode_precision(raw: str | None) -> str:
     return value
 
 
+def decode_compile(raw: str | None) -> bool:
+    """NEUROQ_DECODE_COMPILE as a flag: 1/true/yes/on compile the decode step (the first
+    generate of each model architecture then waits for the compiler), anything else does not."""
+    return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on")
+
+
 class Service:
     """Everything one worker process shares between jobs: models, sessions, the batcher."""
 
     def __init__(
-        self, data_dir: Path, session_ttl_s: float = DEFAULT_TTL_S, precision: str = "fp32"
+        self,
+        data_dir: Path,
+        session_ttl_s: float = DEFAULT_TTL_S,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         self.data_dir = data_dir
-        self.models = ModelRegistry(data_dir, precision=precision)
+        self.models = ModelRegistry(data_dir, precision=precision, compile=compile)
         self.sessions = SessionStore(data_dir / "sessions.sqlite3", ttl_s=session_ttl_s)
         self.batcher = MicroBatcher()
 
@@ -99,7 +108,8 @@ class Service:
         ttl = float(os.environ.get("NEUROQ_SESSION_TTL_S", DEFAULT_TTL_S))
         torch.set_num_threads(torch_threads(os.environ.get("NEUROQ_TORCH_THREADS")))
         precision = decode_precision(os.environ.get("NEUROQ_DECODE_PRECISION"))
-        return cls(data_dir, session_ttl_s=ttl, precision=precision)
+        compile = decode_compile(os.environ.get("NEUROQ_DECODE_COMPILE"))
+        return cls(data_dir, session_ttl_s=ttl, precision=precision, compile=compile)
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         raw = job.get("input") if isinstance(job, dict) else None

@@ -95,11 +95,15 @@ def dialogues_from(texts: list[Any] | None) -> list[Dialogue]:
 
 class ModelRegistry:
     def __init__(
-        self, data_dir: Path, device: str | torch.device | None = None, precision: str = "fp32"
+        self,
+        data_dir: Path,
+        device: str | torch.device | None = None,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         self.root = data_dir / "checkpoints"
         self.device = device
-        self.precision = precision  # of the engines' decode steps, see Engine
+        self.precision, self.compile = precision, compile  # the engines' decode step, see Engine
         self._loaded: dict[str, _Loaded] = {}
         self._load_lock = threading.Lock()
         self._train_locks: dict[str, threading.Lock] = {}
@@ -173,7 +177,9 @@ class ModelRegistry:
                 return cached.engine
             started = time.perf_counter()
             model, tokenizer, _ = load_checkpoint(self.path(name))
-            engine = Engine(model, tokenizer, device=self.device, precision=self.precision)
+            engine = Engine(
+                model, tokenizer, device=self.device, precision=self.precision, compile=self.compile
+            )
             self._loaded[name] = _Loaded(stamp, engine)
             log.info("model %s loaded in %.2f s", name, time.perf_counter() - started)
             return engine

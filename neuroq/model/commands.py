@@ -203,10 +203,17 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
 @click.option("--stream", is_flag=True, help="Print the reply piece by piece as it is generated.")
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "int8"]),  # decode.PRECISIONS (torch loads lazily)
     default="fp32",
     show_default=True,
-    help="Decode-step matrix products: fp16 is faster on large models; tokens may differ.",
+    help="Weights of the decode step's products: fp16/int8 are faster on large models and "
+    "may change the reply.",
+)
+@click.option(
+    "--compile",
+    "compile_step",
+    is_flag=True,
+    help="Compile the decode step (needs a C++ compiler; the first run takes seconds more).",
 )
 def generate(
     prompt: str,
@@ -219,6 +226,7 @@ def generate(
     seed: int | None,
     stream: bool,
     precision: str,
+    compile_step: bool,
 ) -> None:
     """Generate a reply to PROMPT."""
     from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
@@ -242,7 +250,7 @@ def generate(
         model, tok, _ = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
     except CheckpointError as e:
         raise click.BadParameter(str(e), param_hint="--checkpoint") from e
-    engine = Engine(model, tok, precision=precision)
+    engine = Engine(model, tok, precision=precision, compile=compile_step)
     if stream:
         for piece in engine.stream(prompt, params):
             sys.stdout.write(piece)

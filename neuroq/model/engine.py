@@ -21,7 +21,8 @@ from typing import Protocol
 
 import torch
 
-from neuroq.model.model import PRECISIONS, NeuroQ, default_device
+from neuroq.model.decode import PRECISIONS
+from neuroq.model.model import NeuroQ, default_device
 from neuroq.model.sampling import (
     ASSISTANT_ID,
     BOS_ID,
@@ -156,16 +157,28 @@ class KVCache:
     def update(
         self, layer: int, k: torch.Tensor, v: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new (B, H, T, ·) keys/values of `layer`; return all keys/values so far.
-
-        Values narrower than the cache's (the layered decode step passes v without the zero
-        padding SDPA needs) fill the leading columns and come back at that width; the rest
-        of those slots stays zero."""
+        """Store the new (B, H, T, ·) keys/values of `layer`; return all keys/values so far."""
         end = self.length + k.size(2)
-        width = v.size(-1)
         self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end, :width] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end, :width]
+        self.v[layer, :, :, self.length : end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def step_inputs(
+        self, value_width: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What a decode step (decode.py) reads: every layer's cached keys (L, B, H, n, ·), the
+        first `value_width` columns of its values, and which slots each row may attend to
+        ((B, n) bool; None when no row has padding)."""
+        n = self.length
+        visible = None if self.key_valid is None else self.key_valid[:, :n]
+        return self.k[:, :, :, :n], self.v[:, :, :, :n, :value_width], visible
+
+    def store_step(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Put one decode step's keys (L, B, H, ·) and values (L, B, H, width) in the next slot
+        of every layer (values fill the leading columns; the cache's padding stays zero)."""
+        assert self.length < self.capacity, f"cache overflow: capacity {self.capacity}"
+        self.k[:, :, :, self.length] = k
+        self.v[:, :, :, self.length, : v.size(-1)] = v
 
     def advance(self, T: int) -> None:
         self.length += T
@@ -257,12 +270,16 @@ class Engine:
         tokenizer: Tokenizer,
         device: torch.device | str | None = None,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(
                 f"precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile: expected true or false, got {compile!r}")
         self.precision = precision
+        self.compile = compile
         if tokenizer.vocab_size > model.config.vocab_size:
             raise ValueError(
                 f"vocab_size: tokenizer has {tokenizer.vocab_size} ids, "
@@ -394,9 +411,13 @@ class Engine:
                     cache.keep_rows(next_cached)
                 cached = [cached[i] for i in next_cached]
                 last = torch.tensor([[seqs[r][-1]] for r in cached], device=self.device)
-                logits_cached = model(last, cache=cache, last_only=True, precision=self.precision)[
-                    0
-                ][:, -1, :]
+                logits_cached = model(
+                    last,
+                    cache=cache,
+                    last_only=True,
+                    precision=self.precision,
+                    compile=self.compile,
+                )[0][:, -1, :]
             else:
                 cached, cache = [], None
                 logits_cached = self._empty_logits()

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, cast
 import torch
 import torch.nn.functional as F
 
+from neuroq.model.decode import Decoder
+
 if TYPE_CHECKING:
     from neuroq.model.engine import KVCache
     from neuroq.model.model import Block, NeuroQ, QBNNBranch, QBNNLayer
@@ -96,8 +98,8 @@ class PackedLayered:
             self.blocks = [self._pack(cast("Block", block), d) for block in model.blocks]
             self.ln_f = _ln(model.ln_f)
             self.w_head = model.lm_head.weight.t().contiguous()  # (E, V)
-        self._half: list[_HalfBlock] | None = None
-        self._half_head: torch.Tensor | None = None
+        # decode.py's steps by (precision, compile), with their copies of the weights
+        self._decoders: dict[tuple[str, bool], Decoder] = {}
 
     def is_current(self) -> bool:
         """False once any packed parameter changed since packing."""
@@ -133,34 +135,16 @@ class PackedLayered:
         lambda_phase: torch.Tensor,
         attn_mask: torch.Tensor | None,
         cache: KVCache | None,
-        half: bool = False,
     ) -> torch.Tensor:
         """All blocks on x (B, T, E); `lambda_phase` is (B, T, 1) or (T, 1) as in model.py. The
-        residual stream stays a flat (B·T, E) matrix, the layout the matmuls want. `half` runs
-        the matrix products with float16 weights (see `half_blocks`)."""
+        residual stream stays a flat (B·T, E) matrix, the layout the matmuls want."""
         B, T, E = x.shape
         lam = lambda_phase.expand(B, T, 1).reshape(B * T, 1)
         h = x.reshape(B * T, E)
-        halves = self.half_blocks() if half else [None] * len(self.blocks)
         with native_kernels(h.dtype):
-            for i, (p, hp) in enumerate(zip(self.blocks, halves, strict=True)):
-                h = self._block(i, p, h, B, T, lam, attn_mask, cache, hp)
+            for i, p in enumerate(self.blocks):
+                h = self._block(i, p, h, B, T, lam, attn_mask, cache)
         return h.view(B, T, E)
-
-    def half_blocks(self) -> list[_HalfBlock]:
-        """float16 copies of every weight matrix (half the bytes of float32), made on first use.
-
-        A decode step multiplies one row by every matrix, so it runs at the speed the weights
-        stream through the CPU: on the development VM the 33 MB of float32 weights of the large
-        model take about 4 ms per token, float16 (out, in) matrices through PyTorch's reduced-
-        precision matrix-vector kernel (float32 accumulation) about 1.1 ms. Only the products
-        change: inputs are rounded to float16, outputs come back as float32 with float32
-        biases, and everything between them (LayerNorm, tanh, GELU, attention, the cache)
-        stays float32."""
-        if self._half is None:
-            self._half = [_HalfBlock.of(p) for p in self.blocks]
-            self._half_head = self.w_head.t().contiguous().half()
-        return self._half
 
     def _block(
         self,
@@ -172,123 +156,66 @@ class PackedLayered:
         lam: torch.Tensor,
         attn_mask: torch.Tensor | None,
         cache: KVCache | None,
-        half: _HalfBlock | None,
     ) -> torch.Tensor:
         N, E = x.shape
         H, d = self.n_head, self.head_dim
 
         # Attention: the fused width-2d form of CausalSelfAttention.
         h = F.layer_norm(x, (E,), *p.ln1)
-        qkv = _linear(h, p.w_qkv, p.b_qkv, half.w_qkv if half else None)  # (N, 3E)
-        if cache is not None and T == 1:
-            y = self._decode_attention(i, p, qkv, B, attn_mask, cache)
-        else:
-            # tanh of q and k in one call on row-contiguous memory (on the head-split views it
-            # costs several times more).
-            tq, tk = torch.tanh(qkv[:, : 2 * E]).view(B, T, 2, H, d).permute(2, 0, 3, 1, 4)
-            q, k, v = qkv.view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)  # (B, H, T, d) each
-            q = torch.cat([q, tq @ p.attn_J], dim=-1)  # (B, H, T, 2d)
-            k = torch.cat([k, tk], dim=-1)
-            v = F.pad(v, (0, d))
-            if cache is not None:
-                k, v = cache.update(i, k, v)
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None and T > 1, scale=d**-0.5
-            )
-            y = y[..., :d].transpose(1, 2).reshape(N, E)
-        x = x + _linear(y, p.w_proj, p.b_proj, half.w_proj if half else None)
+        qkv = torch.addmm(p.b_qkv, h, p.w_qkv)  # (N, 3E)
+        # tanh of q and k in one call on row-contiguous memory (on the head-split views it costs
+        # several times more).
+        tq, tk = torch.tanh(qkv[:, : 2 * E]).view(B, T, 2, H, d).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(B, T, 3, H, d).permute(2, 0, 3, 1, 4)  # (B, H, T, d) each
+        q = torch.cat([q, tq @ p.attn_J], dim=-1)  # (B, H, T, 2d)
+        k = torch.cat([k, tk], dim=-1)
+        v = F.pad(v, (0, d))
+        if cache is not None:
+            k, v = cache.update(i, k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=attn_mask is None and T > 1, scale=d**-0.5
+        )
+        y = y[..., :d].transpose(1, 2).reshape(N, E)
+        x = x + torch.addmm(p.b_proj, y, p.w_proj)
 
-        # Feed-forward: 0.7·MLP + 0.3·QBNN(up -> down), each stage three products of one
-        # width (one bmm in float32).
+        # Feed-forward: 0.7·MLP + 0.3·QBNN(up -> down), each stage one bmm over three matrices.
         z = F.layer_norm(x, (E,), *p.ln2)
-        w_in, w_out = (half.w_in, half.w_out) if half else (None, None)
-        fc, a_up, delta_up = _stage((z, z, torch.tanh(z)), p.w_in, p.b_in, w_in)
+        fc, a_up, delta_up = torch.baddbmm(p.b_in, torch.stack([z, z, torch.tanh(z)]), p.w_in)
         up = _qbnn_out(a_up, delta_up, lam + p.lam_up, p.ln_up)
-        mlp, a_down, delta_down = _stage((F.gelu(fc), up, torch.tanh(up)), p.w_out, p.b_out, w_out)
+        mlp, a_down, delta_down = torch.baddbmm(
+            p.b_out, torch.stack([F.gelu(fc), up, torch.tanh(up)]), p.w_out
+        )
         down = _qbnn_out(a_down, delta_down, lam + p.lam_down, p.ln_down)
         return torch.add(x, mlp, alpha=0.7).add_(down, alpha=0.3)
 
-    def _decode_attention(
+    def decode(
         self,
-        i: int,
-        p: _Block,
-        qkv: torch.Tensor,
-        B: int,
-        attn_mask: torch.Tensor | None,
+        x: torch.Tensor,
+        lambda_phase: torch.Tensor,
         cache: KVCache,
+        precision: str = "fp32",
+        compile: bool = False,
     ) -> torch.Tensor:
-        """Attention of one new token per row over the cache, written out: for a single query
-        SDPA's setup (and the zero padding of v it needs) costs more than the three small
-        products, and each step only adds its key and value to the cache."""
-        H, d = self.n_head, self.head_dim
-        E = H * d
-        t = torch.tanh(qkv[:, : 2 * E]).view(B, 2, H, 1, d)
-        q = torch.cat([qkv[:, :E].view(B, H, 1, d), t[:, 0] @ p.attn_J], dim=-1)  # (B, H, 1, 2d)
-        k = torch.cat([qkv[:, E : 2 * E].view(B, H, 1, d), t[:, 1]], dim=-1)
-        keys, values = cache.update(i, k, qkv[:, 2 * E :].view(B, H, 1, d))  # (B, H, n, ·)
-        scores = (q @ keys.transpose(-1, -2)).mul_(d**-0.5)  # (B, H, 1, n)
-        if attn_mask is not None:  # left padding: (B, 1, 1, n), True where a key is visible
-            scores.masked_fill_(~attn_mask, -math.inf)
-        return (torch.softmax(scores, dim=-1) @ values).view(B, E)
+        """One cached step, x (B, 1, E) -> logits (B, 1, V), through decode.py's `decode_step`
+        (compiled when asked and possible); stores the step's keys and values in the cache."""
+        B, _, E = x.shape
+        decoder = self._decoders.get((precision, compile))
+        if decoder is None:
+            with torch.inference_mode(False), torch.no_grad():
+                decoder = Decoder(self, precision, self.n_head, compile)
+            self._decoders[(precision, compile)] = decoder
+        keys, values, visible = cache.step_inputs(self.head_dim)
+        lam = lambda_phase.expand(B, 1, 1).reshape(B, 1)
+        with native_kernels(x.dtype):
+            logits, k, v = decoder(x.view(B, E), lam, visible, keys, values)
+        cache.store_step(k, v)
+        return logits.unsqueeze(1)
 
-    def head(self, x: torch.Tensor, half: bool = False) -> torch.Tensor:
+    def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm and the vocabulary projection, x (B, T, E) -> logits (B, T, V)."""
         B, T, E = x.shape
-        x = F.layer_norm(x, (E,), *self.ln_f).reshape(B * T, E)
-        if half:
-            self.half_blocks()
-            assert self._half_head is not None
-            return F.linear(x.half(), self._half_head).float().view(B, T, -1)
-        return (x @ self.w_head).view(B, T, -1)
-
-
-@dataclass
-class _HalfBlock:
-    """A block's matrices in float16, stored (out, in): the layout of PyTorch's fast float16
-    matrix-vector kernel (the (in, out) float16 product is several times slower)."""
-
-    w_qkv: torch.Tensor
-    w_proj: torch.Tensor
-    w_in: tuple[torch.Tensor, ...]  # c_fc, up linear, up J: (F, E) each
-    w_out: tuple[torch.Tensor, ...]  # c_proj, down linear, down J: (E, F) each
-
-    @staticmethod
-    def of(p: _Block) -> _HalfBlock:
-        def half(w: torch.Tensor) -> torch.Tensor:  # (in, out) float32 -> (out, in) float16
-            return w.t().contiguous().half()
-
-        return _HalfBlock(
-            w_qkv=half(p.w_qkv),
-            w_proj=half(p.w_proj),
-            w_in=tuple(map(half, p.w_in.unbind(0))),
-            w_out=tuple(map(half, p.w_out.unbind(0))),
-        )
-
-
-def _linear(
-    x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, w_half: torch.Tensor | None
-) -> torch.Tensor:
-    """x W + b with the float32 (in, out) weight, or with its float16 (out, in) copy."""
-    if w_half is None:
-        return torch.addmm(b, x, w)
-    return _half_linear(x, w_half, b)
-
-
-def _half_linear(x: torch.Tensor, w_half: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return torch.add(F.linear(x.half(), w_half), b)  # float16 + float32 bias -> float32
-
-
-def _stage(
-    xs: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    w: torch.Tensor,
-    b: torch.Tensor,
-    w_half: tuple[torch.Tensor, ...] | None,
-) -> tuple[torch.Tensor, ...]:
-    """The three products of a feed-forward stage, input j times matrix j: one bmm over the
-    stacked float32 weights, or three float16 matrix products."""
-    if w_half is None:
-        return torch.baddbmm(b, torch.stack(xs), w).unbind(0)
-    return tuple(_half_linear(x, wj, bj) for x, wj, bj in zip(xs, w_half, b, strict=True))
+        x = F.layer_norm(x, (E,), *self.ln_f)
+        return (x.reshape(B * T, E) @ self.w_head).view(B, T, -1)
 
 
 def _stacked(linear: torch.nn.Linear, qbnn: QBNNLayer) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from neuroq.model.decode import PRECISIONS
 from neuroq.model.inference import PackedLayered
 from neuroq.model.sampling import EOS_ID, PAD_ID, USER_ID, Sampler, SamplingParams
 
@@ -38,12 +39,10 @@ if TYPE_CHECKING:
     from neuroq.model.engine import KVCache
 
 MODES = ("layered", "brain")
-# Precisions of the decode step's matrix products (`NeuroQ.forward(precision=...)`, `Engine`).
-PRECISIONS = ("fp32", "fp16")
-# float16 products pay off for matrix-vector work only: on the development CPU the large model's
-# weight products of one decode step took 1.3 ms in float16 against 4.2 ms in float32 for one
-# row, 3.6 against 7.6 ms for four, and the same for eight, where the casts made it slower.
-HALF_MAX_ROWS = 4
+# Reduced-precision weights pay off for matrix-vector work only: on the development CPU the large
+# model's weight products of one decode step took 1.3 ms in float16 against 4.2 ms in float32 for
+# one row, 3.6 against 7.6 ms for four, and the same for eight, where the casts made it slower.
+REDUCED_MAX_ROWS = 4
 
 # Brain layer constants of the original (spec §2); fixed there, so not part of the config.
 BRAIN_ATTN_DENSITY, BRAIN_ATTN_LAMBDA = 0.2, 0.3
@@ -430,6 +429,7 @@ class NeuroQ(nn.Module):
         last_only: bool = False,
         noise: bool | None = None,
         precision: str = "fp32",
+        compile: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token ids `idx` (B, T), and the loss if `targets` is given.
 
@@ -438,10 +438,12 @@ class NeuroQ(nn.Module):
         `idx` continues the cached sequence: positions and the padding mask come from the cache
         (so left-padded batches use each row's true positions). `last_only` computes the head for
         the last position only (generation). `noise` turns on the brain noise; by default it
-        follows training mode. `precision="fp16"` runs the matrix products of single-token
-        cached steps (decoding) of at most `HALF_MAX_ROWS` rows with float16 weights when the
-        packed inference path is in use (layered mode, eval, no gradients; see inference.py);
-        everything else stays float32.
+        follows training mode.
+
+        Single-token cached steps (decoding) of the packed inference path (layered mode, eval,
+        no gradients) run decode.py's step: `precision` "fp16" or "int8" gives its matrix
+        products reduced-precision weights when the batch has at most `REDUCED_MAX_ROWS` rows,
+        and `compile` runs it compiled. Everything else ignores both.
         """
         assert precision in PRECISIONS, f"precision: expected one of {PRECISIONS}"
         T = idx.size(1)
@@ -464,10 +466,14 @@ class NeuroQ(nn.Module):
             lambda_phase = lambda_phase.view(*pos.shape, 1)
         use_noise = self.training if noise is None else noise
         packed = self._inference_weights()
-        decoding = cache is not None and T == 1 and idx.size(0) <= HALF_MAX_ROWS
-        half = precision == "fp16" and decoding
+        if packed is not None and cache is not None and T == 1 and targets is None:
+            if idx.size(0) > REDUCED_MAX_ROWS:
+                precision = "fp32"
+            logits = packed.decode(x, lambda_phase, cache, precision, compile)
+            cache.advance(1)
+            return logits, None
         if packed is not None:
-            x = packed.run(x, lambda_phase, attn_mask, cache, half=half)
+            x = packed.run(x, lambda_phase, attn_mask, cache)
         else:
             for block in self.blocks:
                 x = block(x, lambda_phase, attn_mask, cache, use_noise)
@@ -475,7 +481,7 @@ class NeuroQ(nn.Module):
             cache.advance(T)
         if last_only:
             x = x[:, -1:, :]  # LayerNorm and head act per position
-        logits = packed.head(x, half) if packed is not None else self.lm_head(self.ln_f(x))
+        logits = packed.head(x) if packed is not None else self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
             # In float32 even when the logits come out of a bfloat16 autocast region.

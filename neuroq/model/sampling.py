@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -131,8 +132,12 @@ def apply_repetition_penalty(
     divided both, which boosted negative logits)."""
     if not isinstance(penalty, torch.Tensor):
         penalty = torch.tensor(penalty, dtype=logits.dtype, device=logits.device)
-    penalised = torch.where(logits > 0, logits / penalty, logits * penalty)
-    return torch.where(seen, penalised, logits)
+    return torch.where(seen, penalised(logits, penalty), logits)
+
+
+def penalised(logits: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """The CTRL rule itself, on every element: positive ÷ penalty, negative × penalty."""
+    return torch.where(logits > 0, logits / penalty, logits * penalty)
 
 
 def top_k_filter(logits: torch.Tensor, k: torch.Tensor | int) -> torch.Tensor:
@@ -186,9 +191,10 @@ class Sampler:
         self.device = torch.device(device)
         n = len(self.params)
         self.ranges = [p.temperature_range for p in self.params]
-        self.penalty = torch.tensor([p.repetition_penalty for p in self.params], device=self.device)
         self.use_penalty = any(p.repetition_penalty > 1.0 for p in self.params)
-        self.counts = torch.zeros(n, vocab_size, dtype=torch.int32, device=self.device)
+        # Per row: how often each id occurs among its last PENALTY_WINDOW generated tokens (a
+        # few dozen ids, so the penalty touches those instead of the whole vocabulary).
+        self.counts: list[Counter[int]] = [Counter() for _ in range(n)]
         self.history: list[list[int]] = [[] for _ in range(n)]
         self.steps = [0] * n
         self.generators = [make_generator(p.seed, self.device) for p in self.params]
@@ -196,12 +202,8 @@ class Sampler:
     def sample(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
         """Draw one token for each of `rows` from `logits` (len(rows), V) and record it."""
         logits = logits.float()
-        if self.use_penalty and any(self.history[r] for r in rows):
-            rows_t = torch.tensor(rows, device=self.device)
-            seen = self.counts.index_select(0, rows_t) > 0
-            logits = apply_repetition_penalty(
-                logits, seen, self.penalty.index_select(0, rows_t).unsqueeze(-1)
-            )
+        if self.use_penalty:
+            logits = self._penalise(logits, rows)
         temps = [temperature_at(self.steps[r], *self.ranges[r]) for r in rows]
         logits = logits / torch.tensor(temps, device=self.device).unsqueeze(-1)
         values, ids = self._candidates(logits, [self.params[r].top_k for r in rows])
@@ -219,6 +221,24 @@ class Sampler:
         self._record(rows, tokens)
         return tokens
 
+    def _penalise(self, logits: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+        """`apply_repetition_penalty` on just the ids each row has seen (the same arithmetic)."""
+        at_row: list[int] = []
+        at_id: list[int] = []
+        penalty: list[float] = []
+        for i, r in enumerate(rows):
+            p = self.params[r].repetition_penalty
+            if p > 1.0:
+                seen = self.counts[r]
+                at_row += [i] * len(seen)
+                at_id += seen
+                penalty += [p] * len(seen)
+        if not at_id:
+            return logits
+        index = (torch.tensor(at_row, device=self.device), torch.tensor(at_id, device=self.device))
+        p_t = torch.tensor(penalty, dtype=logits.dtype, device=self.device)
+        return logits.index_put(index, penalised(logits[index], p_t))
+
     def _candidates(
         self, logits: torch.Tensor, top_k: list[int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -230,9 +250,12 @@ class Sampler:
         if min(top_k) == 0 or k_max >= vocab:
             k_max = vocab
         values, ids = torch.topk(logits, k_max, dim=-1)
-        if k_max < vocab and bool((logits >= values[:, -1:]).sum(-1).gt(k_max).any()):
-            # An id outside the k_max ties with the last one kept; top-k keeps ties, so widen.
-            values, ids = torch.topk(logits, vocab, dim=-1)
+        if k_max < vocab:
+            # Ids outside the k_max that tie with the last one kept: top-k keeps ties, so widen
+            # to exactly the widest row's count.
+            widest = int((logits >= values[:, -1:]).sum(-1).max())
+            if widest > k_max:
+                values, ids = torch.topk(logits, widest, dim=-1)
         K = values.size(-1)
         ks = [min(k, K) if k > 0 else K for k in top_k]
         if min(ks) == K:
@@ -254,28 +277,15 @@ class Sampler:
         return values.masked_fill(remove, -math.inf)
 
     def _record(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
-        add_rows: list[int] = []
-        add_ids: list[int] = []
-        drop_rows: list[int] = []
-        drop_ids: list[int] = []
         for r, t in zip(rows, tokens, strict=True):
             self.steps[r] += 1
             if t in SPECIAL_IDS:  # markers and stops are not "repetitions" of content
                 continue
-            history = self.history[r]
+            history, counts = self.history[r], self.counts[r]
             history.append(t)
-            add_rows.append(r)
-            add_ids.append(t)
+            counts[t] += 1
             if len(history) > PENALTY_WINDOW:
-                drop_rows.append(r)
-                drop_ids.append(history.pop(0))
-        if not self.use_penalty:
-            return
-        for rows_, ids, delta in ((add_rows, add_ids, 1), (drop_rows, drop_ids, -1)):
-            if rows_:
-                index = (
-                    torch.tensor(rows_, device=self.device),
-                    torch.tensor(ids, device=self.device),
-                )
-                values = torch.full((len(rows_),), delta, dtype=torch.int32, device=self.device)
-                self.counts.index_put_(index, values, accumulate=True)
+                old = history.pop(0)
+                counts[old] -= 1
+                if not counts[old]:
+                    del counts[old]

@@ -1,5 +1,6 @@
 """The handler process's torch settings from the environment: NEUROQ_TORCH_THREADS (one thread by
-default) and NEUROQ_DECODE_PRECISION (fp32 by default); an unusable value warns and falls back
+default), NEUROQ_DECODE_PRECISION (fp32) and NEUROQ_DECODE_COMPILE (off); an unusable value warns
+and falls back
 instead of failing every job."""
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 from neuroq.handler.actions import (
     DEFAULT_TORCH_THREADS,
     Service,
+    decode_compile,
     decode_precision,
     torch_threads,
 )
@@ -46,22 +48,32 @@ def test_the_service_applies_its_environment(
 ) -> None:
     monkeypatch.setenv("NEUROQ_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("NEUROQ_TORCH_THREADS", "2")
-    monkeypatch.setenv("NEUROQ_DECODE_PRECISION", "fp16")
+    monkeypatch.setenv("NEUROQ_DECODE_PRECISION", "int8")
+    monkeypatch.setenv("NEUROQ_DECODE_COMPILE", "1")
     service = Service.from_env()
     assert torch.get_num_threads() == 2
-    assert service.models.engine("default").precision == "fp16"
-    monkeypatch.delenv("NEUROQ_TORCH_THREADS")
-    monkeypatch.delenv("NEUROQ_DECODE_PRECISION")
+    engine = service.models.engine("default")
+    assert (engine.precision, engine.compile) == ("int8", True)
+    for name in ("NEUROQ_TORCH_THREADS", "NEUROQ_DECODE_PRECISION", "NEUROQ_DECODE_COMPILE"):
+        monkeypatch.delenv(name)
     service = Service.from_env()
     assert torch.get_num_threads() == 1
-    assert service.models.engine("default").precision == "fp32"
+    engine = service.models.engine("default")
+    assert (engine.precision, engine.compile) == ("fp32", False)
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"), [(None, "fp32"), ("", "fp32"), ("fp16", "fp16"), (" FP16 ", "fp16")]
+    ("raw", "expected"), [(None, "fp32"), ("", "fp32"), ("fp16", "fp16"), (" INT8 ", "int8")]
 )
 def test_decode_precision_values(raw: str | None, expected: str) -> None:
     assert decode_precision(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, False), ("", False), ("0", False), ("1", True), (" Yes ", True)]
+)
+def test_decode_compile_values(raw: str | None, expected: bool) -> None:
+    assert decode_compile(raw) is expected
 
 
 def test_unusable_decode_precision_warns_and_uses_fp32(caplog: pytest.LogCaptureFixture) -> None:

@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 from neuroq.cli import main
 from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
+from neuroq.model.commands import generate
 from neuroq.model.corpus import build_synthetic, write_corpus
+from neuroq.model.decode import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,10 +44,12 @@ def test_generate_precision_option() -> None:
     args = ("generate", "こんにちは", "--seed", "0", "--max-length", "30")
     fp16 = neuroq(*args, "--precision", "fp16")
     assert fp16.returncode == 0, fp16.stderr
-    # The shipped model gives the same reply either way (tests/model/test_precision.py).
+    # The shipped model gives the same reply either way (tests/model/test_decode.py).
     assert fp16.stdout == neuroq(*args).stdout
-    bad = CliRunner().invoke(main, [*args, "--precision", "int8"])
+    bad = CliRunner().invoke(main, [*args, "--precision", "bf16"])
     assert bad.exit_code == 2 and "--precision" in bad.output
+    (option,) = [p for p in generate.params if p.name == "precision"]
+    assert tuple(option.type.choices) == PRECISIONS  # type: ignore[attr-defined]
 
 
 def test_generate_stream_prints_the_same_reply() -> None:

@@ -1,0 +1,321 @@
+"""One decode step of the layered model (one new token per row, keys and values cached), as a
+pure function that runs eagerly or compiled.
+
+Generation spends nearly all its time here, and a step is small: one row per request times every
+weight matrix, plus some 250 tiny tensor ops. Three things make it fast, each a choice of the
+caller (`Engine(precision=..., compile=...)`):
+
+- Weight bytes. The products stream every weight once per token, so they run at the speed the
+  CPU's kernels read weights: `fp32` uses the packed float32 matrices; `fp16` float16 copies
+  through PyTorch's reduced-precision matrix-vector kernel (float32 accumulation); `int8`
+  8-bit weights with one scale per output row, through `torch._weight_int8pack_mm`, which takes
+  bfloat16 inputs. Only the products change: LayerNorm, tanh, GELU, attention and the cache stay
+  float32, and every product's output comes back as float32.
+- Fewer, fused ops (`compile=True`). `decode_step` is traced once per precision and shape family
+  (batch size and cache length stay symbolic) and compiled by TorchInductor into C++ kernels
+  that fuse the small ops; weights are inputs, so one compiled step serves every checkpoint of
+  the same architecture. It needs a C++ compiler at run time and takes several seconds the first
+  time (Inductor caches its output on disk); without one the step runs eagerly, with a warning.
+- Nothing written in place. The step reads the cached keys and values and returns the new ones,
+  which the caller appends (`KVCache.append`); attention covers the cached keys and the new key
+  as two parts of one softmax. A compiled graph that wrote into the cache would copy it.
+
+The equations are those of `Block` in model.py (and of the packed prefill path in inference.py);
+the tests hold the `fp32` step to the module path's full forward within 1e-5.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch.utils import _pytree as pytree
+
+if TYPE_CHECKING:
+    from neuroq.model.inference import PackedLayered
+
+log = logging.getLogger("neuroq.model")
+
+#: `fp32` exact; `fp16` and `int8` trade a little accuracy for fewer weight bytes
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class Matrix(NamedTuple):
+    """A weight matrix in one of the step's layouts: fp32 (in, out); fp16 (out, in); int8
+    (out, in) with a bfloat16 scale per output row (an empty `scale` for the others)."""
+
+    w: torch.Tensor
+    scale: torch.Tensor
+
+
+class LayerWeights(NamedTuple):
+    ln1_w: torch.Tensor
+    ln1_b: torch.Tensor
+    qkv: Matrix  # E -> 3E
+    b_qkv: torch.Tensor
+    attn_J: torch.Tensor  # (H, d, d), pre-scaled by λ_attn·√d
+    proj: Matrix
+    b_proj: torch.Tensor
+    ln2_w: torch.Tensor
+    ln2_b: torch.Tensor
+    fc: Matrix  # MLP c_fc, E -> F
+    b_fc: torch.Tensor
+    up: Matrix  # QBNN up linear, E -> F
+    b_up: torch.Tensor
+    up_J: Matrix  # E -> F, reads tanh z
+    ln_up_w: torch.Tensor
+    ln_up_b: torch.Tensor
+    lam_up: torch.Tensor  # 0.7·span·σ(λ_base), a 0-d tensor
+    mlp_out: Matrix  # MLP c_proj, F -> E
+    b_mlp_out: torch.Tensor
+    down: Matrix  # QBNN down linear, F -> E
+    b_down: torch.Tensor
+    down_J: Matrix  # F -> E, reads tanh(up)
+    ln_down_w: torch.Tensor
+    ln_down_b: torch.Tensor
+    lam_down: torch.Tensor
+
+
+class DecodeWeights(NamedTuple):
+    layers: tuple[LayerWeights, ...]
+    ln_f_w: torch.Tensor
+    ln_f_b: torch.Tensor
+    head: Matrix  # E -> V
+
+
+def decode_weights(packed: PackedLayered, precision: str) -> DecodeWeights:
+    """The packed float32 weights in the step's layout for `precision` (fp32 shares them)."""
+
+    def mat(w: torch.Tensor) -> Matrix:  # w: float32 (in, out)
+        return _matrix(w, precision)
+
+    def stage(w: torch.Tensor, b: torch.Tensor) -> tuple[Any, ...]:
+        """A feed-forward stage's three stacked matrices and the first two's biases."""
+        return mat(w[0]), b[0, 0], mat(w[1]), b[1, 0], mat(w[2])
+
+    layers = [
+        LayerWeights._make(
+            [
+                *p.ln1,
+                mat(p.w_qkv),
+                p.b_qkv,
+                p.attn_J,
+                mat(p.w_proj),
+                p.b_proj,
+                *p.ln2,
+                *stage(p.w_in, p.b_in),
+                *p.ln_up,
+                torch.tensor(p.lam_up),
+                *stage(p.w_out, p.b_out),
+                *p.ln_down,
+                torch.tensor(p.lam_down),
+            ]
+        )
+        for p in packed.blocks
+    ]
+    # The head stays float32 (see decode_step).
+    return DecodeWeights(tuple(layers), *packed.ln_f, _matrix(packed.w_head, "fp32"))
+
+
+def _matrix(w: torch.Tensor, precision: str) -> Matrix:
+    none = w.new_empty(0)
+    if precision == "fp32":
+        return Matrix(w, none)
+    rows = w.t().contiguous()  # (out, in): the layout of both reduced-precision kernels
+    if precision == "fp16":
+        return Matrix(rows.half(), none)
+    scale = rows.abs().amax(dim=1).clamp(min=1e-12) / 127.0
+    q = torch.round(rows / scale.unsqueeze(1)).clamp(-127, 127).to(torch.int8)
+    return Matrix(q.contiguous(), scale.to(torch.bfloat16))
+
+
+def _product(x: torch.Tensor, m: Matrix, precision: str) -> torch.Tensor:
+    """x @ W; float32 out for fp32, float16 or bfloat16 out for the others."""
+    if precision == "fp32":
+        return x @ m.w
+    if precision == "fp16":
+        return F.linear(x.half(), m.w)
+    return torch._weight_int8pack_mm(x.to(torch.bfloat16), m.w, m.scale)
+
+
+def _linear(x: torch.Tensor, m: Matrix, b: torch.Tensor, precision: str) -> torch.Tensor:
+    if precision == "fp32":
+        return torch.addmm(b, x, m.w)
+    return torch.add(_product(x, m, precision), b)  # reduced + float32 bias -> float32
+
+
+def _qbnn(
+    h: torch.Tensor,
+    m: Matrix,
+    b: torch.Tensor,
+    J: Matrix,
+    lam: torch.Tensor,
+    ln: tuple[torch.Tensor, torch.Tensor],
+    precision: str,
+) -> torch.Tensor:
+    """QBNNLayer.forward: a = W h + b, out = GELU(LayerNorm(a + λ·(tanh(h)J ⊙ tanh a)))."""
+    a = _linear(h, m, b, precision)
+    delta = _product(torch.tanh(h), J, precision).float() * torch.tanh(a)
+    return F.gelu(F.layer_norm(torch.addcmul(a, lam, delta), (a.size(-1),), *ln))
+
+
+def decode_step(
+    precision: str,
+    num_heads: int,
+    x: torch.Tensor,
+    lam: torch.Tensor,
+    visible: torch.Tensor | None,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    weights: DecodeWeights,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One token per row through every block and the head.
+
+    x (B, E): the new tokens' embeddings (token + position); lam (B, 1): their λ phase;
+    visible (B, n) bool or None: which cached slots a row may attend to (None: all);
+    keys (L, B, H, n, 2d) the cached [k, tanh k]; values (L, B, H, n, d).
+    Returns the logits (B, V) and the new keys (L, B, H, 2d) and values (L, B, H, d).
+    """
+    B, E = x.shape
+    H = num_heads
+    d = E // H
+    n = keys.size(3)
+    scale = 1.0 / math.sqrt(d)
+    new_keys, new_values = [], []
+    for i, w in enumerate(weights.layers):
+        # Attention: score = [q, λ√d·tanh(q)J]·[k, tanh k]/√d, as in CausalSelfAttention.
+        h = F.layer_norm(x, (E,), w.ln1_w, w.ln1_b)
+        qkv = _linear(h, w.qkv, w.b_qkv, precision)  # (B, 3E)
+        t = torch.tanh(qkv[:, : 2 * E]).view(B, 2, H, 1, d)
+        q = torch.cat([qkv[:, :E].view(B, H, 1, d), t[:, 0] @ w.attn_J], dim=-1)  # (B, H, 1, 2d)
+        k = torch.cat([qkv[:, E : 2 * E].view(B, H, 1, d), t[:, 1]], dim=-1)
+        v = qkv[:, 2 * E :].view(B, H, 1, d)
+        new_keys.append(k.view(B, H, 2 * d))
+        new_values.append(v.view(B, H, d))
+        old = q @ keys[i].transpose(-1, -2)  # (B, H, 1, n)
+        if visible is not None:
+            old = old.masked_fill(~visible.view(B, 1, 1, n), -math.inf)
+        own = (q * k).sum(dim=-1, keepdim=True)  # (B, H, 1, 1)
+        p = torch.softmax(torch.cat([old, own], dim=-1).mul_(scale), dim=-1)
+        y = torch.addcmul(p[..., :n] @ values[i], p[..., n:], v)  # (B, H, 1, d)
+        x = x + _linear(y.view(B, E), w.proj, w.b_proj, precision)
+
+        # Feed-forward: 0.7·MLP + 0.3·QBNN(up -> down).
+        z = F.layer_norm(x, (E,), w.ln2_w, w.ln2_b)
+        fc = _linear(z, w.fc, w.b_fc, precision)
+        up_ln, down_ln = (w.ln_up_w, w.ln_up_b), (w.ln_down_w, w.ln_down_b)
+        up = _qbnn(z, w.up, w.b_up, w.up_J, lam + w.lam_up, up_ln, precision)
+        mlp = _linear(F.gelu(fc), w.mlp_out, w.b_mlp_out, precision)
+        down = _qbnn(up, w.down, w.b_down, w.down_J, lam + w.lam_down, down_ln, precision)
+        x = torch.add(x, mlp, alpha=0.7).add_(down, alpha=0.3)
+    x = F.layer_norm(x, (E,), weights.ln_f_w, weights.ln_f_b)
+    # The head in float32 whatever the precision: its outputs are the logits, which bfloat16 (the
+    # int8 kernel's output) would round to steps of 1/16 near 10, float16 to 1/128, making ties
+    # common in top-k; and with the blocks' weights reduced, the float32 head still fits the CPU
+    # cache with them, where its product is faster than the float16 kernel's.
+    logits = _product(x, weights.head, "fp32")
+    return logits, torch.stack(new_keys), torch.stack(new_values)
+
+
+StepFn = Callable[..., tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+# Compiled steps by precision, architecture and size class; weights are inputs, so every model of
+# one architecture shares them (a checkpoint reloaded after training, say).
+_compiled: dict[tuple[Any, ...], StepFn | None] = {}
+_compile_lock = threading.Lock()
+
+
+class Decoder:
+    """`decode_step` with one model's weights in one precision, run eagerly or compiled.
+
+    Compiled steps are traced with symbolic sizes, so any batch size and cache length reuse
+    one, except sizes 0 and 1, which tracing specialises: a single row and a batch get a
+    compilation each. A failed compilation (no C++ compiler, say) is logged once and the step
+    runs eagerly from then on.
+    """
+
+    def __init__(
+        self, packed: PackedLayered, precision: str, num_heads: int, compile: bool
+    ) -> None:
+        self.precision, self.num_heads, self.compile = precision, num_heads, compile
+        self.weights = decode_weights(packed, precision)
+        self.flat_weights, self.weights_spec = pytree.tree_flatten(self.weights)
+        self.arch = (
+            precision,
+            num_heads,
+            len(self.weights.layers),
+            tuple((t.dtype, tuple(t.shape)) for t in self.flat_weights),
+            self.flat_weights[0].device.type,
+        )
+
+    def __call__(
+        self,
+        x: torch.Tensor,
+        lam: torch.Tensor,
+        visible: torch.Tensor | None,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        step = self._compiled_step(x, visible, keys) if self.compile else None
+        if step is None:
+            return decode_step(
+                self.precision, self.num_heads, x, lam, visible, keys, values, self.weights
+            )
+        inputs = [x, lam, keys, values] if visible is None else [x, lam, keys, values, visible]
+        return step(*inputs, *self.flat_weights)
+
+    def _compiled_step(
+        self, x: torch.Tensor, visible: torch.Tensor | None, keys: torch.Tensor
+    ) -> StepFn | None:
+        key = (*self.arch, visible is None, min(x.size(0), 2), min(keys.size(3), 2))
+        step = _compiled.get(key, _compiled)  # the dict itself: not compiled yet
+        if step is not _compiled:
+            return step  # type: ignore[return-value]
+        with _compile_lock:
+            if key not in _compiled:
+                _compiled[key] = self._compile(x, visible, keys)
+            return _compiled[key]
+
+    def _compile(
+        self, x: torch.Tensor, visible: torch.Tensor | None, keys: torch.Tensor
+    ) -> StepFn | None:
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        n_inputs = 4 if visible is None else 5
+        precision, num_heads, spec = self.precision, self.num_heads, self.weights_spec
+
+        def step(*args: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            x, lam, keys, values = args[:4]
+            mask = args[4] if n_inputs == 5 else None
+            weights = pytree.tree_unflatten(list(args[n_inputs:]), spec)
+            return decode_step(precision, num_heads, x, lam, mask, keys, values, weights)
+
+        B, E = x.shape
+        example = [x, x.new_zeros(B, 1), keys, keys[..., : E // self.num_heads]]
+        if visible is not None:
+            example.append(visible)
+        example += self.flat_weights
+        started = time.perf_counter()
+        try:
+            # No per-call checks of the ~250 inputs' sizes and strides (a third of a large-model
+            # step): they are this class's own tensors, in layouts fixed above.
+            with (
+                torch.inference_mode(False),
+                torch.no_grad(),
+                torch._inductor.config.patch(
+                    size_asserts=False, alignment_asserts=False, cpp_wrapper=True
+                ),
+            ):
+                graph = make_fx(step, tracing_mode="symbolic")(*example)
+                compiled = torch._inductor.standalone_compile(graph, list[Any](example))
+        except Exception as exc:  # no C++ compiler, an unsupported op, ...
+            log.warning("compiling the decode step failed, running it eagerly: %s", exc)
+            return None
+        log.info("decode step compiled (%s) in %.1f s", precision, time.perf_counter() - started)
+        return compiled
