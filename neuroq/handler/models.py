@@ -38,7 +38,7 @@ from neuroq.model.checkpoint import (
 )
 from neuroq.model.corpus import Dialogue, load_corpus
 from neuroq.model.engine import Engine
-from neuroq.model.model import NeuroQ, NeuroQConfig
+from neuroq.model.model import NeuroQ, NeuroQConfig, default_device
 from neuroq.model.tokenizer import MODEL_FILE, Tokenizer
 from neuroq.model.train import ProgressEvent, TerminalProgress, TrainResult, train
 
@@ -178,11 +178,24 @@ class ModelRegistry:
             started = time.perf_counter()
             model, tokenizer, _ = load_checkpoint(self.path(name))
             engine = Engine(
-                model, tokenizer, device=self.device, precision=self.precision, compile=self.compile
+                model,
+                tokenizer,
+                device=self.device,
+                precision=self._precision(),
+                compile=self.compile,
             )
             self._loaded[name] = _Loaded(stamp, engine)
             log.info("model %s loaded in %.2f s", name, time.perf_counter() - started)
             return engine
+
+    def _precision(self) -> str:
+        """The configured decode precision, except int8 on a GPU (its kernel is CPU-only),
+        which becomes fp16 with a warning rather than failing every generate."""
+        device = torch.device(self.device) if self.device is not None else default_device()
+        if self.precision == "int8" and device.type != "cpu":
+            log.warning("int8 decode steps run on the CPU only; using fp16 on %s", device.type)
+            return "fp16"
+        return self.precision
 
     def _base_tokenizer(self, name: str) -> Tokenizer:
         """The tokenizer a new model of this name gets: its own, else the shipped one's (so a

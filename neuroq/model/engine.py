@@ -286,6 +286,9 @@ class Engine:
                 f"model only {model.config.vocab_size}"
             )
         self.device = torch.device(device) if device is not None else default_device()
+        if precision == "int8" and self.device.type != "cpu":
+            # torch._weight_int8pack_mm has no CUDA kernel; fp16 is the fast choice there.
+            raise ValueError(f"precision: int8 runs on the CPU only, not on {self.device.type}")
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
 

@@ -18,7 +18,8 @@ purpose: it is the reference that the cached engine (engine.py) is tested agains
 The modules below are the readable definition and the training path. In eval mode with gradients
 off (generation, evaluation, the naive reference too) the layered mode runs the same equations on
 packed copies of its weights instead (inference.py: a layout the CPU's matmuls stream faster, and
-fewer calls); the tests hold the two paths to 1e-5.
+fewer calls), and its single-token cached steps through decode.py (optionally with float16 or
+int8 weights, optionally compiled); the tests hold the float32 paths to 1e-5.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from neuroq.handler.actions import (
     decode_precision,
     torch_threads,
 )
+from neuroq.handler.models import ModelRegistry
 
 
 @pytest.fixture
@@ -80,3 +81,14 @@ def test_unusable_decode_precision_warns_and_uses_fp32(caplog: pytest.LogCapture
     with caplog.at_level(logging.WARNING, logger="neuroq.handler"):
         assert decode_precision("int4") == "fp32"
     assert "NEUROQ_DECODE_PRECISION" in caplog.text
+
+
+def test_int8_on_a_gpu_worker_becomes_fp16(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The int8 kernel is CPU-only; a GPU worker configured for it decodes in fp16 instead of
+    failing every generate (no GPU needed: nothing is moved to the device here)."""
+    with caplog.at_level(logging.WARNING, logger="neuroq.handler"):
+        assert ModelRegistry(tmp_path, device="cuda", precision="int8")._precision() == "fp16"
+    assert "int8" in caplog.text
+    assert ModelRegistry(tmp_path, device="cpu", precision="int8")._precision() == "int8"

@@ -162,8 +162,9 @@ class _Bytes:
         ({"precision": "FP16"}, r"^precision: "),
         ({"precision": None}, r"^precision: "),
         ({"compile": "yes"}, r"^compile: expected true or false"),
+        ({"precision": "int8", "device": "cuda"}, r"^precision: int8 runs on the CPU only"),
     ],
 )
 def test_bad_engine_settings_are_rejected_by_name(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Engine(tiny(), _Bytes(), device="cpu", **kwargs)
+        Engine(tiny(), _Bytes(), **{"device": "cpu", **kwargs})
