@@ -9,15 +9,15 @@ caller (`Engine(precision=..., compile=...)`):
   CPU's kernels read weights: `fp32` uses the packed float32 matrices; `fp16` float16 copies
   through PyTorch's reduced-precision matrix-vector kernel (float32 accumulation); `int8`
   8-bit weights with one scale per output row, through `torch._weight_int8pack_mm`, which takes
-  bfloat16 inputs. Only the products change: LayerNorm, tanh, GELU, attention and the cache stay
-  float32, and every product's output comes back as float32.
+  bfloat16 inputs. Only the blocks' products change: LayerNorm, tanh, GELU, attention, the
+  cache and the head stay float32, and every product's output goes on as float32.
 - Fewer, fused ops (`compile=True`). `decode_step` is traced once per precision and shape family
   (batch size and cache length stay symbolic) and compiled by TorchInductor into C++ kernels
   that fuse the small ops; weights are inputs, so one compiled step serves every checkpoint of
-  the same architecture. It needs a C++ compiler at run time and takes several seconds the first
-  time (Inductor caches its output on disk); without one the step runs eagerly, with a warning.
+  the same architecture. It needs a C++ compiler at run time and takes 10-60 s the first time
+  (Inductor caches its output on disk); without one the step runs eagerly, with a warning.
 - Nothing written in place. The step reads the cached keys and values and returns the new ones,
-  which the caller appends (`KVCache.append`); attention covers the cached keys and the new key
+  which the caller stores (`KVCache.store_step`); attention covers the cached keys and the new key
   as two parts of one softmax. A compiled graph that wrote into the cache would copy it.
 
 The equations are those of `Block` in model.py (and of the packed prefill path in inference.py);
@@ -235,9 +235,9 @@ class Decoder:
     """`decode_step` with one model's weights in one precision, run eagerly or compiled.
 
     Compiled steps are traced with symbolic sizes, so any batch size and cache length reuse
-    one, except sizes 0 and 1, which tracing specialises: a single row and a batch get a
-    compilation each. A failed compilation (no C++ compiler, say) is logged once and the step
-    runs eagerly from then on.
+    one, except sizes 0 and 1, which tracing specialises: a single row, a batch and a padded
+    batch (with a mask) get a compilation each. A failed compilation (no C++ compiler, say) is
+    logged once and the step runs eagerly from then on.
     """
 
     def __init__(
