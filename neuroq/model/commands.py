@@ -213,7 +213,7 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
     "--compile",
     "compile_step",
     is_flag=True,
-    help="Compile the decode step (needs a C++ compiler; the first run takes seconds more).",
+    help="Compile the decode step (needs a C++ compiler; a first run compiles for 10-60 s).",
 )
 def generate(
     prompt: str,
