@@ -150,6 +150,18 @@ def _linear(x: torch.Tensor, m: Matrix, b: torch.Tensor, precision: str) -> torc
     return torch.add(_product(x, m, precision), b)  # reduced + float32 bias -> float32
 
 
+def qbnn_out(
+    a: torch.Tensor,
+    delta_pre: torch.Tensor,
+    lam: torch.Tensor,
+    ln: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """GELU(LayerNorm(a + λ·(tanh(h)J ⊙ tanh a))), given a and tanh(h)J (QBNNLayer.forward).
+    Shared with the packed prefill path (inference.py)."""
+    delta = delta_pre * torch.tanh(a)
+    return F.gelu(F.layer_norm(torch.addcmul(a, lam, delta), (a.size(-1),), *ln))
+
+
 def _qbnn(
     h: torch.Tensor,
     m: Matrix,
@@ -159,10 +171,9 @@ def _qbnn(
     ln: tuple[torch.Tensor, torch.Tensor],
     precision: str,
 ) -> torch.Tensor:
-    """QBNNLayer.forward: a = W h + b, out = GELU(LayerNorm(a + λ·(tanh(h)J ⊙ tanh a)))."""
+    """QBNNLayer.forward on h with the step's products."""
     a = _linear(h, m, b, precision)
-    delta = _product(torch.tanh(h), J, precision).float() * torch.tanh(a)
-    return F.gelu(F.layer_norm(torch.addcmul(a, lam, delta), (a.size(-1),), *ln))
+    return qbnn_out(a, _product(torch.tanh(h), J, precision).float(), lam, ln)
 
 
 def decode_step(
@@ -253,6 +264,9 @@ class Decoder:
             tuple((t.dtype, tuple(t.shape)) for t in self.flat_weights),
             self.flat_weights[0].device.type,
         )
+        # This decoder's compiled steps by size class; the shared `_compiled` is only consulted
+        # (hashing `arch`, ~250 entries) when a size class is first seen.
+        self._steps: dict[tuple[bool, int, int], StepFn | None] = {}
 
     def __call__(
         self,
@@ -273,14 +287,14 @@ class Decoder:
     def _compiled_step(
         self, x: torch.Tensor, visible: torch.Tensor | None, keys: torch.Tensor
     ) -> StepFn | None:
-        key = (*self.arch, visible is None, min(x.size(0), 2), min(keys.size(3), 2))
-        step = _compiled.get(key, _compiled)  # the dict itself: not compiled yet
-        if step is not _compiled:
-            return step  # type: ignore[return-value]
-        with _compile_lock:
-            if key not in _compiled:
-                _compiled[key] = self._compile(x, visible, keys)
-            return _compiled[key]
+        size_class = (visible is None, min(x.size(0), 2), min(keys.size(3), 2))
+        if size_class not in self._steps:
+            key = (self.arch, size_class)
+            with _compile_lock:
+                if key not in _compiled:
+                    _compiled[key] = self._compile(x, visible, keys)
+                self._steps[size_class] = _compiled[key]
+        return self._steps[size_class]
 
     def _compile(
         self, x: torch.Tensor, visible: torch.Tensor | None, keys: torch.Tensor

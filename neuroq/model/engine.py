@@ -370,7 +370,7 @@ class Engine:
             raise ValueError("prompts: expected non-empty id lists, one SamplingParams each")
         model = self.model
         P = model.config.max_seq_len
-        sampler = Sampler(params, model.config.vocab_size, self.device)
+        sampler = Sampler(params, self.device)
         seqs = [list(p) for p in prompts]
         produced = [0] * len(seqs)
 

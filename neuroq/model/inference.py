@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, cast
 import torch
 import torch.nn.functional as F
 
-from neuroq.model.decode import Decoder
+from neuroq.model.decode import Decoder, qbnn_out
 
 if TYPE_CHECKING:
     from neuroq.model.engine import KVCache
@@ -181,11 +181,11 @@ class PackedLayered:
         # Feed-forward: 0.7·MLP + 0.3·QBNN(up -> down), each stage one bmm over three matrices.
         z = F.layer_norm(x, (E,), *p.ln2)
         fc, a_up, delta_up = torch.baddbmm(p.b_in, torch.stack([z, z, torch.tanh(z)]), p.w_in)
-        up = _qbnn_out(a_up, delta_up, lam + p.lam_up, p.ln_up)
+        up = qbnn_out(a_up, delta_up, lam + p.lam_up, p.ln_up)
         mlp, a_down, delta_down = torch.baddbmm(
             p.b_out, torch.stack([F.gelu(fc), up, torch.tanh(up)]), p.w_out
         )
-        down = _qbnn_out(a_down, delta_down, lam + p.lam_down, p.ln_down)
+        down = qbnn_out(a_down, delta_down, lam + p.lam_down, p.ln_down)
         return torch.add(x, mlp, alpha=0.7).add_(down, alpha=0.3)
 
     def decode(
@@ -229,14 +229,3 @@ def _stacked(linear: torch.nn.Linear, qbnn: QBNNLayer) -> tuple[torch.Tensor, to
 
 def _ln(module: torch.nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
     return module.weight.detach(), module.bias.detach()
-
-
-def _qbnn_out(
-    a: torch.Tensor,
-    delta_pre: torch.Tensor,
-    lam: torch.Tensor,
-    ln: tuple[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """GELU(LayerNorm(a + λ·(tanh(h)J ⊙ tanh a))), given a and tanh(h)J (QBNNLayer.forward)."""
-    delta = delta_pre * torch.tanh(a)
-    return F.gelu(F.layer_norm(torch.addcmul(a, lam, delta), (a.size(-1),), *ln))

@@ -536,7 +536,7 @@ class NeuroQ(nn.Module):
         assert ids, "generate_naive needs at least one prompt token"
         was_training = self.training
         self.eval()
-        sampler = Sampler([params], self.config.vocab_size, self.device)
+        sampler = Sampler([params], self.device)
         seq = list(ids)
         out: list[int] = []
         for _ in range(params.max_length):

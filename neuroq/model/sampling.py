@@ -184,9 +184,7 @@ class Sampler:
     generator per row. Rows are addressed by their index in `params`, so rows that finish can drop
     out of later calls without disturbing the others."""
 
-    def __init__(
-        self, params: Sequence[SamplingParams], vocab_size: int, device: torch.device | str
-    ) -> None:
+    def __init__(self, params: Sequence[SamplingParams], device: torch.device | str) -> None:
         self.params = list(params)
         self.device = torch.device(device)
         n = len(self.params)

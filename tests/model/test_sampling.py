@@ -61,7 +61,7 @@ def test_sampler_filters_sorted_candidates_like_the_filters() -> None:
     logits[1, 10:13] = logits[1].max() - 0.5  # ties near the top-k boundary
     ks, ps = [5, 12, 0, 40], [0.5, 0.9, 0.3, 1.0]
     sampler = Sampler(
-        [SamplingParams(top_k=k, top_p=p) for k, p in zip(ks, ps, strict=True)], 300, "cpu"
+        [SamplingParams(top_k=k, top_p=p) for k, p in zip(ks, ps, strict=True)], "cpu"
     )
     values, ids = sampler._candidates(logits, ks)
     values = sampler._top_p_sorted(values, ps)
@@ -146,25 +146,25 @@ def greedy(**kw: object) -> SamplingParams:
 def test_sampler_penalises_generated_tokens_only() -> None:
     logits = torch.full((1, 16), -5.0)
     logits[0, 10], logits[0, 11] = 2.0, 1.5
-    sampler = Sampler([greedy(repetition_penalty=2.0)], 16, "cpu")
+    sampler = Sampler([greedy(repetition_penalty=2.0)], "cpu")
     assert sampler.sample(logits, [0]) == [10]
     # 10 was generated: 2.0 / 2 = 1.0 < 1.5, so 11 wins now, then 10 again (1.0 vs 0.75).
     assert sampler.sample(logits, [0]) == [11]
     assert sampler.sample(logits, [0]) == [10]
     # Without a penalty the argmax repeats.
-    plain = Sampler([greedy(repetition_penalty=1.0)], 16, "cpu")
+    plain = Sampler([greedy(repetition_penalty=1.0)], "cpu")
     assert [plain.sample(logits, [0])[0] for _ in range(3)] == [10, 10, 10]
 
 
 def test_sampler_does_not_penalise_special_tokens() -> None:
     logits = torch.full((1, 16), -5.0)
     logits[0, ASSISTANT_ID], logits[0, 11] = 2.0, 1.5
-    sampler = Sampler([greedy(repetition_penalty=4.0)], 16, "cpu")
+    sampler = Sampler([greedy(repetition_penalty=4.0)], "cpu")
     assert [sampler.sample(logits, [0])[0] for _ in range(3)] == [ASSISTANT_ID] * 3
 
 
 def test_penalty_window_forgets_old_tokens() -> None:
-    sampler = Sampler([greedy(repetition_penalty=2.0)], PENALTY_WINDOW + 20, "cpu")
+    sampler = Sampler([greedy(repetition_penalty=2.0)], "cpu")
     for token in range(6, 6 + PENALTY_WINDOW + 1):
         sampler._record([0], [token])
     assert 6 not in sampler.counts[0]  # fell out of the window
@@ -177,10 +177,10 @@ def test_seeded_rows_are_independent_of_batching() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 50, 40)  # (rows, steps, vocab)
     params = [SamplingParams(seed=s, top_k=0, top_p=1.0, repetition_penalty=1.3) for s in (1, 2, 3)]
-    together = Sampler(params, 40, "cpu")
+    together = Sampler(params, "cpu")
     batched = [together.sample(logits[:, t], [0, 1, 2]) for t in range(50)]
     for r in range(3):
-        alone = Sampler([params[r]], 40, "cpu")
+        alone = Sampler([params[r]], "cpu")
         tokens = [alone.sample(logits[r : r + 1, t], [0])[0] for t in range(50)]
         assert tokens == [step[r] for step in batched]
     assert len({tuple(step[r] for step in batched) for r in range(3)}) == 3
@@ -193,6 +193,6 @@ def test_sampling_follows_the_distribution() -> None:
     params = SamplingParams(
         seed=123, temp_min=1.0, temp_max=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0
     )
-    sampler = Sampler([params], 2, "cpu")
+    sampler = Sampler([params], "cpu")
     draws = [sampler.sample(logits[i : i + 1], [0])[0] for i in range(2000)]
     assert 1500 < draws.count(0) < 1700
