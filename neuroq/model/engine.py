@@ -96,6 +96,7 @@ class KVCache:
         self.pad: torch.Tensor | None = None
         self.min_pad = 0  # the position of slot s is at most s - min_pad
         self.key_valid: torch.Tensor | None = None  # (B, capacity) bool, None: no padding
+        self.weights: object = None  # the model's packed weights that filled it (model.py)
         if pad is not None and any(pad):
             self.pad = torch.tensor(list(pad), device=device)
             self.min_pad = min(pad)
@@ -370,7 +371,7 @@ class Engine:
             raise ValueError("prompts: expected non-empty id lists, one SamplingParams each")
         model = self.model
         P = model.config.max_seq_len
-        sampler = Sampler(params, self.device)
+        sampler = Sampler(params)
         seqs = [list(p) for p in prompts]
         produced = [0] * len(seqs)
 

@@ -448,6 +448,11 @@ class NeuroQ(nn.Module):
         """
         assert precision in PRECISIONS, f"precision: expected one of {PRECISIONS}"
         T = idx.size(1)
+        packed = self._inference_weights(cache)
+        if packed is not None and cache is not None and T == 1 and targets is None:
+            if idx.size(0) > REDUCED_MAX_ROWS:
+                precision = "fp32"
+            return self._decode(idx, packed, cache, precision, compile), None
         if cache is None:
             assert self.config.max_seq_len >= T, (
                 f"sequence of length {T} exceeds max_seq_len {self.config.max_seq_len}"
@@ -466,13 +471,6 @@ class NeuroQ(nn.Module):
             lambda_phase = self.lambda_phase_table.index_select(0, pos.reshape(-1))
             lambda_phase = lambda_phase.view(*pos.shape, 1)
         use_noise = self.training if noise is None else noise
-        packed = self._inference_weights()
-        if packed is not None and cache is not None and T == 1 and targets is None:
-            if idx.size(0) > REDUCED_MAX_ROWS:
-                precision = "fp32"
-            logits = packed.decode(x, lambda_phase, cache, precision, compile)
-            cache.advance(1)
-            return logits, None
         if packed is not None:
             x = packed.run(x, lambda_phase, attn_mask, cache)
         else:
@@ -501,17 +499,43 @@ class NeuroQ(nn.Module):
         self._packed = None  # .to(), .half(), ...: repack from the converted parameters
         return super()._apply(fn, recurse)
 
-    def _inference_weights(self) -> PackedLayered | None:
+    def _inference_weights(self, cache: KVCache | None = None) -> PackedLayered | None:
         """The packed weights when this forward may use them: layered mode, eval mode, no
-        gradients (generation, evaluation); rebuilt after any parameter changed."""
+        gradients (generation, evaluation); rebuilt after any parameter changed.
+
+        A cache keeps the packed weights that filled it and its later steps use those without
+        checking the parameters again (a check costs more than a tenth of a fast decode step):
+        its keys and values belong to those weights anyway."""
         if self.training or torch.is_grad_enabled() or self.config.mode != "layered":
             return None
+        if cache is not None and isinstance(cache.weights, PackedLayered):
+            return cache.weights
         packed = self._packed
         if packed is None or not packed.is_current():
             # Plain tensors even under inference_mode, so later no_grad calls may use them.
             with torch.inference_mode(False):
                 packed = self._packed = PackedLayered(self)
+        if cache is not None:
+            cache.weights = packed
         return packed
+
+    def _decode(
+        self,
+        idx: torch.Tensor,
+        packed: PackedLayered,
+        cache: KVCache,
+        precision: str,
+        compile: bool,
+    ) -> torch.Tensor:
+        """One cached single-token step of the packed path: the embeddings and λ phase of each
+        row's next position, then decode.py's step; logits (B, 1, V). The general path's
+        dropout and attention mask are left out (eval mode; the step masks padding itself)."""
+        pos = cache.positions(1)  # (B, 1)
+        x = F.embedding(idx, self.wte.weight) + F.embedding(pos, self.wpe.weight)
+        lambda_phase = F.embedding(pos, self.lambda_phase_table.unsqueeze(-1))  # (B, 1, 1)
+        logits = packed.decode(x, lambda_phase, cache, precision, compile)
+        cache.advance(1)
+        return logits
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay only matrices and embeddings (2-D and up), not biases,
@@ -536,7 +560,7 @@ class NeuroQ(nn.Module):
         assert ids, "generate_naive needs at least one prompt token"
         was_training = self.training
         self.eval()
-        sampler = Sampler([params], self.device)
+        sampler = Sampler([params])
         seq = list(ids)
         out: list[int] = []
         for _ in range(params.max_length):

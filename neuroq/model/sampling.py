@@ -1,21 +1,22 @@
 """Sampling: request parameters, the logit filters and a batched, per-row-seeded sampler.
 
 The order is fixed by the spec: repetition penalty -> temperature (sine schedule) -> top-k ->
-top-p -> draw. Every filter works on a (B, V) batch of logits with one parameter per row, so one
-step of a batch of requests costs a handful of tensor ops, not a Python loop over the vocabulary.
-Each row owns a `torch.Generator`, so a request draws the same tokens whether it runs alone or in a
-batch.
+top-p -> draw. The filters below work on a (B, V) batch of logits with one parameter per row;
+they are the readable reference. `Sampler`, which generation uses, applies the same rules with
+shortcuts the tests hold to those filters: the penalty on the seen ids only, and everything after
+one `topk` call on the few candidates left. Each row owns a random stream, so a request draws the
+same tokens whether it runs alone or in a batch.
 """
 
 from __future__ import annotations
 
 import math
-import secrets
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 
 # Special token ids shared by the tokenizer, the training data and generation.
@@ -172,21 +173,19 @@ def top_p_filter(logits: torch.Tensor, p: torch.Tensor | float) -> torch.Tensor:
     return logits.masked_fill(remove_unsorted, -math.inf)
 
 
-def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
-    """A private random stream for one request; `None` seeds it from the OS."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(secrets.randbits(63) if seed is None else seed)
-    return generator
-
-
 class Sampler:
     """Per-row sampling state for a batch of requests: step counters, the penalty window and one
-    generator per row. Rows are addressed by their index in `params`, so rows that finish can drop
-    out of later calls without disturbing the others."""
+    random stream per row. Rows are addressed by their index in `params`, so rows that finish can
+    drop out of later calls without disturbing the others.
 
-    def __init__(self, params: Sequence[SamplingParams], device: torch.device | str) -> None:
+    The draw runs on the CPU whatever device made the logits: after one `topk` call a row has at
+    most top_k candidates, and on arrays that small NumPy's operations cost about a microsecond
+    where a tensor operation costs several, which matters when a decode step takes two
+    milliseconds. A `seed=None` request seeds its stream from the OS.
+    """
+
+    def __init__(self, params: Sequence[SamplingParams]) -> None:
         self.params = list(params)
-        self.device = torch.device(device)
         n = len(self.params)
         self.ranges = [p.temperature_range for p in self.params]
         self.use_penalty = any(p.repetition_penalty > 1.0 for p in self.params)
@@ -195,84 +194,74 @@ class Sampler:
         self.counts: list[Counter[int]] = [Counter() for _ in range(n)]
         self.history: list[list[int]] = [[] for _ in range(n)]
         self.steps = [0] * n
-        self.generators = [make_generator(p.seed, self.device) for p in self.params]
+        self.rngs = [np.random.default_rng(p.seed) for p in self.params]
 
     def sample(self, logits: torch.Tensor, rows: Sequence[int]) -> list[int]:
         """Draw one token for each of `rows` from `logits` (len(rows), V) and record it."""
-        logits = logits.float()
+        scores = logits.detach().float().cpu().numpy()
         if self.use_penalty:
-            logits = self._penalise(logits, rows)
+            scores = self._penalise(scores, rows)
         temps = [temperature_at(self.steps[r], *self.ranges[r]) for r in rows]
-        logits = logits / torch.tensor(temps, device=self.device).unsqueeze(-1)
-        values, ids = self._candidates(logits, [self.params[r].top_k for r in rows])
-        values = self._top_p_sorted(values, [self.params[r].top_p for r in rows])
-        probs = torch.softmax(values, dim=-1)  # (B, K), descending
-        # Inverse-CDF draw with each row's own uniform number. Candidates are sorted and the
-        # filtered ones form a zero-probability tail, so a row draws the same id whatever K is,
-        # i.e. whatever other rows share its batch.
-        u = torch.stack(
-            [torch.rand((), generator=self.generators[r], device=self.device) for r in rows]
-        )
-        cdf = probs.cumsum(dim=-1)
-        pick = (cdf < u.unsqueeze(-1) * cdf[:, -1:]).sum(dim=-1).clamp(max=probs.size(-1) - 1)
-        tokens = ids.gather(-1, pick.unsqueeze(-1)).squeeze(-1).tolist()
+        scores = scores / np.array(temps, dtype=np.float32)[:, None]
+        weights, ids = self._candidates(scores, rows)
+        # Inverse-CDF draw with each row's own uniform number over its unnormalised weights.
+        u = np.array([self.rngs[r].random() for r in rows])
+        cdf = weights.cumsum(axis=-1)
+        pick = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=-1), cdf.shape[-1] - 1)
+        tokens = ids[np.arange(len(rows)), pick].tolist()
         self._record(rows, tokens)
         return tokens
 
-    def _penalise(self, logits: torch.Tensor, rows: Sequence[int]) -> torch.Tensor:
+    def _penalise(self, scores: np.ndarray, rows: Sequence[int]) -> np.ndarray:
         """`apply_repetition_penalty` on just the ids each row has seen (the same arithmetic)."""
-        at_row: list[int] = []
-        at_id: list[int] = []
+        at: list[int] = []  # flat indices row * V + id
         penalty: list[float] = []
+        vocab = scores.shape[-1]
         for i, r in enumerate(rows):
             p = self.params[r].repetition_penalty
-            if p > 1.0:
-                seen = self.counts[r]
-                at_row += [i] * len(seen)
-                at_id += seen
-                penalty += [p] * len(seen)
-        if not at_id:
-            return logits
-        index = (torch.tensor(at_row, device=self.device), torch.tensor(at_id, device=self.device))
-        p_t = torch.tensor(penalty, dtype=logits.dtype, device=self.device)
-        return logits.index_put(index, penalised(logits[index], p_t))
+            if p > 1.0 and self.counts[r]:
+                at += [i * vocab + t for t in self.counts[r]]
+                penalty += [p] * len(self.counts[r])
+        if not at:
+            return scores
+        out = scores.copy()
+        flat = out.reshape(-1)
+        seen = flat[at]
+        p_arr = np.array(penalty, dtype=np.float32)
+        flat[at] = np.where(seen > 0, seen / p_arr, seen * p_arr)  # the rule of `penalised`
+        return out
 
-    def _candidates(
-        self, logits: torch.Tensor, top_k: list[int]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits sorted descending (B, K) with their ids, those below each row's k-th largest set
-        to -inf. With top-k on in every row only the k_max best can survive, so K = k_max and the
-        rest of the step runs on (B, k_max) instead of (B, V); otherwise K = V."""
-        vocab = logits.size(-1)
-        k_max = max(top_k)
-        if min(top_k) == 0 or k_max >= vocab:
-            k_max = vocab
-        values, ids = torch.topk(logits, k_max, dim=-1)
-        if k_max < vocab:
-            # Ids outside the k_max that tie with the last one kept: top-k keeps ties, so widen
-            # to exactly the widest row's count.
-            widest = int((logits >= values[:, -1:]).sum(-1).max())
-            if widest > k_max:
-                values, ids = torch.topk(logits, widest, dim=-1)
-        K = values.size(-1)
-        ks = [min(k, K) if k > 0 else K for k in top_k]
-        if min(ks) == K:
-            return values, ids  # every row keeps all K (ties at its boundary included)
-        k = torch.tensor(ks, device=self.device)
-        threshold = values.gather(-1, (k - 1).unsqueeze(-1))
-        return values.masked_fill(values < threshold, -math.inf), ids
+    def _candidates(self, scores: np.ndarray, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's sampling weights after top-k and top-p (B, K), in descending order of the
+        scores, and their ids: exp(score - max) on the kept ids, 0 on the filtered ones.
 
-    def _top_p_sorted(self, values: torch.Tensor, top_p: list[float]) -> torch.Tensor:
-        """`top_p_filter` for logits already sorted descending (the candidates), without the
-        sort and scatter back."""
-        if min(top_p) >= 1.0:
-            return values
-        p = torch.tensor(top_p, dtype=values.dtype, device=self.device).unsqueeze(-1)
-        over = torch.softmax(values, dim=-1).cumsum(dim=-1) > p
-        # An id is removed only if the mass *before* it already exceeds p; rows with p = 1 keep all.
-        remove = torch.zeros_like(over)
-        remove[:, 1:] = over[:, :-1] & (p < 1.0)
-        return values.masked_fill(remove, -math.inf)
+        Only the K = max k best ids of any row can survive top-k, so everything after the one
+        `topk` call runs on (B, K) arrays. Weights are summed with sequential cumulative sums, so
+        a row's draw does not depend on K, i.e. on which other rows share its batch.
+        """
+        vocab = scores.shape[-1]
+        ks = [self.params[r].top_k or vocab for r in rows]
+        k_max = min(max(ks), vocab)
+        # One extra id shows whether a row's boundary value has ties beyond the k_max fetched.
+        fetch = min(k_max + 1, vocab)
+        values_t, ids_t = torch.topk(torch.from_numpy(scores), fetch, dim=-1)
+        values, ids = values_t.numpy(), ids_t.numpy()
+        boundary = values[np.arange(len(rows)), np.minimum(ks, k_max) - 1][:, None]
+        if fetch > k_max and (values[:, k_max : k_max + 1] == boundary).any():
+            # top-k keeps every id tied with the k-th largest: widen to the widest row's count.
+            widest = int((scores >= boundary).sum(axis=-1).max())
+            values_t, ids_t = torch.topk(torch.from_numpy(scores), widest, dim=-1)
+            values, ids = values_t.numpy(), ids_t.numpy()
+        else:
+            values, ids = values[:, :k_max], ids[:, :k_max]
+        weights = np.exp(values.astype(np.float64) - values[:, :1])
+        weights[values < boundary] = 0.0
+        top_p = np.array([self.params[r].top_p for r in rows])[:, None]
+        if (top_p < 1.0).any():
+            # Nucleus: an id is dropped when the mass before it already exceeds p.
+            cdf = weights.cumsum(axis=-1)
+            weights[:, 1:][cdf[:, :-1] > top_p * cdf[:, -1:]] = 0.0
+        return weights, ids
 
     def _record(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
         for r, t in zip(rows, tokens, strict=True):

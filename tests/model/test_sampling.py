@@ -53,22 +53,28 @@ def test_top_k_keeps_k_largest_and_ties() -> None:
     assert top_k_filter(torch.tensor([[1.0, 2.0]]), 50).tolist() == [[1.0, 2.0]]  # k > V
 
 
-def test_sampler_filters_sorted_candidates_like_the_filters() -> None:
-    """The sampler's shortcuts (top-k threshold and top-p on the already sorted candidates, no
-    re-sort) keep exactly what `top_k_filter` then `top_p_filter` keep."""
+def test_sampler_candidates_keep_what_the_filters_keep() -> None:
+    """The sampler's shortcuts (one top-k fetch with a tie check, top-p on the already sorted
+    candidates, in NumPy) keep exactly the ids `top_k_filter` then `top_p_filter` keep, with
+    weights proportional to their probabilities."""
     torch.manual_seed(0)
-    logits = torch.randn(4, 300)
-    logits[1, 10:13] = logits[1].max() - 0.5  # ties near the top-k boundary
-    ks, ps = [5, 12, 0, 40], [0.5, 0.9, 0.3, 1.0]
-    sampler = Sampler(
-        [SamplingParams(top_k=k, top_p=p) for k, p in zip(ks, ps, strict=True)], "cpu"
-    )
-    values, ids = sampler._candidates(logits, ks)
-    values = sampler._top_p_sorted(values, ps)
+    logits = torch.randn(5, 300)
+    logits[1, 10:13] = logits[1].max() - 0.5  # ties inside the fetched candidates
+    # Row 4: 20 clear leaders, then 60 ids tied at the top-k boundary, reaching past k_max + 1.
+    logits[4] = torch.randn(300) * 0.1 - 5.0
+    logits[4, :20] = 1.0 + torch.arange(20) * 0.1
+    logits[4, 20:80] = 0.25
+    ks, ps = [5, 12, 0, 40, 30], [0.5, 0.9, 0.3, 1.0, 1.0]
+    sampler = Sampler([SamplingParams(top_k=k, top_p=p) for k, p in zip(ks, ps, strict=True)])
+    weights, ids = sampler._candidates(logits.numpy(), range(5))
     expected = top_p_filter(top_k_filter(logits, torch.tensor(ks)), torch.tensor(ps))
-    got = torch.full_like(logits, -INF).scatter(-1, ids, values)
-    assert torch.equal(got.isfinite(), expected.isfinite())
-    torch.testing.assert_close(got[got.isfinite()], expected[expected.isfinite()], rtol=0, atol=0)
+    for r in range(5):
+        kept = ids[r][weights[r] > 0]
+        assert sorted(kept.tolist()) == torch.isfinite(expected[r]).nonzero().view(-1).tolist()
+        probs = torch.softmax(expected[r], dim=-1)[torch.from_numpy(kept)].double()
+        got = torch.from_numpy(weights[r][weights[r] > 0])
+        torch.testing.assert_close(got / got.sum(), probs / probs.sum())
+    assert (weights[4] > 0).sum() == 80  # the whole tie survived
 
 
 def test_top_p_keeps_the_nucleus() -> None:
@@ -146,25 +152,25 @@ def greedy(**kw: object) -> SamplingParams:
 def test_sampler_penalises_generated_tokens_only() -> None:
     logits = torch.full((1, 16), -5.0)
     logits[0, 10], logits[0, 11] = 2.0, 1.5
-    sampler = Sampler([greedy(repetition_penalty=2.0)], "cpu")
+    sampler = Sampler([greedy(repetition_penalty=2.0)])
     assert sampler.sample(logits, [0]) == [10]
     # 10 was generated: 2.0 / 2 = 1.0 < 1.5, so 11 wins now, then 10 again (1.0 vs 0.75).
     assert sampler.sample(logits, [0]) == [11]
     assert sampler.sample(logits, [0]) == [10]
     # Without a penalty the argmax repeats.
-    plain = Sampler([greedy(repetition_penalty=1.0)], "cpu")
+    plain = Sampler([greedy(repetition_penalty=1.0)])
     assert [plain.sample(logits, [0])[0] for _ in range(3)] == [10, 10, 10]
 
 
 def test_sampler_does_not_penalise_special_tokens() -> None:
     logits = torch.full((1, 16), -5.0)
     logits[0, ASSISTANT_ID], logits[0, 11] = 2.0, 1.5
-    sampler = Sampler([greedy(repetition_penalty=4.0)], "cpu")
+    sampler = Sampler([greedy(repetition_penalty=4.0)])
     assert [sampler.sample(logits, [0])[0] for _ in range(3)] == [ASSISTANT_ID] * 3
 
 
 def test_penalty_window_forgets_old_tokens() -> None:
-    sampler = Sampler([greedy(repetition_penalty=2.0)], "cpu")
+    sampler = Sampler([greedy(repetition_penalty=2.0)])
     for token in range(6, 6 + PENALTY_WINDOW + 1):
         sampler._record([0], [token])
     assert 6 not in sampler.counts[0]  # fell out of the window
@@ -177,10 +183,10 @@ def test_seeded_rows_are_independent_of_batching() -> None:
     torch.manual_seed(0)
     logits = torch.randn(3, 50, 40)  # (rows, steps, vocab)
     params = [SamplingParams(seed=s, top_k=0, top_p=1.0, repetition_penalty=1.3) for s in (1, 2, 3)]
-    together = Sampler(params, "cpu")
+    together = Sampler(params)
     batched = [together.sample(logits[:, t], [0, 1, 2]) for t in range(50)]
     for r in range(3):
-        alone = Sampler([params[r]], "cpu")
+        alone = Sampler([params[r]])
         tokens = [alone.sample(logits[r : r + 1, t], [0])[0] for t in range(50)]
         assert tokens == [step[r] for step in batched]
     assert len({tuple(step[r] for step in batched) for r in range(3)}) == 3
@@ -193,6 +199,6 @@ def test_sampling_follows_the_distribution() -> None:
     params = SamplingParams(
         seed=123, temp_min=1.0, temp_max=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0
     )
-    sampler = Sampler([params], "cpu")
+    sampler = Sampler([params])
     draws = [sampler.sample(logits[i : i + 1], [0])[0] for i in range(2000)]
     assert 1500 < draws.count(0) < 1700
