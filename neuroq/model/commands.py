@@ -213,7 +213,10 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
     "--compile",
     "compile_step",
     is_flag=True,
-    help="Compile the decode step (needs a C++ compiler; a first run compiles for 10-60 s).",
+    help=(
+        "Compile the decode step, and with int8 build its matrix kernel (needs a C++ compiler; "
+        "a first run on a machine compiles for 10-60 s)."
+    ),
 )
 def generate(
     prompt: str,

@@ -64,7 +64,7 @@ def _load() -> bool:
 
     @torch.library.register_fake("neuroq::int8_linear")
     def _(x: torch.Tensor, w: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        return x.new_empty(x.size(0), w.size(0))
+        return x.new_empty(*x.shape[:-1], w.size(-2))
 
     return True
 
