@@ -11,9 +11,9 @@ caller (`Engine(precision=..., compile=...)`):
   8-bit weights with one scale per output row, through our own kernel (kernels.py,
   int8_linear.cpp: integer arithmetic, about 2.5x faster here) when the step is compiled and the
   kernel can be built, else `torch._weight_int8pack_mm` (bfloat16 inputs). Only the products
-  change: LayerNorm, tanh, GELU, attention and the cache
-  stay float32, every product's output goes on as float32, and the head (`Head`) gives float32
-  logits from float16 weights in both reduced precisions.
+  change: LayerNorm, tanh, GELU, attention and the cache stay float32, every product's output
+  goes on as float32, and the head (`Head`) gives float32 logits from float16 weights in both
+  reduced precisions.
 - Fewer, fused ops (`compile=True`). `decode_step` is traced once per precision and shape family
   (batch size and cache length stay symbolic) and compiled by TorchInductor into C++ kernels
   that fuse the small ops; weights are inputs, so one compiled step serves every checkpoint of

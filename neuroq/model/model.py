@@ -503,13 +503,14 @@ class NeuroQ(nn.Module):
         """The packed weights when this forward may use them: layered mode, eval mode, no
         gradients (generation, evaluation); rebuilt after any parameter changed.
 
-        A cache keeps the packed weights that filled it and its later steps use those without
-        checking the parameters again (a check costs more than a tenth of a fast decode step):
-        its keys and values belong to those weights anyway."""
+        A cache remembers the packed weights that filled it, and while they are still this
+        model's packed copy its later steps use them without checking the parameters again (a
+        check costs more than a tenth of a fast decode step): the cached keys and values belong
+        to those weights anyway."""
         if self.training or torch.is_grad_enabled() or self.config.mode != "layered":
             return None
-        if cache is not None and isinstance(cache.weights, PackedLayered):
-            return cache.weights
+        if cache is not None and self._packed is not None and cache.weights is self._packed:
+            return self._packed
         packed = self._packed
         if packed is None or not packed.is_current():
             # Plain tensors even under inference_mode, so later no_grad calls may use them.

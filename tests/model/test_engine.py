@@ -100,6 +100,44 @@ def test_batched_equals_one_by_one(engine: Engine) -> None:
     assert [r.num_tokens for r in batched] == [30, 7, 30, 30]
 
 
+def test_decode_steps_check_the_parameters_once_per_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cache keeps the packed weights that filled it: the prefill checks the parameters,
+    the decode steps do not; a cache of another model is never taken for this one's."""
+    from neuroq.model.engine import KVCache
+    from neuroq.model.inference import PackedLayered
+
+    checks = 0
+    is_current = PackedLayered.is_current
+
+    def counted(self: PackedLayered) -> bool:
+        nonlocal checks
+        checks += 1
+        return is_current(self)
+
+    monkeypatch.setattr(PackedLayered, "is_current", counted)
+    engine = Engine(make_model("layered"), ByteTokenizer(), device="cpu")
+    engine.generate(["hi"], params(0, max_length=20, stop_at_eos=False))  # packs the weights
+    checks = 0
+    (result,) = engine.generate(["hi"], params(1, max_length=20, stop_at_eos=False))
+    assert result.num_tokens == 20 and checks == 1
+
+    other = make_model("layered").eval()
+    with torch.no_grad():
+        other.lm_head.weight.mul_(2.0)
+    idx = torch.tensor([engine.prompt_ids("hi")])
+    with torch.inference_mode():
+        cache = KVCache.for_model(engine.model, 1, 8)
+        engine.model(idx, cache=cache)  # filled by engine.model's packed weights
+        cache2 = KVCache.for_model(other, 1, 8)
+        other(idx, cache=cache2)
+        step = idx[:, -1:]
+        mine = other(step, cache=cache2)[0]
+        borrowed = other(step, cache=cache)[0]  # engine.model's cache, other's weights
+    torch.testing.assert_close(borrowed, mine, rtol=0, atol=1e-5)
+
+
 def test_seed_reproduces_and_differs(engine: Engine) -> None:
     a = engine.generate(["same"], params(5))[0]
     b = engine.generate(["same"], params(5))[0]
