@@ -20,6 +20,7 @@
 #include <torch/library.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -47,24 +48,33 @@ float quantize_row(const float* x, int64_t K, int16_t* out) {
   return m / kXMax;
 }
 
-// The sum of row[k] * x[k] over k < K, exact.
-inline int64_t dot_row(const int8_t* row, const int16_t* x, int64_t K) {
+// The sums of row[k] * x[j * stride + k] over k < K for R rows j of x, exact. Each 16-weight
+// block is loaded and widened once for all R rows, which is what makes a few rows (a small
+// batch) cost little more than one.
+template <int R>
+void dot_rows(const int8_t* row, const int16_t* x, int64_t stride, int64_t K, int64_t* totals) {
   const int64_t K16 = K / 16 * 16;
-  __m256i acc = _mm256_setzero_si256();
+  __m256i acc[R];
+  for (int j = 0; j < R; j++) acc[j] = _mm256_setzero_si256();
   for (int64_t k = 0; k < K16; k += 16) {
     const __m256i w16 =
         _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k)));
-    const __m256i x16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + k));
-    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(w16, x16));
+    for (int j = 0; j < R; j++) {
+      const __m256i x16 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + j * stride + k));
+      acc[j] = _mm256_add_epi32(acc[j], _mm256_madd_epi16(w16, x16));
+    }
   }
-  // The eight int32 lanes, widened to int64 before they are added.
-  const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc));
-  const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc, 1));
-  const __m256i s4 = _mm256_add_epi64(lo, hi);
-  const __m128i s2 = _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
-  int64_t total = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1);
-  for (int64_t k = K16; k < K; k++) total += static_cast<int64_t>(row[k]) * x[k];
-  return total;
+  for (int j = 0; j < R; j++) {
+    // The eight int32 lanes, widened to int64 before they are added.
+    const __m256i lo = _mm256_cvtepi32_epi64(_mm256_castsi256_si128(acc[j]));
+    const __m256i hi = _mm256_cvtepi32_epi64(_mm256_extracti128_si256(acc[j], 1));
+    const __m256i s4 = _mm256_add_epi64(lo, hi);
+    const __m128i s2 =
+        _mm_add_epi64(_mm256_castsi256_si128(s4), _mm256_extracti128_si256(s4, 1));
+    int64_t total = _mm_cvtsi128_si64(s2) + _mm_extract_epi64(s2, 1);
+    for (int64_t k = K16; k < K; k++) total += static_cast<int64_t>(row[k]) * x[j * stride + k];
+    totals[j] = total;
+  }
 }
 
 }  // namespace
@@ -102,10 +112,20 @@ at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& w, const at::Tenso
   at::parallel_for(0, G * N, kRowsPerTask, [=](int64_t begin, int64_t end) {
     for (int64_t gn = begin; gn < end; gn++) {
       const int64_t g = gn / N, n = gn % N;
-      for (int64_t m = 0; m < M; m++) {
+      for (int64_t m = 0; m < M; m += 4) {  // up to four rows of x per pass over the weights
         const int64_t r = g * M + m;
-        const int64_t total = dot_row(wp + gn * K, xqp + r * Kp, K);
-        op[r * N + n] = static_cast<float>(total) * xsp[r] * sp[gn];
+        const int8_t* row = wp + gn * K;
+        const int16_t* x = xqp + r * Kp;
+        int64_t totals[4];
+        switch (std::min<int64_t>(M - m, 4)) {
+          case 1: dot_rows<1>(row, x, Kp, K, totals); break;
+          case 2: dot_rows<2>(row, x, Kp, K, totals); break;
+          case 3: dot_rows<3>(row, x, Kp, K, totals); break;
+          default: dot_rows<4>(row, x, Kp, K, totals); break;
+        }
+        for (int64_t j = 0; j < std::min<int64_t>(M - m, 4); j++) {
+          op[(r + j) * N + n] = static_cast<float>(totals[j]) * xsp[r + j] * sp[gn];
+        }
       }
     }
   });

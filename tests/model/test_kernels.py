@@ -28,7 +28,9 @@ def quantized(n: int, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @needs_kernel
-@pytest.mark.parametrize(("m", "n", "k"), [(1, 768, 256), (3, 256, 512), (4, 20, 48), (2, 33, 37)])
+@pytest.mark.parametrize(
+    ("m", "n", "k"), [(1, 768, 256), (3, 256, 512), (4, 20, 48), (2, 33, 37), (6, 40, 50)]
+)
 def test_products_equal_the_dequantized_product(m: int, n: int, k: int) -> None:
     assert kernels.int8_linear_available()
     q, scale = quantized(n, k, seed=n + k)
