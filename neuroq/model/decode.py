@@ -163,9 +163,8 @@ def _matrix(w: torch.Tensor, precision: str, int8_kernel: bool = False) -> Matri
 
 
 def _product(x: torch.Tensor, m: Matrix, precision: str) -> torch.Tensor:
-    """x @ W; float32 out for fp32 and our int8 kernel, float16 or bfloat16 for the others."""
-    if precision == "fp32":
-        return x @ m.w
+    """x @ W in a reduced precision (fp32 products are addmm/baddbmm in the callers); float32
+    out from our int8 kernel, float16 or bfloat16 from PyTorch's."""
     if precision == "fp16":
         return F.linear(x.half(), m.w)
     if m.scale.dtype == torch.float32:
