@@ -195,10 +195,12 @@ def bench_train(model: NeuroQ, steps: int, precision: str) -> float:
     return round(steps * batch * seq / elapsed, 0)
 
 
-def generate_peak_rss(size: str) -> float:
+def generate_peak_rss(size: str) -> float | None:
     """Peak RSS (MB) of a fresh process that builds one model and makes one 80-token reply with
     the default engine (float32, eager): what serving one model costs, without this process's
-    other models, decode modes and training state."""
+    other models, decode modes and training state. Linux only (None elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return None
     code = (
         "import sys, torch\n"
         f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
@@ -238,14 +240,14 @@ def main() -> None:
     keep_freed_memory()
     default = resolve_precision("auto", torch.device("cpu"))
     for name, model in models.items():
-        train = report[name]
-        train["train_precision"] = "bf16" if default is not None else "fp32"
-        train["train_tok_s"] = bench_train(model, args.train_steps, "auto")
-        train["train_fp32_tok_s"] = bench_train(model, args.train_steps, "fp32")
-        train["train_reference_tok_s"] = bench_train(model, args.train_steps, "reference")
-        train["train_gain"] = round(train["train_tok_s"] / train["train_reference_tok_s"], 2)
-        train["train_steps"] = args.train_steps
-        train["generate_peak_rss_mb"] = generate_peak_rss(name)
+        row = report[name]
+        row["train_precision"] = "bf16" if default is not None else "fp32"
+        row["train_tok_s"] = bench_train(model, args.train_steps, "auto")
+        row["train_fp32_tok_s"] = bench_train(model, args.train_steps, "fp32")
+        row["train_reference_tok_s"] = bench_train(model, args.train_steps, "reference")
+        row["train_gain"] = round(row["train_tok_s"] / row["train_reference_tok_s"], 2)
+        row["train_steps"] = args.train_steps
+        row["generate_peak_rss_mb"] = generate_peak_rss(name)
     # ru_maxrss is in KiB on Linux.
     report["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     print(json.dumps(report, indent=2))
