@@ -25,6 +25,9 @@ class Settings:
     data_dir: Path = Path(".neuroq")
     #: None = SQLite in data_dir; "postgresql://..." = PostgreSQL
     store: str | None = None
+    #: cap on the SQLite database file; 0 = none. Past it, writes answer 503 as on a full disk
+    #: while reads go on, so the queue cannot fill the volume it shares with other files
+    sqlite_max_size_mb: int = 0
     #: client keys; empty = one is generated into data_dir/api_key and printed once
     api_keys: tuple[str, ...] = ()
     #: worker keys, kept apart from client keys so a leaked worker key cannot read results

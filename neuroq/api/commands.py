@@ -2,7 +2,9 @@
 
 `serve` runs the job server under uvicorn and, with `--worker`, supervises local worker processes:
 they start once the socket listens (so their first job-take does not fail) and get SIGTERM when
-the server stops, so Ctrl-C or a SIGTERM leaves no orphan behind.
+the server stops, so Ctrl-C or a SIGTERM leaves no orphan behind. The store is opened once before
+uvicorn starts, so a database that cannot be opened ends `serve` with one line saying which and
+what to do, instead of a traceback from inside uvicorn's startup.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import click
 import uvicorn
 
 from neuroq.config import DEFAULT_ENDPOINT, Settings
+from neuroq.store.base import JobStore
 
 log = logging.getLogger("neuroq.serve")
 
@@ -75,6 +78,7 @@ def serve(
     from neuroq.api.auth import load_keys
     from neuroq.jobs import is_path_safe
     from neuroq.logs import add_secrets, configure_logging
+    from neuroq.store import create_store
 
     if handlers and not is_path_safe(endpoint):
         raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
@@ -86,7 +90,12 @@ def serve(
         configure_logging(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    app = create_app(settings)
+    try:
+        job_store = create_store(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    _check_store(job_store)
+    app = create_app(settings, job_store)
     add_secrets([*app.state.keys.client, *app.state.keys.worker])  # generated ones too
     config = uvicorn.Config(
         app,
@@ -110,6 +119,20 @@ def serve(
     runner = asyncio.Runner(loop_factory=config.get_loop_factory())
     with runner:
         runner.run(_serve_with_workers(server, settings, supervisor))
+
+
+def _check_store(store: JobStore) -> None:
+    """Open and close the store, exiting with its one-line message if it cannot be opened."""
+    from neuroq.store.errors import StoreError
+
+    async def open_and_close() -> None:
+        await store.open()
+        await store.close()
+
+    try:
+        asyncio.run(open_and_close())
+    except StoreError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 class _WorkerSupervisor:

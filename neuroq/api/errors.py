@@ -7,6 +7,9 @@ only this module decides the status code and body:
     HTTPException (404, 405, 400 validation, 401, 413 ...) -> its status, {"error": detail}
     InvalidTransition (e.g. retry of a COMPLETED job)    -> 400, {"error": "cannot retry ..."}
     ClientDisconnect (body upload cut short)             -> 400 (nobody reads it)
+    StoreUnavailable (disk full, locked, unreachable)    -> 503 + Retry-After, {"error": "the
+                                                             job store is out of disk space;
+                                                             retry later"}, one log line
     anything else                                         -> 500, {"error": "internal error"},
                                                              traceback logged, never sent
 """
@@ -21,6 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from neuroq.store.base import InvalidTransition
+from neuroq.store.errors import StoreUnavailable
 
 log = logging.getLogger("neuroq.api")
 
@@ -51,6 +55,16 @@ def _client_disconnect(request: Request, exc: Exception) -> Response:
     return error_response(400, "client disconnected before sending the whole body")
 
 
+def _store_unavailable(request: Request, exc: Exception) -> Response:
+    """503 tells clients and workers nothing was written, so they resend after Retry-After;
+    reads, which need no space, keep answering meanwhile."""
+    assert isinstance(exc, StoreUnavailable)
+    log.warning(
+        "%s %s refused: %s (%s)", request.method, request.url.path, exc, exc.__cause__ or exc
+    )
+    return error_response(503, str(exc), {"Retry-After": str(exc.retry_after_s)})
+
+
 def _internal_error(request: Request, exc: Exception) -> Response:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal error")
@@ -60,5 +74,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     HTTPException: _http_exception,
     InvalidTransition: _invalid_transition,
     ClientDisconnect: _client_disconnect,
+    StoreUnavailable: _store_unavailable,
     Exception: _internal_error,
 }

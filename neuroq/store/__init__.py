@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from neuroq.config import Settings
+import logging
+from pathlib import Path
+
+from neuroq.config import MB, Settings
 from neuroq.store.base import JobStore
+
+#: files and folders that show a data directory has been used before (keys, models, sessions)
+OTHER_STATE = ("api_key", "worker_key", "checkpoints", "sessions.sqlite3")
+
+log = logging.getLogger("neuroq.store")
 
 
 def create_store(settings: Settings) -> JobStore:
@@ -20,11 +28,14 @@ def create_store(settings: Settings) -> JobStore:
         from neuroq.store.sqlite import SQLiteStore
 
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path = settings.data_dir / "neuroq.db"
+        _warn_if_emptied(path)
         return SQLiteStore(
-            settings.data_dir / "neuroq.db",
+            path,
             recheck_s=recheck_s,
             retention_run_ms=run_ms,
             retention_sync_ms=sync_ms,
+            max_size_bytes=settings.sqlite_max_size_mb * MB,
         )
     if target.startswith(("postgresql://", "postgres://")):
         from neuroq.store.postgres import PostgresStore, split_schema
@@ -44,3 +55,24 @@ def create_store(settings: Settings) -> JobStore:
         f"NEUROQ_STORE={target!r}: expected empty (SQLite in the data directory) or a"
         " postgresql:// URL"
     )
+
+
+def _warn_if_emptied(path: Path) -> None:
+    """SQLite opens a zero-byte file as a new, empty database, so a truncated `neuroq.db` would
+    quietly start an empty queue. Beside other state the data directory has been used before,
+    so the jobs were probably lost: say so loudly, naming the file."""
+    try:
+        if path.stat().st_size != 0:
+            return
+    except OSError:
+        return  # missing (a first start) or unreadable (opening it reports that)
+    others = [name for name in OTHER_STATE if (path.parent / name).exists()]
+    if others:
+        log.warning(
+            "%s is empty (0 bytes) but %s holds other state (%s): starting with an EMPTY job"
+            " queue. If jobs were expected, stop the server and restore %s from a backup.",
+            path,
+            path.parent,
+            ", ".join(others),
+            path.name,
+        )

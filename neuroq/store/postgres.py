@@ -10,6 +10,12 @@ Wake-ups across processes: each transaction that publishes topics also calls `pg
 store's channel with the topic names, delivered only if it commits. A dedicated connection
 LISTENs on the channel and feeds received topics into `self.notifier`, so a long-poll in one
 server wakes within milliseconds of a change committed by another.
+
+Failures: an operation that fails before its COMMIT is sent (no connection to be had, the
+connection lost mid-transaction, disk full, a read-only standby) changed nothing and raises
+`StoreUnavailable`; one that fails during COMMIT may have committed, so it stays an internal
+error. Broken connections leave the pool when returned, so the store recovers by itself.
+`close()` leaves the store ready to `open()` again.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from neuroq.jobs import now_ms
 from neuroq.store.base import Notifier
+from neuroq.store.errors import StoreUnavailable
 from neuroq.store.sql import load_queries, read_sql
 from neuroq.store.sql.ops import Op, Outcome
 from neuroq.store.sql.store import OpStore
@@ -43,7 +50,7 @@ NOTIFY_PAYLOAD_BYTES = 7000
 LISTEN_RETRY_S = 1.0
 
 _QUERIES = load_queries("postgres")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,40}$")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
 def split_schema(url: str) -> tuple[str, str | None]:
@@ -84,7 +91,7 @@ class PostgresStore(OpStore):
         retention_sync_ms: int = 60_000,
         pool_max_size: int = 10,
     ) -> None:
-        if not _IDENTIFIER.match(schema):
+        if not _IDENTIFIER.fullmatch(schema):
             raise ValueError(
                 f"schema={schema!r}: expected a plain identifier (letters, digits, _; 41 max)"
             )
@@ -106,14 +113,9 @@ class PostgresStore(OpStore):
             raise ValueError(
                 "options: the store URL sets search_path; name the schema with ?schema=NAME"
             )
-        self._pool = AsyncConnectionPool(
-            url,
-            min_size=1,
-            max_size=pool_max_size,
-            kwargs={"options": f"{options} -c search_path={schema}".strip()},
-            configure=self._remember_backend,
-            open=False,
-        )
+        self._pool_max_size = pool_max_size
+        self._options = f"{options} -c search_path={schema}".strip()
+        self._pool = self._new_pool()
         #: backend pids of our pool's connections: their NOTIFYs were already published here
         self._own_pids: set[int] = set()
         self._listener: asyncio.Task[None] | None = None
@@ -121,12 +123,29 @@ class PostgresStore(OpStore):
 
     # -- plumbing --------------------------------------------------------------------------
 
+    def _new_pool(self) -> AsyncConnectionPool[Any]:
+        # A psycopg pool cannot be reopened once closed, so each open() gets a fresh one.
+        return AsyncConnectionPool(
+            self.url,
+            min_size=1,
+            max_size=self._pool_max_size,
+            kwargs={"options": self._options},
+            configure=self._remember_backend,
+            open=False,
+        )
+
     async def open(self) -> None:
-        await self._pool.open(wait=True)
         try:
+            await self._pool.open(wait=True)
             await self._migrate()
-        except BaseException:
+        except BaseException as exc:
             await self._pool.close()
+            self._pool = self._new_pool()
+            if isinstance(exc, psycopg.OperationalError):
+                raise StoreUnavailable(
+                    f"cannot use PostgreSQL for the job store ({exc}); check NEUROQ_STORE and"
+                    " that the database is up"
+                ) from exc
             raise
         self._listening = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(), name=f"neuroq-listen-{self.schema}")
@@ -142,6 +161,7 @@ class PostgresStore(OpStore):
                 await self._listener
             self._listener = None
         await self._pool.close()
+        self._pool = self._new_pool()
 
     async def _migrate(self) -> None:
         """Apply missing migrations under an advisory lock, so servers starting together
@@ -191,22 +211,42 @@ class PostgresStore(OpStore):
         """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
         commit only) and publish them here at once. Never blocks the loop, heavy or not."""
         base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
-        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            outcome: Outcome[T]
-            rows: list[tuple[Any, ...]] | None = None
-            while True:
-                try:
-                    stmt = next(op) if rows is None else op.send(rows)
-                except StopIteration as stop:
-                    outcome = stop.value
-                    break
-                await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
-                rows = await cur.fetchall() if cur.description is not None else []
-            for payload in _payloads(outcome.topics):
-                await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+        committing = False
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                outcome: Outcome[T]
+                rows: list[tuple[Any, ...]] | None = None
+                while True:
+                    try:
+                        stmt = next(op) if rows is None else op.send(rows)
+                    except StopIteration as stop:
+                        outcome = stop.value
+                        break
+                    await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
+                    rows = await cur.fetchall() if cur.description is not None else []
+                for payload in _payloads(outcome.topics):
+                    await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                committing = True
+        except psycopg.Error as exc:
+            unavailable = None if committing else _unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         if outcome.topics:
             self.notifier.publish_all(outcome.topics)
         return outcome.value
+
+
+def _unavailable(exc: psycopg.Error) -> StoreUnavailable | None:
+    """The `StoreUnavailable` for an error raised before COMMIT that may pass by itself."""
+    if isinstance(exc, psycopg.errors.DiskFull):
+        return StoreUnavailable("the job store is out of disk space; retry later", 10)
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return StoreUnavailable("the job store is read-only; retry later", 10)
+    if isinstance(exc, psycopg.OperationalError):
+        # no connection to be had, the connection lost, out of memory, an admin shutdown
+        return StoreUnavailable("the job store's database is unavailable; retry later", 5)
+    return None
 
 
 def _payloads(topics: set[str]) -> list[str]:

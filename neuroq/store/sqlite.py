@@ -15,6 +15,12 @@ The event loop therefore never sleeps on a lock or an fsync.
 
 Other processes cannot notify this one: long-polls see their changes through the bounded
 re-check of `wait_until` (`recheck_s`).
+
+Failures are translated once, here: an operation SQLite refused before committing (disk or size
+cap full, read-only file, locked past the busy timeout, I/O error) raises `StoreUnavailable`,
+and a file that cannot be opened as our database raises `StoreOpenError` naming it. Nothing is
+cached across a failure, so the store works again as soon as SQLite does (space freed, lock
+released), without a restart.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from neuroq.store.base import Notifier
+from neuroq.store.errors import StoreError, StoreOpenError, StoreUnavailable
 from neuroq.store.sql import load_queries, read_sql
 from neuroq.store.sql.ops import Op, Outcome
 from neuroq.store.sql.store import OpStore
@@ -41,6 +48,17 @@ BUSY_TIMEOUT_MS = 10_000
 #: commits through the event-loop connection between two WAL checkpoints on the thread (a
 #: commit writes a few pages, so this keeps the WAL near SQLite's own 1,000-page default)
 CHECKPOINT_EVERY_COMMITS = 250
+
+#: primary result codes meaning "refused before committing, may work later": reply, retry after
+_UNAVAILABLE: dict[int, tuple[str, int]] = {
+    sqlite3.SQLITE_FULL: ("the job store is out of disk space; retry later", 10),
+    sqlite3.SQLITE_READONLY: ("the job store is read-only; retry later", 10),
+    sqlite3.SQLITE_IOERR: ("the job store could not read or write its disk; retry later", 10),
+    sqlite3.SQLITE_BUSY: ("the job store is locked by another process; retry later", 1),
+    sqlite3.SQLITE_LOCKED: ("the job store is locked by another process; retry later", 1),
+}
+#: result codes meaning the file is not a database we can read: only the operator can help
+_NOT_A_DATABASE = (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
 
 _QUERIES = load_queries("sqlite")
 
@@ -57,8 +75,12 @@ class SQLiteStore(OpStore):
         recheck_s: float = 0.5,
         retention_run_ms: int = 1_800_000,
         retention_sync_ms: int = 60_000,
+        max_size_bytes: int = 0,
     ) -> None:
+        """`max_size_bytes` caps the database file (0: no cap); writes past it fail like a full
+        disk, so an operator can keep the queue from filling the volume it shares."""
         self.path = Path(path)
+        self.max_size_bytes = max_size_bytes
         self.notifier = Notifier()
         self.recheck_s = recheck_s
         self.retention_run_ms = retention_run_ms
@@ -78,8 +100,11 @@ class SQLiteStore(OpStore):
             raise RuntimeError("SQLiteStore is already open")
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="neuroq-sqlite")
         try:
-            await self._call(self._connect)
-            self._inline = self._open_inline()
+            try:
+                await self._call(self._connect)
+                self._inline = self._open_inline()
+            except sqlite3.Error as exc:
+                raise _open_error(exc, self.path) from exc
         except BaseException:
             if self._conn is not None:
                 await self._call(self._disconnect)
@@ -105,9 +130,10 @@ class SQLiteStore(OpStore):
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._apply_size_cap(conn)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise RuntimeError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
+                raise StoreOpenError(f"{self.path}: SQLite refused WAL mode (got {mode!r})")
             # With WAL, NORMAL loses at most the last commits on power loss, never consistency.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
@@ -119,7 +145,7 @@ class SQLiteStore(OpStore):
                         conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 elif version != SCHEMA_VERSION:
-                    raise RuntimeError(
+                    raise StoreOpenError(
                         f"{self.path}: schema version {version}, but this neuroq knows"
                         f" version {SCHEMA_VERSION}"
                     )
@@ -138,6 +164,7 @@ class SQLiteStore(OpStore):
         )
         try:
             conn.execute("PRAGMA busy_timeout = 0")
+            self._apply_size_cap(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("PRAGMA foreign_keys = ON")
             conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -145,6 +172,15 @@ class SQLiteStore(OpStore):
             conn.close()
             raise
         return conn
+
+    def _apply_size_cap(self, conn: sqlite3.Connection) -> None:
+        """`max_page_count` is per connection, so every connection sets it; SQLite then fails
+        a write that would grow the file past it with SQLITE_FULL, exactly as a full disk does.
+        A cap below the current size holds the file at its current size."""
+        if self.max_size_bytes > 0:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = max(1, self.max_size_bytes // page_size)
+            conn.execute(f"PRAGMA max_page_count = {pages}")
 
     def _disconnect(self) -> None:
         if self._conn is not None:
@@ -163,17 +199,25 @@ class SQLiteStore(OpStore):
         meanwhile: the transaction commits regardless, so its wake-ups must go out too."""
         if self._executor is None:
             raise RuntimeError("SQLiteStore is not open: call open() first")
-        if not heavy and self._inline is not None:
-            outcome = self._execute_inline(self._inline, op, write)
-            if outcome is not None:
-                if outcome.topics:
-                    self.notifier.publish_all(outcome.topics)
-                return outcome.value
-        future = asyncio.get_running_loop().run_in_executor(
-            self._executor, self._execute, op, write
-        )
-        future.add_done_callback(self._publish)
-        outcome = await asyncio.shield(future)
+        try:
+            if not heavy and self._inline is not None:
+                outcome = self._execute_inline(self._inline, op, write)
+                if outcome is not None:
+                    if outcome.topics:
+                        self.notifier.publish_all(outcome.topics)
+                    return outcome.value
+            future = asyncio.get_running_loop().run_in_executor(
+                self._executor, self._execute, op, write
+            )
+            future.add_done_callback(self._publish)
+            outcome = await asyncio.shield(future)
+        except sqlite3.Error as exc:
+            # SQLite rolls a failed transaction back whole (and so does _finish_transaction),
+            # so these codes always mean nothing was written.
+            unavailable = _unavailable(exc)
+            if unavailable is None:
+                raise
+            raise unavailable from exc
         return outcome.value
 
     def _execute_inline(
@@ -257,6 +301,36 @@ class SQLiteStore(OpStore):
                 if isinstance(value, list):
                     params[key] = json.dumps(value)
             rows = conn.execute(_QUERIES[stmt.name], params).fetchall()
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable | None:
+    """The `StoreUnavailable` for a refusal that may pass by itself, else None."""
+    entry = _UNAVAILABLE.get(_primary_code(exc) or -1)
+    if entry is None:
+        return None
+    message, retry_after_s = entry
+    return StoreUnavailable(message, retry_after_s)
+
+
+def _open_error(exc: sqlite3.Error, path: Path) -> StoreError:
+    """One line for the operator: which file, what is wrong, what to do."""
+    code = _primary_code(exc)
+    if code in _NOT_A_DATABASE:
+        return StoreOpenError(
+            f"{path} is not a usable SQLite database ({exc}); move it aside and restore a"
+            " backup, or move it aside to start with an empty queue"
+        )
+    if code in _UNAVAILABLE:
+        return StoreUnavailable(f"{path}: {exc}; free space or fix its permissions, then retry")
+    return StoreOpenError(
+        f"{path} cannot be opened ({exc}); check that it is a file this user can read and"
+        " write, in a directory it can write"
+    )
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
