@@ -4,10 +4,15 @@ The original kept sessions in a process-local dict (spec §7 item 16): lost on r
 between workers, unbounded, never expiring. Here every worker on the machine opens the same file
 (WAL, so readers never block the writer), each session keeps at most `max_messages` messages, and
 sessions untouched for `ttl_s` are deleted on the next write.
+
+Session ids are checked here too, not only by the handler's input validation, because the file
+outlives any one caller: an id with a control character in it would be stored for good.
 """
 
 from __future__ import annotations
 
+import re
+import reprlib
 import sqlite3
 import threading
 import time
@@ -20,6 +25,8 @@ MAX_MESSAGES = 20
 HISTORY_MESSAGES = 4
 #: a session unused for a day is forgotten
 DEFAULT_TTL_S = 24 * 3600.0
+#: what a session id may be; always applied with fullmatch, as `$` would accept a final newline
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS session_messages (
@@ -36,6 +43,16 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_updated ON sessions (updated_at);
 """
+
+
+def check_session_id(value: str) -> str:
+    """`value` if it is a valid session id; else a ValueError naming the field."""
+    if not isinstance(value, str) or SESSION_ID.fullmatch(value) is None:
+        raise ValueError(
+            f"session_id: must be 1-128 characters A-Z a-z 0-9 _ . : - starting with a letter"
+            f" or digit, got {reprlib.repr(value)}"
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,7 @@ class SessionStore:
 
     def history(self, session_id: str, limit: int = HISTORY_MESSAGES) -> list[Message]:
         """The last `limit` messages of a live session, oldest first ([] if none or expired)."""
+        check_session_id(session_id)
         cutoff = time.time() - self.ttl_s
         with self._lock:
             row = self._db.execute(
@@ -83,6 +101,7 @@ class SessionStore:
 
     def append(self, session_id: str, user: str, assistant: str) -> int:
         """Record one exchange; returns the number of messages the session now holds."""
+        check_session_id(session_id)
         now = time.time()
         with self._lock, self._db:
             self._expire(now)
@@ -114,6 +133,7 @@ class SessionStore:
 
     def clear(self, session_id: str) -> bool:
         """Forget a session; True if it existed."""
+        check_session_id(session_id)
         with self._lock, self._db:
             self._db.execute("DELETE FROM session_messages WHERE session_id = ?", (session_id,))
             cur = self._db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
