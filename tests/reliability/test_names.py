@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from neuroq.config import Settings
+from neuroq.handler.actions import Service
 from neuroq.handler.sessions import SessionStore
 from neuroq.handler.validation import InputError, validate
 from neuroq.store import create_store
@@ -43,6 +44,16 @@ def test_session_store_accepts_good_ids(tmp_path: Path) -> None:
             store.append("A" * 129, "hi", "hello")
     finally:
         store.close()
+
+
+async def test_clear_session_with_trailing_newline_fails_naming_the_field(tmp_path: Path) -> None:
+    service = Service(tmp_path)
+    try:
+        reply = await service.handle({"input": {"action": "clear_session", "session_id": "B\n"}})
+        assert reply["error"].startswith("clear_session: session_id: must be 1-128 characters")
+        assert service.sessions.count() == 0
+    finally:
+        service.sessions.close()
 
 
 def test_postgres_schema_name_with_trailing_newline_is_refused() -> None:
