@@ -51,6 +51,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Route
 from starlette.types import Lifespan
 
+from neuroq import strict_json
 from neuroq.api.auth import Keys
 from neuroq.api.metrics import JOBS_CHANGED, Metrics, ObservedStore, worker_state
 from neuroq.config import Settings
@@ -883,9 +884,9 @@ async def _json_body(request: Request) -> dict[str, Any]:
         if len(body) > MAX_FORM_BYTES + MAX_PROMPT_CHARS * 4:
             raise _BadInput("body: too large")
     try:
-        value = json.loads(body or b"{}")
-    except ValueError:
-        raise _BadInput("body: expected a JSON object") from None
+        value = strict_json.loads(body or b"{}", "body")
+    except strict_json.JSONRejected as exc:
+        raise _BadInput(str(exc)) from None
     if not isinstance(value, dict):
         raise _BadInput("body: expected a JSON object")
     return value
@@ -977,9 +978,12 @@ def build_generate_input(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     extra = body.get("extra")
     if isinstance(extra, str) and extra.strip():
         try:
-            extra = json.loads(extra)
-        except ValueError:
-            raise _BadInput("extra: not valid JSON") from None
+            # Strict: a value only Python reads (1e309, NaN) would strand the job at delivery.
+            extra = strict_json.loads(extra, "extra")
+        except strict_json.JSONRejected as exc:
+            # A path into the object comes without its root: "t: ..." is extra.t.
+            where = "" if str(exc).startswith(("extra:", "extra[")) else "extra."
+            raise _BadInput(f"{where}{exc}") from None
     if extra not in (None, ""):
         if not isinstance(extra, dict):
             raise _BadInput("extra: expected a JSON object")

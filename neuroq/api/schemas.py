@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from neuroq import strict_json
 from neuroq.jobs import (
     EXECUTION_TIMEOUT_DEFAULT_MS,
     EXECUTION_TIMEOUT_MAX_MS,
@@ -83,16 +84,15 @@ def reject_constant(name: str) -> Any:
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:
-    """Decode a body that must be a JSON object (NaN and Infinity are refused: they are not JSON
-    and would poison every later reader of the stored payload)."""
+    """Decode a body that must be a JSON object, strictly (see neuroq.strict_json): a number
+    that overflows, NaN, a lone surrogate or nesting past the depth limit is refused here with
+    the field named, because once stored it would poison every later reader of the payload."""
     if not body.strip():
         raise bad_request("body must be a JSON object; the body is empty")
     try:
-        value = json.loads(body, parse_constant=reject_constant)
-    except UnicodeDecodeError:
-        raise bad_request("body is not valid UTF-8 JSON") from None
-    except (json.JSONDecodeError, ValueError) as exc:
-        raise bad_request(f"body is not valid JSON: {exc}") from None
+        value = strict_json.loads(body, "body")
+    except strict_json.JSONRejected as exc:
+        raise bad_request(str(exc)) from None
     if not isinstance(value, dict):
         raise bad_request("body must be a JSON object")
     return value
