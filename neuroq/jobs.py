@@ -8,6 +8,7 @@ The state names are the wire strings of RunPod's API, so an enum member can be s
     IN_QUEUE --cancel / purge--> CANCELLED     IN_PROGRESS --cancel--> CANCELLED (+ stop signal)
     IN_QUEUE --ttl--> TIMED_OUT                IN_PROGRESS --executionTimeout / ttl--> TIMED_OUT
     IN_PROGRESS --lease lost--> IN_QUEUE (retries + 1) or FAILED ("worker lost")
+    IN_QUEUE --take, but the stored job cannot be sent--> FAILED (saying why)
     FAILED | TIMED_OUT --retry--> IN_QUEUE (same id, retries + 1)
 
 Times are integers in milliseconds since the Unix epoch (`*_ms`), so SQLite and PostgreSQL store
@@ -23,6 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from neuroq import strict_json
 
 
 class JobStatus(StrEnum):
@@ -53,7 +56,12 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 #: The only transitions a store may make. Terminal states are final except for `retry`.
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.IN_QUEUE: frozenset(
-        {JobStatus.IN_PROGRESS, JobStatus.CANCELLED, JobStatus.TIMED_OUT}
+        {
+            JobStatus.IN_PROGRESS,
+            JobStatus.CANCELLED,
+            JobStatus.TIMED_OUT,
+            JobStatus.FAILED,  # taken, but its stored payload cannot be sent to a worker
+        }
     ),
     JobStatus.IN_PROGRESS: frozenset(
         {
@@ -202,3 +210,14 @@ class Job:
         if self.s3_config_json is not None:
             body["s3Config"] = json.loads(self.s3_config_json)
         return body
+
+    def undeliverable(self) -> str | None:
+        """Why the job object cannot be sent to a worker as strict JSON, or None when it can.
+
+        Inputs are checked strictly when submitted, so this only finds records written before
+        that or by hand; a take fails such a job rather than lease it (see store ops.take)."""
+        try:
+            strict_json.dumps(self.worker_payload(), "job")
+        except (ValueError, RecursionError) as exc:  # JSONRejected is a ValueError
+            return str(exc)
+        return None

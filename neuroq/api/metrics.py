@@ -33,7 +33,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuroq.jobs import Job, JobStatus, NewJob, now_ms
-from neuroq.store.base import JobStore, Notifier, SweepResult, WebhookDelivery, WorkerInfo
+from neuroq.store.base import (
+    Holder,
+    JobStore,
+    Notifier,
+    SweepResult,
+    WebhookDelivery,
+    WorkerInfo,
+)
 
 log = logging.getLogger("neuroq.metrics")
 
@@ -244,11 +251,25 @@ class ObservedStore:
     async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
         return await self.inner.health(endpoint_id, now_ms)
 
-    async def record_progress(self, job_id: str, output_json: str, now_ms: int) -> bool:
-        return await self.inner.record_progress(job_id, output_json, now_ms)
+    async def record_progress(
+        self,
+        job_id: str,
+        output_json: str,
+        now_ms: int,
+        holder: Holder | None = None,
+        lease_ms: int | None = None,
+    ) -> bool:
+        return await self.inner.record_progress(job_id, output_json, now_ms, holder, lease_ms)
 
-    async def append_stream(self, job_id: str, chunk_json: str, now_ms: int) -> int | None:
-        return await self.inner.append_stream(job_id, chunk_json, now_ms)
+    async def append_stream(
+        self,
+        job_id: str,
+        chunk_json: str,
+        now_ms: int,
+        holder: Holder | None = None,
+        lease_ms: int | None = None,
+    ) -> int | None:
+        return await self.inner.append_stream(job_id, chunk_json, now_ms, holder, lease_ms)
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:
         return await self.inner.jobs_to_stop(worker_id)
@@ -344,7 +365,7 @@ class ObservedStore:
         output_json: str | None,
         error_json: str | None,
         now_ms: int,
-        worker_id: str | None = None,
+        holder: Holder | None = None,
         endpoint_id: str | None = None,
     ) -> Job | None:
         job = await self.inner.finish(
@@ -352,7 +373,7 @@ class ObservedStore:
             output_json=output_json,
             error_json=error_json,
             now_ms=now_ms,
-            worker_id=worker_id,
+            holder=holder,
             endpoint_id=endpoint_id,
         )
         if job is not None:
@@ -369,6 +390,7 @@ class ObservedStore:
         held_job_ids: list[str] | None = None,
         state: str | None = None,
         lease_ms: int | None = None,
+        alias: str | None = None,
     ) -> None:
         await self.inner.touch_worker(
             endpoint_id,
@@ -377,6 +399,7 @@ class ObservedStore:
             held_job_ids=held_job_ids,
             state=state,
             lease_ms=lease_ms,
+            alias=alias,
         )
 
     async def sweep(self, now_ms: int, worker_lost_ms: int, max_retries: int) -> SweepResult:

@@ -30,11 +30,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from neuroq import strict_json
 from neuroq.api.errors import error_response
-from neuroq.api.schemas import BodyTooLarge, read_capped, reject_constant
+from neuroq.api.schemas import BodyTooLarge, read_capped
 from neuroq.config import Settings
-from neuroq.jobs import Job, now_ms
-from neuroq.store.base import JobStore, queue_topic, stop_topic, wait_until
+from neuroq.jobs import Job, is_path_safe, now_ms
+from neuroq.store.base import Holder, JobStore, queue_topic, stop_topic, wait_until
 
 log = logging.getLogger("neuroq.api.worker")
 
@@ -48,10 +49,9 @@ MAX_BATCH_SIZE = 100
 MAX_WORKER_ID_LEN = 256
 #: least time between two job-stop replies offering the same ids to one worker
 REOFFER_S = 1.0
-#: results and stream chunks renew a worker's leases at most this often (and at most ten
-#: times per lease): renewing touches every job the worker holds, which at concurrency 64
-#: made each result cost 64 row updates; heartbeats renew on their own schedule anyway
-RESULT_RENEW_MS = 1000
+#: results and stream chunks record contact from their worker at most this often (and at most
+#: ten times per lease): a row update per post would double the cost of a result
+RESULT_CONTACT_MS = 1000
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -72,12 +72,21 @@ class WorkerCall:
     params: dict[str, str]
     settings: Settings
     store: JobStore
+    #: the id a `$RUNPOD_POD_ID` take from this worker's host was given (see anonymous_worker_id)
+    alias: str
     #: job-done and job-stream only
     job_id: str | None = None
+    #: the attempt our own worker names on its posts (`attempt=N`); the SDK names none
+    attempt: int | None = None
 
     @property
     def lease_ms(self) -> int:
         return int(self.settings.worker_lost_s * 1000)
+
+    @property
+    def holder(self) -> Holder:
+        """The fence this worker's writes must pass (neuroq.store.base.Holder)."""
+        return Holder(self.worker_id, self.alias, self.attempt)
 
 
 def split_glued(segment: str) -> tuple[str, list[tuple[str, str]]]:
@@ -99,6 +108,15 @@ def anonymous_worker_id(request: Request) -> str:
     """
     host = request.client.host if request.client else "unknown"
     return "anon-" + (_UNSAFE.sub("-", host).strip("-") or "unknown")
+
+
+def _attempt(params: dict[str, str]) -> int | None:
+    raw = params.get("attempt")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 9:
+        raise _BadRequest(f"attempt must be a non-negative integer, got {raw!r}")
+    return int(raw)
 
 
 def _resolve_worker_id(request: Request, segment: str) -> str:
@@ -124,6 +142,12 @@ async def _worker_call(
             # spinning (spec 2.3).
             await asyncio.sleep(settings.worker_auth_failure_delay_s)
         return error_response(401, "invalid or missing worker key in the Authorization header")
+    endpoint_id = request.path_params["endpoint_id"]
+    if not is_path_safe(endpoint_id):
+        # The same rule as the client routes: no job can live on such an endpoint.
+        return error_response(
+            404, "unknown endpoint: endpoint ids are 1-128 characters of A-Z a-z 0-9 _ -"
+        )
     # The glued query sits on the last segment: the worker id, or the job id after it.
     segment, glued = split_glued(request.path_params[segment_param])
     params = dict(request.query_params)
@@ -134,15 +158,18 @@ async def _worker_call(
         job_id, worker_segment = segment, request.path_params["worker_id"]
     try:
         worker_id = _resolve_worker_id(request, worker_segment)
+        attempt = _attempt(params)
     except _BadRequest as exc:
         return error_response(400, str(exc))
     return WorkerCall(
-        endpoint_id=request.path_params["endpoint_id"],
+        endpoint_id=endpoint_id,
         worker_id=worker_id,
         params=params,
         settings=settings,
         store=request.app.state.store,
+        alias=anonymous_worker_id(request),
         job_id=job_id,
+        attempt=attempt,
     )
 
 
@@ -197,14 +224,13 @@ async def _take(request: Request, *, batch: bool) -> Response:
     except _BadRequest as exc:
         return error_response(400, str(exc))
     store, settings = call.store, call.settings
-    # job_in_progress=0 is the worker saying it holds nothing, which lets the store notice a
-    # delivery that never arrived (spec 2.12 3b); =1 says nothing about which jobs.
+    # A take renews no lease: =1 says the worker holds some job, not which, and =0 that it
+    # holds none (its stop signals are withdrawn). A delivery that never arrived then lapses.
     await store.touch_worker(
         call.endpoint_id,
         call.worker_id,
         now_ms(),
         held_job_ids=[] if in_progress is False else None,
-        lease_ms=call.lease_ms,
     )
     if await _is_recycling(call):
         return Response(status_code=204)
@@ -249,9 +275,9 @@ def _decode_object(raw: bytes, what: str) -> dict[str, Any]:
     if not raw.strip():
         raise _BadRequest(f"{what} body is empty; expected a JSON object")
     try:
-        value = json.loads(raw, parse_constant=reject_constant)
-    except ValueError as exc:
-        raise _BadRequest(f"{what} body is not valid JSON: {exc}") from None
+        value = strict_json.loads(raw, what)
+    except strict_json.JSONRejected as exc:
+        raise _BadRequest(f"{what} body is not acceptable JSON: {exc}") from None
     if not isinstance(value, dict):
         raise _BadRequest(f"{what} body must be a JSON object, got {type(value).__name__}")
     return value
@@ -262,12 +288,14 @@ def encode(value: Any) -> str:
 
 
 async def _fail(call: WorkerCall, job_id: str, message: str) -> None:
-    """End a job whose result cannot be stored, so its client is not left waiting."""
+    """End a job whose result cannot be stored, so its client is not left waiting; only when
+    the poster holds the job, so a stranger's bad post cannot end someone else's job."""
     job = await call.store.finish(
         job_id,
         output_json=None,
         error_json=encode(message),
         now_ms=now_ms(),
+        holder=call.holder,
         endpoint_id=call.endpoint_id,
     )
     if job is not None:
@@ -276,6 +304,24 @@ async def _fail(call: WorkerCall, job_id: str, message: str) -> None:
 
 def _no_job(call: WorkerCall) -> Response:
     return error_response(404, f"no job {call.job_id!r} on endpoint {call.endpoint_id!r}")
+
+
+def _why_ignored(call: WorkerCall, job: Job) -> str:
+    """Why a post for a known job changed nothing: it has ended, or the poster is not the
+    worker (or attempt) that holds it now."""
+    if job.status.is_terminal:
+        return f"job {job.id} is {job.status.value} already"
+    if job.worker_id is None:
+        return f"job {job.id} is back in the queue: worker {call.worker_id} no longer holds it"
+    return f"job {job.id} is held by another worker or attempt, not by {call.worker_id}"
+
+
+def _ignored(call: WorkerCall, job: Job) -> Response:
+    """The reply to a fenced-out post: 200, so the SDK neither retries nor counts a lost
+    result (it retries only 5xx, and logs a 4xx as a failure), with a marker saying why."""
+    reason = _why_ignored(call, job)
+    log.info("post from worker %s on %s ignored: %s", call.worker_id, call.endpoint_id, reason)
+    return JSONResponse({"ignored": reason})
 
 
 async def _read_post(request: Request, call: WorkerCall, what: str) -> dict[str, Any] | Response:
@@ -296,22 +342,6 @@ async def _read_post(request: Request, call: WorkerCall, what: str) -> dict[str,
         return error_response(400, str(exc))
 
 
-async def _job_post(
-    request: Request, what: str
-) -> tuple[WorkerCall, Job, dict[str, Any]] | Response:
-    """What job-stream and progress updates share: auth, the job lookup and the body."""
-    call = await _worker_call(request, "job_id", delay_auth_failure=False)
-    if isinstance(call, Response):
-        return call
-    job = await call.store.get(call.endpoint_id, call.job_id or "")
-    if job is None:
-        return _no_job(call)
-    body = await _read_post(request, call, what)
-    if isinstance(body, Response):
-        return body
-    return call, job, body
-
-
 async def job_done(request: Request) -> Response:
     call = await _worker_call(request, "job_id", delay_auth_failure=False)
     if isinstance(call, Response):
@@ -323,33 +353,54 @@ async def job_done(request: Request) -> Response:
     store, now = call.store, now_ms()
     if body.get("status") == "IN_PROGRESS":
         # A progress update; these travel on their own thread in the SDK and may land after the
-        # final result, which the store ignores (spec 2.6).
-        job = await store.get(call.endpoint_id, job_id)
-        if job is None:
+        # final result, which the store ignores (spec 2.6). It renews its job's lease.
+        reply = await _progress(call, job_id, body, now)
+    else:
+        job, outcome = await _finish(call, job_id, body, now)
+        if outcome == "unknown":
             return _no_job(call)
-        if "output" in body and not job.status.is_terminal:
-            await store.record_progress(job.id, encode(body["output"]), now)
-    elif await _finish(call, job_id, body, now) == "unknown":
-        return _no_job(call)
+        reply = JSONResponse({}) if job is None else _ignored(call, job)
     if body.get("stopPod") is True:
-        await store.touch_worker(
-            call.endpoint_id, call.worker_id, now, state=RECYCLING, lease_ms=call.lease_ms
-        )
+        await store.touch_worker(call.endpoint_id, call.worker_id, now, state=RECYCLING)
         log.info("worker %s on %s asked to be recycled", call.worker_id, call.endpoint_id)
         # Wake its pending take and stop polls so they answer 204 at once (spec 2.11).
         store.notifier.publish_all({queue_topic(call.endpoint_id), stop_topic(call.worker_id)})
     else:
         await _sign_of_life(request, call, now)
-    return JSONResponse({})
+    return reply
 
 
-async def _finish(call: WorkerCall, job_id: str, body: dict[str, Any], now: int) -> str:
-    """Store a final result: "finished", "discarded" (the job had already ended) or "unknown".
+async def _progress(call: WorkerCall, job_id: str, body: dict[str, Any], now: int) -> Response:
+    if "output" in body and await call.store.record_progress(
+        job_id, encode(body["output"]), now, call.holder, call.lease_ms
+    ):
+        return JSONResponse({})
+    job = await call.store.get(call.endpoint_id, job_id)
+    if job is None:
+        return _no_job(call)
+    if (
+        "output" not in body
+        and not job.status.is_terminal
+        and job.worker_id
+        in (
+            call.worker_id,
+            call.alias,
+        )
+    ):
+        return JSONResponse({})  # a progress update without output: nothing to store
+    return _ignored(call, job)
 
-    Accepted from whichever worker posts it, not only the one the job was leased to: a worker
-    whose job-take URL kept a literal $RUNPOD_POD_ID posts under its real id, and a late result
-    from a worker whose lease lapsed is still the job's result. The first terminal transition
-    wins either way. The SDK drops falsy errors before posting, so only a truthy one means
+
+async def _finish(
+    call: WorkerCall, job_id: str, body: dict[str, Any], now: int
+) -> tuple[Job | None, str]:
+    """Store a final result. Returns (None, "finished"), or the job as it stands with
+    "discarded" (it had ended already) or "ignored" (the poster does not hold its current
+    attempt: a zombie whose lease lapsed, or a stranger), or (None, "unknown").
+
+    Only the holder's result counts: the store fences the write with the poster's id, its
+    anonymous alias and the attempt it names (neuroq.store.base.Holder). The first terminal
+    transition wins. The SDK drops falsy errors before posting, so only a truthy one means
     FAILED. One transaction in the usual case: the job is looked up only when the result did
     not end it."""
     error = body.get("error")
@@ -358,6 +409,7 @@ async def _finish(call: WorkerCall, job_id: str, body: dict[str, Any], now: int)
         output_json=encode(body["output"]) if "output" in body else None,
         error_json=encode(error) if error else None,
         now_ms=now,
+        holder=call.holder,
         endpoint_id=call.endpoint_id,
     )
     if finished is not None:
@@ -368,20 +420,20 @@ async def _finish(call: WorkerCall, job_id: str, body: dict[str, Any], now: int)
             finished.status.value,
             call.worker_id,
         )
-        return "finished"
+        return None, "finished"
     job = await call.store.get(call.endpoint_id, job_id)
     if job is None:
-        return "unknown"
-    log.info("job %s on %s is %s: result discarded", job_id, call.endpoint_id, job.status)
-    return "discarded"
+        return None, "unknown"
+    return job, "discarded" if job.status.is_terminal else "ignored"
 
 
 async def job_done_batch(request: Request) -> Response:
     """POST /job-done-batch/{worker}: our extension for the final results of several jobs in one
     request, `[{"id": ..., "result": <job-done body>}, ...]`. Each result is stored exactly as
-    job-done stores it; the reply says what became of each: {"finished"|"discarded"|"unknown":
-    [ids]}. Our worker sends a batch only while an earlier post is still in flight, so a worker
-    at concurrency 64 makes a few requests per batch of jobs instead of one per job."""
+    job-done stores it; the reply says what became of each:
+    {"finished"|"discarded"|"ignored"|"unknown": [ids]}. Our worker sends a batch only while an
+    earlier post is still in flight, so a worker at concurrency 64 makes a few requests per
+    batch of jobs instead of one per job."""
     call = await _worker_call(request, "worker_id", delay_auth_failure=False)
     if isinstance(call, Response):
         return call
@@ -391,9 +443,9 @@ async def job_done_batch(request: Request) -> Response:
     except BodyTooLarge:
         return error_response(413, f"job-done-batch body exceeds {limit} bytes")
     try:
-        items = json.loads(raw, parse_constant=reject_constant)
-    except ValueError as exc:
-        return error_response(400, f"job-done-batch body is not valid JSON: {exc}")
+        items = strict_json.loads(raw, "job-done-batch")
+    except strict_json.JSONRejected as exc:
+        return error_response(400, f"job-done-batch body is not acceptable JSON: {exc}")
     if not isinstance(items, list) or not items or len(items) > MAX_BATCH_SIZE:
         return error_response(
             400, f"job-done-batch body must be a JSON array of 1 to {MAX_BATCH_SIZE} results"
@@ -402,10 +454,13 @@ async def job_done_batch(request: Request) -> Response:
         problem = _batch_item_problem(item)
         if problem is not None:
             return error_response(400, f"job-done-batch item {index}: {problem}")
-    outcomes: dict[str, list[str]] = {"finished": [], "discarded": [], "unknown": []}
+    outcomes: dict[str, list[str]] = {"finished": [], "discarded": [], "ignored": [], "unknown": []}
     now = now_ms()
     for item in items:
-        outcomes[await _finish(call, item["id"], item["result"], now)].append(item["id"])
+        job, outcome = await _finish(call, item["id"], item["result"], now)
+        if job is not None:
+            log.info("result from worker %s ignored: %s", call.worker_id, _why_ignored(call, job))
+        outcomes[outcome].append(item["id"])
     await _sign_of_life(request, call, now)
     return JSONResponse(outcomes)
 
@@ -425,28 +480,36 @@ def _batch_item_problem(item: Any) -> str | None:
 
 
 async def job_stream(request: Request) -> Response:
-    parsed = await _job_post(request, "job-stream")
-    if isinstance(parsed, Response):
-        return parsed
-    call, job, body = parsed
-    now = now_ms()
+    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    body = await _read_post(request, call, "job-stream")
+    if isinstance(body, Response):
+        return body
+    job_id, now = call.job_id or "", now_ms()
     # Stored as posted ({"output": chunk} from the SDK); /stream hands the objects back as-is.
-    if not job.status.is_terminal:
-        await call.store.append_stream(job.id, encode(body), now)
+    # A chunk is evidence that its poster holds the job: it renews that job's lease.
+    seq = await call.store.append_stream(job_id, encode(body), now, call.holder, call.lease_ms)
+    if seq is None:
+        job = await call.store.get(call.endpoint_id, job_id)
+        if job is None:
+            return _no_job(call)
+        return _ignored(call, job)
     await _sign_of_life(request, call, now)
     return JSONResponse({})
 
 
 async def _sign_of_life(request: Request, call: WorkerCall, now: int) -> None:
-    """Record that the worker is alive and renew its leases, unless this process did so for it
-    within RESULT_RENEW_MS (or a tenth of the lease, if shorter)."""
+    """Record contact from the worker (so it is not counted lost), unless this process did so
+    for it within RESULT_CONTACT_MS (or a tenth of the lease, if shorter). Contact renews no
+    lease: only a ping naming a job, or a post for it, does."""
     touched: dict[str, int] | None = getattr(request.app.state, "worker_touched_ms", None)
     if touched is None:
         touched = request.app.state.worker_touched_ms = {}
     last = touched.get(call.worker_id)
-    if last is not None and now - last < min(RESULT_RENEW_MS, call.lease_ms // 10):
+    if last is not None and now - last < min(RESULT_CONTACT_MS, call.lease_ms // 10):
         return
-    await call.store.touch_worker(call.endpoint_id, call.worker_id, now, lease_ms=call.lease_ms)
+    await call.store.touch_worker(call.endpoint_id, call.worker_id, now)
     if len(touched) >= 10_000:  # worker ids come and go; forget them all now and then
         touched.clear()
     touched[call.worker_id] = now
@@ -475,7 +538,8 @@ async def job_stop(request: Request) -> Response:
     if isinstance(call, Response):
         return call
     store = call.store
-    await store.touch_worker(call.endpoint_id, call.worker_id, now_ms(), lease_ms=call.lease_ms)
+    # Contact only: an open stop poll says nothing about which jobs the worker has.
+    await store.touch_worker(call.endpoint_id, call.worker_id, now_ms())
     offers = _stop_offers(request)
     previous = offers.get(call.worker_id)
     loop = asyncio.get_running_loop()
@@ -523,6 +587,7 @@ async def ping(request: Request) -> Response:
         held_job_ids=held,
         state=UNHEALTHY if unhealthy else None,
         lease_ms=call.lease_ms,
+        alias=call.alias,
     )
     if unhealthy:
         # The reason is the worker's own text (a fitness check), never job data.

@@ -156,6 +156,19 @@ class SweepResult:
     workers_lost: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Holder:
+    """Who a worker write (result, progress, stream chunk) claims comes from: the fence it must
+    pass. A write changes a job only while the job is IN_PROGRESS and held by `worker_id` (or by
+    `alias`, the anonymous id a `$RUNPOD_POD_ID` take from the poster's host was given) and, when
+    `attempt` is named, only while the job is in that attempt (its `retries` count). Anything
+    else is a zombie (a worker whose lease lapsed) or a stranger, and changes nothing."""
+
+    worker_id: str
+    alias: str | None = None
+    attempt: int | None = None
+
+
 class InvalidTransition(Exception):
     """The job exists but is not in a state that allows this operation."""
 
@@ -243,12 +256,29 @@ class JobStore(Protocol):
         carried them could not be written). Returns how many."""
         ...
 
-    async def record_progress(self, job_id: str, output_json: str, now_ms: int) -> bool:
-        """Set the progress output of an IN_PROGRESS job; False (ignored) otherwise."""
+    async def record_progress(
+        self,
+        job_id: str,
+        output_json: str,
+        now_ms: int,
+        holder: Holder | None = None,
+        lease_ms: int | None = None,
+    ) -> bool:
+        """Set the progress output of an IN_PROGRESS job held by `holder` (any holder when None)
+        and renew that job's lease by `lease_ms` when given; False (ignored) otherwise."""
         ...
 
-    async def append_stream(self, job_id: str, chunk_json: str, now_ms: int) -> int | None:
-        """Append a chunk to an IN_PROGRESS job's stream; its seq, or None when ignored."""
+    async def append_stream(
+        self,
+        job_id: str,
+        chunk_json: str,
+        now_ms: int,
+        holder: Holder | None = None,
+        lease_ms: int | None = None,
+    ) -> int | None:
+        """Append a chunk to the stream of an IN_PROGRESS job held by `holder` (any holder when
+        None) and renew that job's lease by `lease_ms` when given; the chunk's seq, or None when
+        ignored."""
         ...
 
     async def finish(
@@ -258,14 +288,14 @@ class JobStore(Protocol):
         output_json: str | None,
         error_json: str | None,
         now_ms: int,
-        worker_id: str | None = None,
+        holder: Holder | None = None,
         endpoint_id: str | None = None,
     ) -> Job | None:
         """IN_PROGRESS -> FAILED when error_json is not None, else COMPLETED. Clears the job from
-        the worker's stop list. A job already terminal (or, when named, not held by `worker_id`
-        or not on `endpoint_id`) is left as it is and None is returned, so a late or repeated
-        post changes nothing. A webhook delivery is queued in the same
-        transaction when the job has a webhook."""
+        the worker's stop list. A job already terminal (or, when named, not held by `holder` or
+        not on `endpoint_id`) is left as it is and None is returned, so a late, repeated or
+        zombie post changes nothing. A webhook delivery is queued in the same transaction when
+        the job has a webhook."""
         ...
 
     async def touch_worker(
@@ -277,10 +307,16 @@ class JobStore(Protocol):
         held_job_ids: list[str] | None = None,
         state: str | None = None,
         lease_ms: int | None = None,
+        alias: str | None = None,
     ) -> None:
-        """Record contact from a worker. With `held_job_ids` (a ping's list, or [] for a take
-        with job_in_progress=0): renew the leases of those jobs, and clear stop_pending on jobs
-        the worker no longer holds. `state` sets the worker state ("unhealthy", "recycling")."""
+        """Record contact from a worker (which keeps the worker itself from being lost).
+
+        Leases are renewed only by evidence that the worker holds *that* job: with
+        `held_job_ids` (a ping's list, or [] for a take with job_in_progress=0) and `lease_ms`,
+        the leases of the listed jobs it holds (itself or under `alias`) are renewed, and
+        stop_pending is cleared on jobs it no longer lists. Contact without a list renews no
+        lease, so a delivery the worker never received lapses and is requeued while the worker
+        goes on polling. `state` sets the worker state ("unhealthy", "recycling")."""
         ...
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:

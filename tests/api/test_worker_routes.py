@@ -250,6 +250,25 @@ async def test_glued_query_in_worker_segment(api: Api, ep: str) -> None:
     assert reply.json()["id"] == second
 
 
+@pytest.mark.parametrize("endpoint", ["%2e%2e", "caf%C3%A9", "a%20b", "x" * 129])
+async def test_worker_routes_refuse_the_endpoint_ids_client_routes_refuse(
+    api: Api, endpoint: str
+) -> None:
+    """No job can live on such an endpoint, so the worker routes answer as the client routes
+    do: 404 naming the rule, for every route."""
+    assert (await api.client.get(f"/{endpoint}/health")).status_code == 404
+    for reply in (
+        await api.take(endpoint, "w1"),
+        await api.worker.get(f"/{endpoint}/ping/w1"),
+        await api.worker.get(f"/{endpoint}/job-stop/w1"),
+        await api.done(endpoint, "w1", "job-1", {"output": 1}),
+        await api.worker.post(f"/{endpoint}/job-stream/w1/job-1", content=b'{"output": 1}'),
+        await api.worker.post(f"/{endpoint}/job-done-batch/w1", content=b"[]"),
+    ):
+        assert reply.status_code == 404, reply.text
+        assert "endpoint ids are 1-128 characters" in reply.json()["error"]
+
+
 async def test_literal_pod_id_placeholder_is_an_anonymous_worker(api: Api, ep: str) -> None:
     job_id = await api.submit(ep)
     reply = await api.worker.get(f"/{ep}/job-take/$RUNPOD_POD_ID?gpu=local&job_in_progress=0")
@@ -371,7 +390,12 @@ async def test_done_batch_stores_each_result_like_job_done(api: Api, ep: str) ->
     ]
     reply = await api.worker.post(f"/{ep}/job-done-batch/wb?gpu=local", json=items)
     assert reply.status_code == 200, reply.text
-    outcomes = {"finished": [ok, failed], "discarded": [ended], "unknown": ["no-such-job"]}
+    outcomes = {
+        "finished": [ok, failed],
+        "discarded": [ended],
+        "ignored": [],
+        "unknown": ["no-such-job"],
+    }
     assert reply.json() == outcomes
     assert (await api.status(ep, ok))["output"] == {"n": 1}
     assert (await api.status(ep, failed))["error"] == "bad input"

@@ -13,6 +13,7 @@ from store_backends import RETENTION_RUN_MS, RETENTION_SYNC_MS
 
 from neuroq.jobs import JobStatus, NewJob, Policy
 from neuroq.store.base import (
+    Holder,
     InvalidTransition,
     JobStore,
     end_topic,
@@ -217,12 +218,110 @@ async def test_finish_with_error_fails_the_job(store: JobStore, t0: int) -> None
 async def test_finish_by_another_worker_is_ignored(store: JobStore, t0: int) -> None:
     job_id = await running(store, t0, worker="w1")
     assert (
-        await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, worker_id="w2")
+        await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, holder=Holder("w2"))
         is None
     )
     assert (await store.get(EP, job_id)).status is JobStatus.IN_PROGRESS  # type: ignore[union-attr]
-    done = await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, worker_id="w1")
+    done = await store.finish(
+        job_id, output_json="1", error_json=None, now_ms=t0, holder=Holder("w1")
+    )
     assert done is not None and done.status is JobStatus.COMPLETED
+
+
+async def test_a_take_fails_what_it_cannot_deliver_and_leases_the_rest(
+    store: JobStore, t0: int
+) -> None:
+    """A record whose input is not strict JSON (written before inputs were checked, or by hand)
+    must not be leased: its reply would fail, stranding every job taken with it."""
+    good_a, _ = await store.submit(new("a"), t0)
+    bad, _ = await store.submit(
+        NewJob(EP, '{"x": 1e309}', webhook="https://example.com/hook"), t0 + 1
+    )
+    deep, _ = await store.submit(NewJob(EP, "[" * 150 + "]" * 150), t0 + 2)
+    good_b, _ = await store.submit(new("b"), t0 + 3)
+    version = store.notifier.version(end_topic(bad.id))
+    taken = await store.take(EP, "w1", 4, t0 + 10, LEASE)
+    assert [job.id for job in taken] == [good_a.id, good_b.id]
+    for job_id in (bad.id, deep.id):
+        failed = await store.get(EP, job_id)
+        assert failed is not None and failed.status is JobStatus.FAILED
+        assert failed.worker_id is None and failed.lease_expires_at_ms is None
+        assert "cannot be sent to a worker" in json.loads(failed.error_json or "null")
+    assert "x" in json.loads((await store.get(EP, bad.id)).error_json or "null")  # type: ignore[union-attr]
+    assert store.notifier.version(end_topic(bad.id)) > version
+    assert [d.job_id for d in await store.job_webhooks(bad.id)] == [bad.id]
+
+
+async def test_a_zombie_attempt_changes_nothing(store: JobStore, t0: int) -> None:
+    """w1's lease lapses and w2 runs the job again: w1's late writes are fenced out."""
+    job_id = await running(store, t0, worker="w1")
+    assert (await store.sweep(t0 + LEASE, LOST, 1)).requeued == [job_id]
+    (again,) = await store.take(EP, "w2", 1, t0 + LEASE + 1, LEASE)
+    assert again.id == job_id and again.retries == 1
+    zombie, holder = Holder("w1"), Holder("w2")
+    assert not await store.record_progress(job_id, '"stale"', t0 + LEASE + 2, zombie, LEASE)
+    assert await store.append_stream(job_id, '"stale"', t0 + LEASE + 2, zombie, LEASE) is None
+    done = await store.finish(
+        job_id, output_json='"stale"', error_json=None, now_ms=t0 + LEASE + 3, holder=zombie
+    )
+    assert done is None
+    job = await store.get(EP, job_id)
+    assert job is not None and job.status is JobStatus.IN_PROGRESS and job.output_json is None
+    assert job.lease_expires_at_ms == t0 + LEASE + 1 + LEASE  # the zombie renewed nothing
+    assert await store.append_stream(job_id, '"fresh"', t0 + LEASE + 4, holder, LEASE) == 1
+    done = await store.finish(
+        job_id, output_json='"fresh"', error_json=None, now_ms=t0 + LEASE + 5, holder=holder
+    )
+    assert done is not None and done.output_json == '"fresh"'
+    assert (await store.read_stream(EP, job_id, after_seq=0))[1] == [(1, '"fresh"')]  # type: ignore[index]
+
+
+async def test_a_named_attempt_must_be_the_current_one(store: JobStore, t0: int) -> None:
+    """The same worker can hold two attempts of a job in turn: the attempt number tells the
+    late result of the first from the second."""
+    job_id = await running(store, t0, worker="w1")
+    await store.sweep(t0 + LEASE, LOST, 1)
+    (again,) = await store.take(EP, "w1", 1, t0 + LEASE + 1, LEASE)
+    assert again.retries == 1
+    first, second = Holder("w1", attempt=0), Holder("w1", attempt=1)
+    assert await store.append_stream(job_id, '"x"', t0 + LEASE + 2, first) is None
+    assert not await store.record_progress(job_id, '"x"', t0 + LEASE + 2, first)
+    assert (
+        await store.finish(
+            job_id, output_json="1", error_json=None, now_ms=t0 + LEASE + 3, holder=first
+        )
+        is None
+    )
+    done = await store.finish(
+        job_id, output_json="2", error_json=None, now_ms=t0 + LEASE + 3, holder=second
+    )
+    assert done is not None and done.output_json == "2"
+
+
+async def test_an_anonymous_take_is_held_under_its_alias(store: JobStore, t0: int) -> None:
+    """A `$RUNPOD_POD_ID` take holds the job as `anon-<host>`; the worker's posts and pings
+    come under its real id from that host, which passes the fence as the alias."""
+    job_id = await running(store, t0, worker="anon-10-0-0-7")
+    here, elsewhere = Holder("pod-1", alias="anon-10-0-0-7"), Holder("pod-2", alias="anon-x")
+    assert await store.append_stream(job_id, '"c"', t0 + 1, elsewhere) is None
+    await store.touch_worker(
+        EP, "pod-1", t0 + 5_000, held_job_ids=[job_id], lease_ms=LEASE, alias="anon-10-0-0-7"
+    )
+    job = await store.get(EP, job_id)
+    assert job is not None and job.lease_expires_at_ms == t0 + 5_000 + LEASE
+    assert job.worker_id == "anon-10-0-0-7"  # stop signals still reach its job-stop poll
+    assert await store.append_stream(job_id, '"c"', t0 + 6_000, here, LEASE) == 1
+    done = await store.finish(job_id, output_json="1", error_json=None, now_ms=t0, holder=here)
+    assert done is not None and done.status is JobStatus.COMPLETED
+
+
+async def test_progress_and_chunks_renew_their_job_lease(store: JobStore, t0: int) -> None:
+    a = await running(store, t0)
+    b = await running(store, t0)
+    assert await store.record_progress(a, '"p"', t0 + 5_000, Holder("w1"), LEASE)
+    assert await store.append_stream(b, '"c"', t0 + 7_000, Holder("w1"), LEASE) == 1
+    leases = {j: (await store.get(EP, j)).lease_expires_at_ms for j in (a, b)}  # type: ignore[union-attr]
+    assert leases == {a: t0 + 5_000 + LEASE, b: t0 + 7_000 + LEASE}
 
 
 async def test_finish_on_another_endpoint_is_ignored(store: JobStore, t0: int) -> None:
@@ -374,7 +473,7 @@ async def test_ttl_expires_queued_jobs(store: JobStore, t0: int) -> None:
 
 async def test_execution_timeout_stops_running_job(store: JobStore, t0: int) -> None:
     job_id = await running(store, t0, execution_timeout_ms=5_000)
-    await store.touch_worker(EP, "w1", t0 + 4_000, lease_ms=LEASE)
+    await store.touch_worker(EP, "w1", t0 + 4_000, held_job_ids=[job_id], lease_ms=LEASE)
     assert (await store.sweep(t0 + 4_999, LOST, 1)).timed_out == []
     version = store.notifier.version(stop_topic("w1"))
     assert (await store.sweep(t0 + 5_000, LOST, 1)).timed_out == [job_id]
@@ -389,7 +488,7 @@ async def test_execution_timeout_stops_running_job(store: JobStore, t0: int) -> 
 async def test_ttl_also_bounds_a_running_job(store: JobStore, t0: int) -> None:
     job, _ = await store.submit(new(ttl_ms=10_000), t0)
     assert len(await store.take(EP, "w1", 1, t0 + 5_000, LEASE)) == 1
-    await store.touch_worker(EP, "w1", t0 + 9_000, lease_ms=LEASE)
+    await store.touch_worker(EP, "w1", t0 + 9_000, held_job_ids=[job.id], lease_ms=LEASE)
     assert (await store.sweep(t0 + 9_999, LOST, 1)).timed_out == []
     assert (await store.sweep(t0 + 10_000, LOST, 1)).timed_out == [job.id]
     timed_out = await store.get(EP, job.id)
@@ -401,7 +500,7 @@ async def test_lost_lease_requeues_then_fails(store: JobStore, t0: int) -> None:
     job_id = await running(store, t0, worker="w1")
     await store.append_stream(job_id, '"lost"', t0)
     # a renewed lease keeps the job
-    await store.touch_worker(EP, "w1", t0 + 20_000, lease_ms=LEASE)
+    await store.touch_worker(EP, "w1", t0 + 20_000, held_job_ids=[job_id], lease_ms=LEASE)
     assert (await store.sweep(t0 + LEASE, LOST, 1)).requeued == []
     result = await store.sweep(t0 + 20_000 + LEASE, LOST, 1)
     assert result.requeued == [job_id]
@@ -564,9 +663,14 @@ async def test_touch_worker_renews_only_listed_jobs(store: JobStore, t0: int) ->
     await store.touch_worker(EP, "w1", t0 + 10_000, held_job_ids=[a], lease_ms=LEASE)
     leases = {j: (await store.get(EP, j)).lease_expires_at_ms for j in (a, b)}  # type: ignore[union-attr]
     assert leases == {a: t0 + 10_000 + LEASE, b: t0 + LEASE}
+    # contact without a list (a take, a stop poll) renews no lease at all
     await store.touch_worker(EP, "w1", t0 + 20_000, lease_ms=LEASE)
-    for j in (a, b):
-        assert (await store.get(EP, j)).lease_expires_at_ms == t0 + 20_000 + LEASE  # type: ignore[union-attr]
+    leases = {j: (await store.get(EP, j)).lease_expires_at_ms for j in (a, b)}  # type: ignore[union-attr]
+    assert leases == {a: t0 + 10_000 + LEASE, b: t0 + LEASE}
+    # nor does another worker's list naming them
+    await store.touch_worker(EP, "w2", t0 + 20_000, held_job_ids=[a, b], lease_ms=LEASE)
+    leases = {j: (await store.get(EP, j)).lease_expires_at_ms for j in (a, b)}  # type: ignore[union-attr]
+    assert leases == {a: t0 + 10_000 + LEASE, b: t0 + LEASE}
     info = await store.worker("w1")
     assert info is not None and sorted(info.held_job_ids) == sorted([a, b])
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from neuroq.jobs import TRANSITIONS, JobStatus, NewJob, Policy, now_ms
-from neuroq.store.base import InvalidTransition
+from neuroq.store.base import Holder, InvalidTransition
 from neuroq.store.sqlite import SQLiteStore
 
 EP = "ep-model"
@@ -93,7 +93,7 @@ class Lifecycle(RuleBasedStateMachine):
                 output_json=None if error else "1",
                 error_json='"e"' if error else None,
                 now_ms=self.tick(),
-                worker_id=worker,
+                holder=Holder(worker),
             )
         )
         if model.status is JobStatus.IN_PROGRESS and model.worker == worker:
@@ -145,10 +145,14 @@ class Lifecycle(RuleBasedStateMachine):
     @rule(worker=WORKERS)
     def heartbeat(self, worker: str) -> None:
         t = self.tick()
-        self.run(self.store.touch_worker(EP, worker, t, lease_ms=LEASE))
-        for model in self.jobs.values():
-            if model.status is JobStatus.IN_PROGRESS and model.worker == worker:
-                model.lease_until = t + LEASE
+        held = [
+            i
+            for i, j in self.jobs.items()
+            if j.status is JobStatus.IN_PROGRESS and j.worker == worker
+        ]
+        self.run(self.store.touch_worker(EP, worker, t, held_job_ids=held, lease_ms=LEASE))
+        for job_id in held:
+            self.jobs[job_id].lease_until = t + LEASE
 
     @rule(ms=st.sampled_from([1_000, LEASE // 2, LEASE]))
     def sweep(self, ms: int) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroq.jobs import JobStatus, NewJob, now_ms
+from neuroq.store.base import Holder
 from neuroq.store.sqlite import SQLiteStore
 
 EP = "ep-proc"
@@ -33,7 +34,7 @@ def take_until_empty(path: str, worker_id: str, start: Barrier, out: Any) -> Non
                         output_json="1",
                         error_json=None,
                         now_ms=now_ms(),
-                        worker_id=worker_id,
+                        holder=Holder(worker_id),
                     )
                     assert done is not None, job.id
         finally:

@@ -26,6 +26,10 @@ _COMMON_MACROS = {
     "retained": "(expires_at_ms IS NULL OR expires_at_ms > :now)",
     "expires": ":now + COALESCE(retention_ms, CASE WHEN sync THEN :retention_sync"
     " ELSE :retention_run END)",
+    # the fence of every worker write (neuroq.store.base.Holder): the poster holds the job under
+    # its own id or its anonymous alias, in the named attempt; no :worker_id means any holder
+    "held": "(CAST(:worker_id AS TEXT) IS NULL OR worker_id = :worker_id OR worker_id = :alias)"
+    " AND (CAST(:attempt AS BIGINT) IS NULL OR retries = :attempt)",
 }
 
 _DIALECT_MACROS: dict[str, dict[str, str]] = {

@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
 from neuroq.store.base import (
+    Holder,
     InvalidTransition,
     SweepResult,
     WebhookDelivery,
@@ -217,8 +218,23 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
     rows = yield Stmt("take", params)
     # RETURNING gives no order: restore the take order (priority, then seq)
     rows.sort(key=lambda row: (bool(row[6]), row[-1]))
-    jobs = [job_from_row(row) for row in rows]
-    return Outcome(jobs, {job_topic(job.id) for job in jobs})
+    jobs: list[Job] = []
+    topics: set[str] = set()
+    for job in map(job_from_row, rows):
+        topics.add(job_topic(job.id))
+        problem = job.undeliverable()
+        if problem is None:
+            jobs.append(job)
+            continue
+        # Never lease what cannot be sent: the reply would fail for every job in it, and the
+        # worker would never see any of them. Fail this one, in the same transaction.
+        error = json.dumps(f"the stored job cannot be sent to a worker: {problem}")
+        failed = yield Stmt(
+            "fail_undeliverable", {"id": job.id, "error_json": error, "now": now_ms}
+        )
+        yield from _terminal(failed, now_ms)
+        topics.update(ended_topics(job.id))
+    return Outcome(jobs, topics)
 
 
 def release(job_ids: list[str], worker_id: str) -> Op[int]:
@@ -227,13 +243,30 @@ def release(job_ids: list[str], worker_id: str) -> Op[int]:
     return Outcome(len(rows), topics)
 
 
-def record_progress(job_id: str, output_json: str) -> Op[bool]:
-    rows = yield Stmt("progress", {"id": job_id, "output_json": output_json})
+def _fence(holder: Holder | None) -> dict[str, Any]:
+    """The parameters of the `{held}` fence; no holder lets any write through."""
+    if holder is None:
+        return {"worker_id": None, "alias": None, "attempt": None}
+    return {"worker_id": holder.worker_id, "alias": holder.alias, "attempt": holder.attempt}
+
+
+def _lease_until(now_ms: int, lease_ms: int | None) -> int | None:
+    return None if lease_ms is None else now_ms + lease_ms
+
+
+def record_progress(
+    job_id: str, output_json: str, now_ms: int, holder: Holder | None, lease_ms: int | None
+) -> Op[bool]:
+    params = {"id": job_id, "output_json": output_json, **_fence(holder)}
+    rows = yield Stmt("progress", {**params, "lease_until": _lease_until(now_ms, lease_ms)})
     return Outcome(bool(rows), {job_topic(job_id)} if rows else set())
 
 
-def append_stream(job_id: str, chunk_json: str) -> Op[int | None]:
-    rows = yield Stmt("stream_next", {"id": job_id})
+def append_stream(
+    job_id: str, chunk_json: str, now_ms: int, holder: Holder | None, lease_ms: int | None
+) -> Op[int | None]:
+    params = {"id": job_id, "lease_until": _lease_until(now_ms, lease_ms), **_fence(holder)}
+    rows = yield Stmt("stream_next", params)
     if not rows:
         return Outcome(None)
     seq = int(rows[0][0])
@@ -246,7 +279,7 @@ def finish(
     output_json: str | None,
     error_json: str | None,
     now_ms: int,
-    worker_id: str | None,
+    holder: Holder | None,
     endpoint_id: str | None = None,
 ) -> Op[Job | None]:
     status = JobStatus.COMPLETED if error_json is None else JobStatus.FAILED
@@ -257,12 +290,12 @@ def finish(
         "output_json": output_json,
         "error_json": error_json,
         "now": now_ms,
-        "worker_id": worker_id,
+        **_fence(holder),
     }
     rows = yield Stmt("finish", params)
     if not rows:
         # terminal already (or never ours): the worker has let go of it all the same
-        yield Stmt("let_go", {"id": job_id, "worker_id": worker_id})
+        yield Stmt("let_go", {"id": job_id, **_fence(holder)})
         return Outcome(None)
     (job,) = yield from _terminal(rows, now_ms)
     return Outcome(job, set(ended_topics(job_id)))
@@ -275,17 +308,22 @@ def touch_worker(
     held_job_ids: list[str] | None,
     state: str | None,
     lease_ms: int | None,
+    alias: str | None,
 ) -> Op[None]:
     yield Stmt(
         "touch_worker",
         {"worker_id": worker_id, "endpoint_id": endpoint_id, "state": state, "now": now_ms},
     )
-    if lease_ms is not None:
-        renew = {"worker_id": worker_id, "lease_until": now_ms + lease_ms, "ids": held_job_ids}
-        if held_job_ids is None:
-            yield Stmt("renew_all", renew)
-        elif held_job_ids:
-            yield Stmt("renew_held", renew)
+    # Only a list naming a job renews its lease: contact alone says nothing about which jobs
+    # the worker really has (a take reply may never have reached it).
+    if lease_ms is not None and held_job_ids:
+        renew = {
+            "worker_id": worker_id,
+            "alias": alias,
+            "lease_until": now_ms + lease_ms,
+            "ids": held_job_ids,
+        }
+        yield Stmt("renew_held", renew)
     if held_job_ids is not None:
         yield Stmt("let_go_unlisted", {"worker_id": worker_id, "ids": held_job_ids})
     return Outcome(None)

@@ -4,6 +4,7 @@
 --   {job}          the columns a Job is built from (neuroq.store.sql.job_from_row)
 --   {retained}     the row is not past its retention (its now is :now)
 --   {expires}      expires_at_ms for a job becoming terminal at :now
+--   {held}         the job is held by the poster (:worker_id, :alias) in attempt :attempt
 --   {ids}          a sub-select over the list parameter :ids
 --   {lock}         FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers)
 --   {skip_locked}  FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent takers never block
@@ -48,6 +49,14 @@ SET status = 'IN_PROGRESS', started_at_ms = :now, worker_id = :worker_id,
 WHERE status = 'IN_QUEUE' AND seq IN (SELECT seq FROM picked)
 RETURNING {job}
 
+-- name: fail_undeliverable
+-- A job just taken whose stored payload cannot be sent to a worker -> FAILED with the reason.
+UPDATE jobs
+SET status = 'FAILED', error_json = :error_json, finished_at_ms = :now, worker_id = NULL,
+    lease_expires_at_ms = NULL, expires_at_ms = {expires}
+WHERE id = :id
+RETURNING {job}
+
 -- name: release
 -- Undo a take whose reply was never delivered: no retry is counted.
 UPDATE jobs SET status = 'IN_QUEUE', started_at_ms = NULL, worker_id = NULL,
@@ -56,12 +65,19 @@ WHERE id IN {ids} AND worker_id = :worker_id AND status = 'IN_PROGRESS'
 RETURNING id, endpoint_id
 
 -- name: progress
--- Replace the progress output of a running job.
-UPDATE jobs SET output_json = :output_json WHERE id = :id AND status = 'IN_PROGRESS' RETURNING id
+-- Replace the progress output of a job its poster runs, renewing its lease when :lease_until.
+UPDATE jobs
+SET output_json = :output_json,
+    lease_expires_at_ms = COALESCE(CAST(:lease_until AS BIGINT), lease_expires_at_ms)
+WHERE id = :id AND status = 'IN_PROGRESS' AND {held}
+RETURNING id
 
 -- name: stream_next
--- Reserve the next chunk seq of a running job.
-UPDATE jobs SET stream_seq = stream_seq + 1 WHERE id = :id AND status = 'IN_PROGRESS'
+-- Reserve the next chunk seq of a job its poster runs, renewing its lease when :lease_until.
+UPDATE jobs
+SET stream_seq = stream_seq + 1,
+    lease_expires_at_ms = COALESCE(CAST(:lease_until AS BIGINT), lease_expires_at_ms)
+WHERE id = :id AND status = 'IN_PROGRESS' AND {held}
 RETURNING stream_seq
 
 -- name: stream_insert
@@ -81,20 +97,19 @@ UPDATE jobs SET stream_cursor = :cursor WHERE id = :id
 DELETE FROM stream_chunks WHERE job_id = :id
 
 -- name: finish
--- IN_PROGRESS -> COMPLETED or FAILED, only for the holding worker and on the endpoint when named.
+-- IN_PROGRESS -> COMPLETED or FAILED, only from its holder and on the endpoint when named.
 UPDATE jobs
 SET status = :status, output_json = :output_json, error_json = :error_json,
     finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = FALSE,
     expires_at_ms = {expires}
-WHERE id = :id AND status = 'IN_PROGRESS'
-  AND (CAST(:worker_id AS TEXT) IS NULL OR worker_id = :worker_id)
+WHERE id = :id AND status = 'IN_PROGRESS' AND {held}
   AND (CAST(:endpoint_id AS TEXT) IS NULL OR endpoint_id = :endpoint_id)
 RETURNING {job}
 
 -- name: let_go
 -- The worker no longer holds this terminal job: stop telling it to stop.
 UPDATE jobs SET stop_pending = FALSE
-WHERE id = :id AND stop_pending AND (CAST(:worker_id AS TEXT) IS NULL OR worker_id = :worker_id)
+WHERE id = :id AND stop_pending AND {held}
 
 -- name: outbox_insert
 -- Queue one webhook delivery, due at once.
@@ -147,15 +162,10 @@ SET endpoint_id = excluded.endpoint_id, last_seen_ms = excluded.last_seen_ms,
                  WHEN workers.state IN ('unhealthy', 'recycling') THEN workers.state
                  ELSE 'ready' END
 
--- name: renew_all
--- Extend the lease of every job the worker runs.
-UPDATE jobs SET lease_expires_at_ms = :lease_until
-WHERE worker_id = :worker_id AND status = 'IN_PROGRESS'
-
 -- name: renew_held
--- Extend the leases of the listed jobs the worker runs.
+-- Extend the leases of the listed jobs the worker runs (under its own id or its alias).
 UPDATE jobs SET lease_expires_at_ms = :lease_until
-WHERE worker_id = :worker_id AND status = 'IN_PROGRESS' AND id IN {ids}
+WHERE status = 'IN_PROGRESS' AND id IN {ids} AND (worker_id = :worker_id OR worker_id = :alias)
 
 -- name: let_go_unlisted
 -- Jobs missing from the worker's list are no longer held: clear their stop signals.

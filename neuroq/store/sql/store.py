@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TypeVar
 
 from neuroq.jobs import Job, NewJob, now_ms
-from neuroq.store.base import Notifier, SweepResult, WebhookDelivery, WorkerInfo
+from neuroq.store.base import Holder, Notifier, SweepResult, WebhookDelivery, WorkerInfo
 from neuroq.store.sql import ops
 from neuroq.store.sql.ops import Op
 
@@ -79,11 +79,27 @@ class OpStore:
             return 0
         return await self._run(ops.release(job_ids, worker_id), write=True)
 
-    async def record_progress(self, job_id: str, output_json: str, now_ms: int) -> bool:
-        return await self._run(ops.record_progress(job_id, output_json), write=True)
+    async def record_progress(
+        self,
+        job_id: str,
+        output_json: str,
+        now_ms: int,
+        holder: Holder | None = None,
+        lease_ms: int | None = None,
+    ) -> bool:
+        op = ops.record_progress(job_id, output_json, now_ms, holder, lease_ms)
+        return await self._run(op, write=True)
 
-    async def append_stream(self, job_id: str, chunk_json: str, now_ms: int) -> int | None:
-        return await self._run(ops.append_stream(job_id, chunk_json), write=True)
+    async def append_stream(
+        self,
+        job_id: str,
+        chunk_json: str,
+        now_ms: int,
+        holder: Holder | None = None,
+        lease_ms: int | None = None,
+    ) -> int | None:
+        op = ops.append_stream(job_id, chunk_json, now_ms, holder, lease_ms)
+        return await self._run(op, write=True)
 
     async def finish(
         self,
@@ -92,10 +108,10 @@ class OpStore:
         output_json: str | None,
         error_json: str | None,
         now_ms: int,
-        worker_id: str | None = None,
+        holder: Holder | None = None,
         endpoint_id: str | None = None,
     ) -> Job | None:
-        op = ops.finish(job_id, output_json, error_json, now_ms, worker_id, endpoint_id)
+        op = ops.finish(job_id, output_json, error_json, now_ms, holder, endpoint_id)
         return await self._run(op, write=True)
 
     async def touch_worker(
@@ -107,8 +123,9 @@ class OpStore:
         held_job_ids: list[str] | None = None,
         state: str | None = None,
         lease_ms: int | None = None,
+        alias: str | None = None,
     ) -> None:
-        op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms)
+        op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms, alias)
         await self._run(op, write=True)
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:

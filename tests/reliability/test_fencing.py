@@ -1,0 +1,234 @@
+"""Leases and fencing against a real server, driven by raw-HTTP workers so that every interleaving
+is exact: a lease is renewed only by evidence that the worker holds that job, and only the worker
+holding the current attempt of a job can change it (result, progress, stream chunk).
+
+The server runs with one-second leases, so a silent worker's job comes back within a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from harness import ServerProcess, start_server
+
+LEASE_S = 1.0
+# What the SDK puts on result and stream posts: JSON text under a form content type.
+SDK_POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(
+        tmp_path_factory.mktemp("fencing"),
+        NEUROQ_WORKER_LOST_S=str(LEASE_S),
+        NEUROQ_JOB_TAKE_HOLD_S="1",
+        NEUROQ_JOB_STOP_HOLD_S="1",
+        NEUROQ_MAX_RETRIES="3",
+    )
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def ep() -> str:
+    return "ep-" + uuid.uuid4().hex[:10]
+
+
+class Raw:
+    """A client and any number of workers (by id), speaking raw HTTP to one server."""
+
+    def __init__(self, server: ServerProcess, ep: str) -> None:
+        self.ep = ep
+        self.client = httpx.AsyncClient(
+            base_url=f"{server.base_url}/{ep}", headers=server.client_headers, timeout=30
+        )
+        self.worker = httpx.AsyncClient(
+            base_url=f"{server.base_url}/{ep}", headers=server.worker_headers, timeout=30
+        )
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        await self.worker.aclose()
+
+    async def submit(self) -> str:
+        reply = await self.client.post("/run", json={"input": {"n": 1}})
+        assert reply.status_code == 200, reply.text
+        return str(reply.json()["id"])
+
+    async def status(self, job_id: str) -> dict[str, Any]:
+        reply = await self.client.get(f"/status/{job_id}")
+        assert reply.status_code == 200, reply.text
+        body: dict[str, Any] = reply.json()
+        return body
+
+    async def take(self, worker: str, *, in_progress: int = 0, until_s: float = 10.0) -> str:
+        """Long-poll job-take until a job comes (a lapsed lease needs a sweep or two)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + until_s
+        while loop.time() < deadline:
+            reply = await self.worker.get(f"/job-take/{worker}?job_in_progress={in_progress}")
+            if reply.status_code == 200:
+                return str(reply.json()["id"])
+            assert reply.status_code == 204, reply.text
+        raise AssertionError(f"worker {worker} got no job within {until_s} s")
+
+    async def done(self, worker: str, job_id: str, body: str) -> dict[str, Any]:
+        reply = await self.worker.post(
+            f"/job-done/{worker}/{job_id}?isStream=false", content=body, headers=SDK_POST_HEADERS
+        )
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+    async def chunk(self, worker: str, job_id: str, body: str) -> dict[str, Any]:
+        reply = await self.worker.post(
+            f"/job-stream/{worker}/{job_id}?isStream=false", content=body, headers=SDK_POST_HEADERS
+        )
+        assert reply.status_code == 200, reply.text
+        result: dict[str, Any] = reply.json()
+        return result
+
+    async def ping(self, worker: str, *job_ids: str) -> None:
+        params = {"job_id": ",".join(job_ids)} if job_ids else {}
+        reply = await self.worker.get(f"/ping/{worker}", params=params)
+        assert reply.status_code == 200, reply.text
+
+    async def stream(self, job_id: str) -> list[Any]:
+        reply = await self.client.get(f"/stream/{job_id}")
+        assert reply.status_code == 200, reply.text
+        return [item["output"] for item in reply.json()["stream"]]
+
+
+@pytest.fixture
+async def raw(srv: ServerProcess, ep: str) -> AsyncIterator[Raw]:
+    api = Raw(srv, ep)
+    yield api
+    await api.aclose()
+
+
+async def keep_alive(raw: Raw, worker: str, *held: str) -> None:
+    """What an idle worker does all day: a job-stop poll open, a ping now and then."""
+    while True:
+        await raw.ping(worker, *held)
+        reply = await raw.worker.get(f"/job-stop/{worker}")
+        assert reply.status_code in (200, 204), reply.text
+
+
+async def lapse_to(raw: Raw, job_id: str, new_worker: str, *, old_worker: str) -> None:
+    """Let `old_worker`'s lease on the job lapse (it keeps polling but never names the job), and
+    have `new_worker` take the job's next attempt."""
+    alive = asyncio.create_task(keep_alive(raw, old_worker))
+    try:
+        assert await raw.take(new_worker) == job_id
+    finally:
+        alive.cancel()
+        await asyncio.gather(alive, return_exceptions=True)
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+async def test_a_delivery_the_worker_never_got_is_requeued_while_it_lives(raw: Raw) -> None:
+    """The take reply is lost: the worker goes on polling job-stop and pinging with no jobs. Its
+    poll is no evidence that it holds the job, so the lease lapses and another worker gets it."""
+    job_id = await raw.submit()
+    assert await raw.take("lossy") == job_id  # ... and the reply never reached the worker
+    await lapse_to(raw, job_id, "rescuer", old_worker="lossy")
+    status = await raw.status(job_id)
+    assert status["status"] == "IN_PROGRESS" and status["workerId"] == "rescuer"
+    assert status["retries"] == 1
+
+
+async def test_a_take_saying_in_progress_renews_nothing(raw: Raw) -> None:
+    """job_in_progress=1 says the worker holds some job, not which: it must not keep alive a
+    job whose delivery was lost."""
+    job_id = await raw.submit()
+    assert await raw.take("busy") == job_id
+
+    async def busy_takes() -> None:
+        while True:
+            reply = await raw.worker.get("/job-take/busy?job_in_progress=1")
+            assert reply.status_code == 204, reply.text
+
+    polling = asyncio.create_task(busy_takes())
+    try:
+        assert await raw.take("rescuer") == job_id
+    finally:
+        polling.cancel()
+        await asyncio.gather(polling, return_exceptions=True)
+
+
+async def test_a_worker_that_lists_its_job_keeps_it_for_many_leases(raw: Raw) -> None:
+    job_id = await raw.submit()
+    assert await raw.take("steady") == job_id
+    for _ in range(6):  # three leases' worth of pings, each naming the job
+        await raw.ping("steady", job_id)
+        await asyncio.sleep(LEASE_S / 2)
+    status = await raw.status(job_id)
+    assert status["status"] == "IN_PROGRESS" and status["workerId"] == "steady"
+    assert "retries" not in status
+
+
+async def test_stream_chunks_renew_the_lease_of_their_job(raw: Raw) -> None:
+    job_id = await raw.submit()
+    assert await raw.take("streamer") == job_id
+    for n in range(6):
+        await raw.chunk("streamer", job_id, f'{{"output": {n}}}')
+        await asyncio.sleep(LEASE_S / 2)
+    assert (await raw.status(job_id)).get("retries") is None
+    await raw.done("streamer", job_id, '{"output": "end"}')
+    assert await raw.stream(job_id) == [0, 1, 2, 3, 4, 5]
+
+
+# -- fencing -----------------------------------------------------------------------------------
+
+
+async def test_a_zombie_result_is_ignored_and_the_holder_result_wins(raw: Raw) -> None:
+    job_id = await raw.submit()
+    assert await raw.take("zombie") == job_id
+    await lapse_to(raw, job_id, "holder", old_worker="zombie")
+    reply = await raw.done("zombie", job_id, '{"output": "stale"}')
+    assert "ignored" in reply, reply
+    status = await raw.status(job_id)
+    assert status["status"] == "IN_PROGRESS" and status["workerId"] == "holder"
+    assert await raw.done("holder", job_id, '{"output": "fresh"}') == {}
+    status = await raw.status(job_id)
+    assert status["status"] == "COMPLETED" and status["output"] == "fresh"
+
+
+async def test_zombie_chunks_and_progress_stay_out_of_the_new_attempt(raw: Raw) -> None:
+    job_id = await raw.submit()
+    assert await raw.take("zombie") == job_id
+    await lapse_to(raw, job_id, "holder", old_worker="zombie")
+    assert "ignored" in await raw.chunk("zombie", job_id, '{"output": "stale chunk"}')
+    progress = '{"status": "IN_PROGRESS", "output": "stale progress"}'
+    assert "ignored" in await raw.done("zombie", job_id, progress)
+    assert "output" not in await raw.status(job_id)
+    await raw.chunk("holder", job_id, '{"output": "fresh chunk"}')
+    await raw.done("holder", job_id, '{"status": "IN_PROGRESS", "output": "fresh progress"}')
+    assert (await raw.status(job_id))["output"] == "fresh progress"
+    assert await raw.stream(job_id) == ["fresh chunk"]
+
+
+async def test_a_worker_that_never_held_the_job_changes_nothing(raw: Raw) -> None:
+    job_id = await raw.submit()
+    assert await raw.take("holder") == job_id
+    assert "ignored" in await raw.done("stranger", job_id, '{"error": "not mine"}')
+    assert "ignored" in await raw.chunk("stranger", job_id, '{"output": "not mine"}')
+    reply = await raw.worker.post(
+        "/job-done-batch/stranger", json=[{"id": job_id, "result": {"output": "not mine"}}]
+    )
+    assert reply.status_code == 200 and reply.json()["ignored"] == [job_id], reply.text
+    # a stranger's body that cannot be stored does not fail someone else's job either
+    reply = await raw.worker.post(f"/job-done/stranger/{job_id}", content=b"not json")
+    assert reply.status_code == 400
+    assert (await raw.status(job_id))["status"] == "IN_PROGRESS"
+    assert await raw.done("holder", job_id, '{"output": "mine"}') == {}
+    status = await raw.status(job_id)
+    assert status["status"] == "COMPLETED" and status["output"] == "mine"
+    assert await raw.stream(job_id) == []
