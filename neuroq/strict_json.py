@@ -26,6 +26,7 @@ import json
 import math
 import re
 import sys
+from dataclasses import dataclass
 from itertools import accumulate, repeat
 from typing import Any
 
@@ -49,6 +50,11 @@ _QUOTE_MAX = 64
 
 class JSONRejected(ValueError):
     """A payload that is not strict JSON or breaks our limits; the message names where."""
+
+
+class JSONTypeRejected(JSONRejected, TypeError):
+    """A value or key of a type JSON has no form for. Also a TypeError, as json.dumps raises,
+    so callers written against json keep working."""
 
 
 class _Constant:
@@ -115,8 +121,7 @@ def loads(raw: bytes | str, what: str = "body") -> Any:
     if flagged or _MAYBE_SURROGATE.search(text):
         problem = _walk(value, [], 1, set())
         if problem is not None:
-            parts, message = problem
-            raise JSONRejected(f"{_path(what, parts)}: {message}")
+            raise problem.error(what)
     return value
 
 
@@ -133,13 +138,11 @@ def dumps(value: Any, what: str = "output") -> str:
         problem = _walk(value, [], 1, set())
         if problem is None:
             raise JSONRejected(f"{what}: cannot be written as JSON: {exc}") from None
-        parts, message = problem
-        raise JSONRejected(f"{_path(what, parts)}: {message}") from None
+        raise problem.error(what) from None
     if _SURROGATE.search(text) or _too_deep(text):
         problem = _walk(value, [], 1, set())
         if problem is not None:
-            parts, message = problem
-            raise JSONRejected(f"{_path(what, parts)}: {message}")
+            raise problem.error(what)
     return text
 
 
@@ -179,8 +182,18 @@ def _deep_path(text: str, what: str) -> str:
     return what
 
 
-# the path to a problem and its message
-_Problem = tuple[list[str | int], str]
+@dataclass(frozen=True)
+class _Problem:
+    """Where the walk found something JSON cannot carry, and what."""
+
+    parts: list[str | int]
+    message: str
+    #: a value or key of a type JSON has no form for (json.dumps raises TypeError for these)
+    wrong_type: bool = False
+
+    def error(self, what: str) -> JSONRejected:
+        kind = JSONTypeRejected if self.wrong_type else JSONRejected
+        return kind(f"{_path(what, self.parts)}: {self.message}")
 
 
 def _walk(value: Any, parts: list[str | int], depth: int, seen: set[int]) -> _Problem | None:
@@ -194,22 +207,25 @@ def _walk(value: Any, parts: list[str | int], depth: int, seen: set[int]) -> _Pr
         try:
             int.__repr__(value)
         except ValueError:
-            return parts, "an integer too long to write as text"
+            return _Problem(parts, "an integer too long to write as text")
         return None
     if isinstance(value, float):
         if math.isfinite(value):
             return None
         if isinstance(value, _Overflow):
-            return parts, f"{_clip(value.literal)} overflows a JSON number (must be finite)"
-        return parts, f"{value!r} is not a finite number (JSON has no NaN or infinity)"
+            message = f"{_clip(value.literal)} overflows a JSON number (must be finite)"
+            return _Problem(parts, message)
+        return _Problem(parts, f"{value!r} is not a finite number (JSON has no NaN or infinity)")
     if isinstance(value, _Constant):
-        return parts, f"{value.name} is not valid JSON (numbers must be finite)"
+        return _Problem(parts, f"{value.name} is not valid JSON (numbers must be finite)")
     if not isinstance(value, dict | list | tuple):
-        return parts, f"a value of type {type(value).__name__} cannot be written as JSON"
+        return _Problem(
+            parts, f"a value of type {type(value).__name__} cannot be written as JSON", True
+        )
     if depth > MAX_DEPTH:
-        return parts[:1], f"nesting deeper than {MAX_DEPTH} levels"
+        return _Problem(parts[:1], f"nesting deeper than {MAX_DEPTH} levels")
     if id(value) in seen:
-        return parts, "a circular reference (a container inside itself)"
+        return _Problem(parts, "a circular reference (a container inside itself)")
     seen.add(id(value))
     try:
         if isinstance(value, dict):
@@ -219,10 +235,11 @@ def _walk(value: Any, parts: list[str | int], depth: int, seen: set[int]) -> _Pr
                 elif key is None or isinstance(key, int | float):
                     problem = _walk(key, [*parts, str(key)], depth, seen)
                 else:
-                    problem = (
+                    problem = _Problem(
                         parts,
                         f"key {_clip(repr(key))} is a {type(key).__name__}; "
                         "JSON object keys must be strings",
+                        True,
                     )
                 if problem is None:
                     problem = _walk(item, [*parts, _key_step(key)], depth + 1, seen)
@@ -250,7 +267,8 @@ def _string_problem(text: str, parts: list[str | int], what: str = "") -> _Probl
     if match is None:
         return None
     where = f" in {what}" if what else ""
-    return parts, f"a lone surrogate (\\u{ord(match.group()):04x}){where} is not valid Unicode"
+    escape = f"\\u{ord(match.group()):04x}"
+    return _Problem(parts, f"a lone surrogate ({escape}){where} is not valid Unicode")
 
 
 def _path(what: str, parts: list[str | int]) -> str:

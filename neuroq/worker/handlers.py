@@ -17,6 +17,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from neuroq import strict_json
+
 #: attribute (and RunPod config key) that makes a generator's final output the list of chunks
 AGGREGATE_ATTR = "return_aggregate_stream"
 
@@ -211,6 +213,8 @@ def stream_error(chunk: Any) -> str | None:
 
 
 def encode(body: dict[str, Any]) -> bytes:
-    """JSON-encode a body as UTF-8 text. Raises ValueError/TypeError when it cannot be encoded;
-    NaN and infinity are refused because they are not JSON and the server would reject them."""
-    return json.dumps(body, ensure_ascii=False, allow_nan=False).encode()
+    """JSON-encode a body as UTF-8 text, strictly (see neuroq.strict_json): what the server
+    could not read back (NaN, infinity, a lone surrogate, nesting past the depth limit, a set)
+    raises JSONRejected, a ValueError whose message names the path, e.g. `output.x: inf is not
+    a finite number`. Never RecursionError or UnicodeEncodeError."""
+    return strict_json.dumps(body, "body").encode()

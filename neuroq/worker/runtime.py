@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from neuroq.jobs import is_path_safe, new_worker_id
+from neuroq.strict_json import JSONRejected
 from neuroq.worker.handlers import (
     Handler,
     HandlerKind,
@@ -83,12 +84,16 @@ class _RunningJob:
 def progress_update(job: dict[str, Any], data: Any) -> None:
     """Report progress of a running job: the server shows `data` as the job's output while it
     stays IN_PROGRESS. Callable from sync handlers (any thread) and async handlers alike; it
-    never blocks. Updates are sent in order and before the final result. Raises TypeError or
-    ValueError at once if `data` is not JSON-encodable; does nothing outside a worker."""
+    never blocks. Updates are sent in order and before the final result. Raises JSONRejected (a
+    ValueError naming the path) at once if `data` cannot be sent as JSON; does nothing outside a
+    worker."""
     job_id = job.get("id") if isinstance(job, dict) else None
     if not isinstance(job_id, str):
         raise ValueError("progress_update: `job` must be the job dict the handler received")
-    body = encode({"status": "IN_PROGRESS", "output": data})
+    try:
+        body = encode({"status": "IN_PROGRESS", "output": data})
+    except JSONRejected as exc:
+        raise type(exc)(f"progress_update: {exc}") from None
     running = _ACTIVE.get(job_id)
     if running is None:
         log.debug("progress_update for job %s, which this process is not running: ignored", job_id)
@@ -103,7 +108,10 @@ async def stream_update(job: dict[str, Any], chunk: Any) -> bool:
     job_id = job.get("id") if isinstance(job, dict) else None
     if not isinstance(job_id, str):
         raise ValueError("stream_update: `job` must be the job dict the handler received")
-    body = encode({"output": chunk})
+    try:
+        body = encode({"output": chunk})
+    except JSONRejected as exc:
+        raise type(exc)(f"stream_update: {exc}") from None
     running = _ACTIVE.get(job_id)
     if running is None or running.stopped:
         return False
@@ -302,9 +310,10 @@ class Worker:
         try:
             body = encode(result.body)
             outcome = "failed" if result.failed else "completed"
-        except (TypeError, ValueError) as exc:
-            log.error("job %s: output is not JSON-encodable: %s", rj.id, exc)
-            body = encode({"error": f"handler output is not JSON-encodable: {exc}"})
+        except Exception as exc:  # anything else would leave the job to be lost and retried
+            reason = _unencodable(exc)
+            log.error("job %s: output is not JSON-encodable: %s", rj.id, reason)
+            body = encode({"error": f"handler output is not JSON-encodable: {reason}"})
             outcome = "failed"
         try:
             await self.transport.finish(rj.id, body, result.is_stream)
@@ -376,8 +385,9 @@ class Worker:
             return Result({"error": error}, is_stream=True)
         try:
             body = encode({"output": chunk})
-        except (TypeError, ValueError) as exc:
-            message = f"stream chunk {index} is not JSON-encodable: {exc}"
+        except Exception as exc:
+            message = f"stream chunk {index} is not JSON-encodable: {_unencodable(exc)}"
+            log.error("job %s: %s", rj.id, message)
             return Result({"error": message}, is_stream=True)
         if rj.stopped:
             return None
@@ -571,6 +581,14 @@ class Worker:
             await asyncio.wait(leftover, timeout=5.0)
         if self._posts:
             await asyncio.wait(set(self._posts), timeout=POST_DRAIN_S)
+
+
+def _unencodable(exc: Exception) -> str:
+    """Why encode failed: JSONRejected says it with the path; anything else (a bug, or a dict
+    subclass that raises while iterated) is named by its type."""
+    reason = str(exc) if isinstance(exc, JSONRejected) else f"{type(exc).__name__}: {exc}"
+    # The reason goes out as JSON itself: surrogates in a foreign message become escapes.
+    return reason.encode("utf-8", "backslashreplace").decode()
 
 
 def _validate(url: str, endpoint: str, key: str, worker_id: str) -> None:

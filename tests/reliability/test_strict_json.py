@@ -105,6 +105,13 @@ def test_dumps_refuses_naming_the_path(value: Any, message: str) -> None:
     assert str(caught.value).startswith(message), str(caught.value)
 
 
+def test_a_value_of_the_wrong_type_is_also_a_type_error_as_with_json() -> None:
+    with pytest.raises(TypeError, match=r"^output\[0\]: a value of type set"):
+        dumps({"output": [{1}]})
+    with pytest.raises(TypeError, match="JSON object keys must be strings"):
+        dumps({(1,): 1})
+
+
 def test_dumps_refuses_a_circular_reference() -> None:
     loop: list[Any] = []
     loop.append(loop)

@@ -165,7 +165,7 @@ def test_stream_helpers() -> None:
 
 
 def test_encode_refuses_what_is_not_json() -> None:
-    assert encode({"output": "é"}) == '{"output": "é"}'.encode()
+    assert encode({"output": "é"}) == '{"output":"é"}'.encode()
     with pytest.raises(ValueError):
         encode({"output": float("nan")})
     with pytest.raises(TypeError):
