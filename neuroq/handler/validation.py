@@ -31,9 +31,10 @@ MAX_TEXTS = 10_000
 MAX_TEXT_CHARS = 10_000
 MAX_EPOCHS = 200
 MAX_BATCH_SIZE = 512
-#: checkpoint and session names: one path segment, so no traversal is possible
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-SESSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+#: checkpoint and session names: one path segment, so no traversal is possible (matched whole:
+#: `$` would let a trailing newline through)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+SESSION_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
 
 class InputError(ValueError):
@@ -98,7 +99,7 @@ def choice(options: tuple[str, ...]) -> Check:
 
 def matching(pattern: re.Pattern[str], what: str) -> Check:
     def check(name: str, value: Any) -> str:
-        if not isinstance(value, str) or not pattern.match(value):
+        if not isinstance(value, str) or not pattern.fullmatch(value):
             raise InputError(name, f"must be {what}, got {_show(value)}")
         return value
 

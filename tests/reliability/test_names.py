@@ -50,7 +50,7 @@ async def test_clear_session_with_trailing_newline_fails_naming_the_field(tmp_pa
     service = Service(tmp_path)
     try:
         reply = await service.handle({"input": {"action": "clear_session", "session_id": "B\n"}})
-        assert reply["error"].startswith("clear_session: session_id: must be 1-128 characters")
+        assert reply["error"].startswith("session_id: must be 1-128 characters")
         assert service.sessions.count() == 0
     finally:
         service.sessions.close()
@@ -63,20 +63,11 @@ def test_postgres_schema_name_with_trailing_newline_is_refused() -> None:
         create_store(Settings(store="postgresql://u@127.0.0.1/db?schema=s1%0A"))
 
 
-# The handler's own checks live in neuroq/handler/validation.py, whose `matching` still uses
-# `pattern.match`; these cases pass once it uses `fullmatch`.
-_VALIDATION_MATCH = pytest.mark.xfail(
-    strict=True, reason="neuroq/handler/validation.py `matching` uses pattern.match"
-)
-
-
-@_VALIDATION_MATCH
 def test_handler_refuses_session_id_with_trailing_newline() -> None:
     with pytest.raises(InputError, match=r"^session_id: must be"):
         validate({"action": "generate", "prompt": "hi", "session_id": "abc\n"})
 
 
-@_VALIDATION_MATCH
 @pytest.mark.parametrize("field", ["model", "checkpoint"])
 def test_handler_refuses_checkpoint_name_with_trailing_newline(field: str) -> None:
     with pytest.raises(InputError, match=rf"^{field}: must be a checkpoint name"):
