@@ -14,6 +14,7 @@ It speaks the RunPod 1.12 worker protocol (see transport.py) but differs from th
   is held until its thread returns, and it can poll `stop_requested(job)` to end early.
 - SIGTERM/SIGINT: stop taking, give in-flight jobs `grace_s` to finish, then abandon the rest
   (the server requeues them when the worker is lost). A second signal skips the grace period.
+  Jobs in a take reply that lands as the signal does are not started but counted as abandoned.
   A final post that has started is shielded from cancellation and awaited before exit.
 - Progress updates are posted in order and always before the job's final result (the SDK can
   deliver them after it, runpod/runpod-python#250).
@@ -55,6 +56,8 @@ log = logging.getLogger("neuroq.worker")
 STREAM_BUFFER = 32
 #: how long shutdown waits for final posts that are still retrying
 POST_DRAIN_S = 30.0
+#: how long shutdown lets a take in flight finish, so a reply already on its way is read
+TAKE_SETTLE_S = 0.5
 
 # job id -> the running job, so module-level `progress_update(job, ...)` finds its worker.
 _ACTIVE: dict[str, _RunningJob] = {}
@@ -242,11 +245,17 @@ class Worker:
                 await slots.acquire()
                 n += 1
             started = loop.time()
+            # Its own task, so shutdown cancelling this loop cannot drop a reply being read.
+            take = asyncio.ensure_future(
+                self.transport.take(n, job_in_progress=bool(self.held_ids()))
+            )
             try:
-                jobs = await self.transport.take(n, job_in_progress=bool(self.held_ids()))
-            except BaseException:
+                jobs = await asyncio.shield(take)
+            except BaseException as exc:
                 for _ in range(n):
                     slots.release()
+                if isinstance(exc, asyncio.CancelledError):
+                    await self._abandon_late_take(take)
                 raise
             for _ in range(max(0, n - len(jobs))):
                 slots.release()
@@ -260,6 +269,24 @@ class Worker:
                 remaining = self.min_poll_interval_s - (loop.time() - started)
                 if remaining > 0:
                     await asyncio.sleep(remaining)
+
+    async def _abandon_late_take(self, take: asyncio.Future[list[dict[str, Any]]]) -> None:
+        """Shutdown began while a take was out. A reply already on its way carries jobs the
+        server has leased to us: read it (briefly), then count and log each job as abandoned
+        rather than drop it unseen; the server requeues them when our pings stop naming them
+        or we are lost. A take still waiting is cancelled, and the server releases what it
+        could not deliver."""
+        done, _ = await asyncio.wait({take}, timeout=TAKE_SETTLE_S)
+        if not done:
+            take.cancel()
+            await asyncio.wait({take})
+        if take.cancelled() or take.exception() is not None:
+            return
+        for job in take.result():
+            self.counts["abandoned"] += 1
+            log.warning(
+                "job %s arrived as shutdown began: not started; the server requeues it", job["id"]
+            )
 
     def _start(self, job: dict[str, Any], slots: asyncio.Semaphore, has_slot: bool) -> None:
         job_id = job["id"]
