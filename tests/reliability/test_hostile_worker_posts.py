@@ -1,0 +1,85 @@
+"""Worker posts that are not strict JSON get a 4xx naming the problem, never a 500.
+
+A 500 on job-done makes an SDK worker post the same body again (it retries 5xx), and the job
+would sit IN_PROGRESS until its execution timeout. So every body the server cannot store, from
+the job's holder, answers 400 and ends the job FAILED with the reason, once: numbers that
+overflow (`1e309`), lone surrogates, nesting past the documented limit (100 levels), including
+the 100,000-deep bodies that used to raise RecursionError.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from harness import ServerProcess
+
+from neuroq.strict_json import MAX_DEPTH
+
+SDK_POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}
+
+HOSTILE: dict[str, tuple[bytes, str]] = {
+    "overflow": (b'{"output": {"loss": 1e309}}', "output.loss"),
+    "negative-overflow": (b'{"output": [-1e400]}', "output[0]"),
+    "lone-surrogate": (b'{"output": "\\ud800"}', "surrogate"),
+    "too-deep": (b'{"output": ' + b"[" * 1_000 + b"]" * 1_000 + b"}", f"{MAX_DEPTH}"),
+    "very-deep": (b"[" * 100_000 + b"]" * 100_000, f"{MAX_DEPTH}"),
+}
+
+
+@pytest.fixture
+def http(shared_server: ServerProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=shared_server.base_url, timeout=30) as client:
+        yield client
+
+
+def running(http: httpx.Client, server: ServerProcess) -> tuple[str, str]:
+    ep = "ep-" + uuid.uuid4().hex[:10]
+    reply = http.post(f"/{ep}/run", json={"input": {}}, headers=server.client_headers)
+    assert reply.status_code == 200, reply.text
+    reply = http.get(f"/{ep}/job-take/w1?job_in_progress=0", headers=server.worker_headers)
+    assert reply.status_code == 200, reply.text
+    return ep, str(reply.json()["id"])
+
+
+def status(http: httpx.Client, server: ServerProcess, ep: str, job_id: str) -> dict[str, Any]:
+    reply = http.get(f"/{ep}/status/{job_id}", headers=server.client_headers)
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+@pytest.mark.parametrize("route", ["job-done", "job-stream"])
+@pytest.mark.parametrize("kind", sorted(HOSTILE))
+def test_hostile_result_is_refused_and_fails_the_job_once(
+    http: httpx.Client, shared_server: ServerProcess, route: str, kind: str
+) -> None:
+    body, named = HOSTILE[kind]
+    ep, job_id = running(http, shared_server)
+    headers = {**shared_server.worker_headers, **SDK_POST_HEADERS}
+    reply = http.post(f"/{ep}/{route}/w1/{job_id}?isStream=false", content=body, headers=headers)
+    assert reply.status_code == 400, reply.text
+    assert named in reply.json()["error"]
+    ended = status(http, shared_server, ep, job_id)
+    assert ended["status"] == "FAILED" and named in ended["error"]
+    # the SDK's retry of the same body changes nothing and is not a 5xx either
+    again = http.post(f"/{ep}/{route}/w1/{job_id}?isStream=false", content=body, headers=headers)
+    assert again.status_code == 400
+    assert status(http, shared_server, ep, job_id) == ended
+
+
+def test_hostile_progress_and_batch_get_400(
+    http: httpx.Client, shared_server: ServerProcess
+) -> None:
+    ep, job_id = running(http, shared_server)
+    headers = shared_server.worker_headers
+    progress = b'{"status": "IN_PROGRESS", "output": {"pct": 1e309}}'
+    reply = http.post(f"/{ep}/job-done/w1/{job_id}", content=progress, headers=headers)
+    assert reply.status_code == 400 and "output.pct" in reply.json()["error"]
+    assert status(http, shared_server, ep, job_id)["status"] == "FAILED"
+    deep = b"[" * 100_000 + b"]" * 100_000
+    reply = http.post(f"/{ep}/job-done-batch/w1", content=deep, headers=headers)
+    assert reply.status_code == 400 and str(MAX_DEPTH) in reply.json()["error"]
