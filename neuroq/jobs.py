@@ -206,6 +206,10 @@ class Job:
             "input": json.loads(self.input_json),
             "webhook": self.webhook,
             "policy": self.policy.to_wire(),
+            # our addition: which attempt this delivery is (the job's retries so far); our
+            # worker echoes it on its posts so a late post from an earlier attempt is fenced
+            # out even when the same worker id took the job again
+            "attempt": self.retries,
         }
         if self.s3_config_json is not None:
             body["s3Config"] = json.loads(self.s3_config_json)

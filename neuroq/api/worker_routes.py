@@ -356,7 +356,7 @@ async def job_done(request: Request) -> Response:
         # final result, which the store ignores (spec 2.6). It renews its job's lease.
         reply = await _progress(call, job_id, body, now)
     else:
-        job, outcome = await _finish(call, job_id, body, now)
+        job, outcome = await _finish(call, job_id, body, now, call.holder)
         if outcome == "unknown":
             return _no_job(call)
         reply = JSONResponse({}) if job is None else _ignored(call, job)
@@ -392,7 +392,7 @@ async def _progress(call: WorkerCall, job_id: str, body: dict[str, Any], now: in
 
 
 async def _finish(
-    call: WorkerCall, job_id: str, body: dict[str, Any], now: int
+    call: WorkerCall, job_id: str, body: dict[str, Any], now: int, holder: Holder
 ) -> tuple[Job | None, str]:
     """Store a final result. Returns (None, "finished"), or the job as it stands with
     "discarded" (it had ended already) or "ignored" (the poster does not hold its current
@@ -409,7 +409,7 @@ async def _finish(
         output_json=encode(body["output"]) if "output" in body else None,
         error_json=encode(error) if error else None,
         now_ms=now,
-        holder=call.holder,
+        holder=holder,
         endpoint_id=call.endpoint_id,
     )
     if finished is not None:
@@ -429,8 +429,8 @@ async def _finish(
 
 async def job_done_batch(request: Request) -> Response:
     """POST /job-done-batch/{worker}: our extension for the final results of several jobs in one
-    request, `[{"id": ..., "result": <job-done body>}, ...]`. Each result is stored exactly as
-    job-done stores it; the reply says what became of each:
+    request, `[{"id": ..., "attempt": N?, "result": <job-done body>}, ...]`. Each result is
+    stored exactly as job-done stores it; the reply says what became of each:
     {"finished"|"discarded"|"ignored"|"unknown": [ids]}. Our worker sends a batch only while an
     earlier post is still in flight, so a worker at concurrency 64 makes a few requests per
     batch of jobs instead of one per job."""
@@ -457,7 +457,8 @@ async def job_done_batch(request: Request) -> Response:
     outcomes: dict[str, list[str]] = {"finished": [], "discarded": [], "ignored": [], "unknown": []}
     now = now_ms()
     for item in items:
-        job, outcome = await _finish(call, item["id"], item["result"], now)
+        holder = Holder(call.worker_id, call.alias, item.get("attempt"))
+        job, outcome = await _finish(call, item["id"], item["result"], now, holder)
         if job is not None:
             log.info("result from worker %s ignored: %s", call.worker_id, _why_ignored(call, job))
         outcomes[outcome].append(item["id"])
@@ -471,6 +472,11 @@ def _batch_item_problem(item: Any) -> str | None:
     job_id = item.get("id")
     if not isinstance(job_id, str) or not job_id:
         return "`id` must be a non-empty string"
+    attempt = item.get("attempt")
+    if attempt is not None and (
+        not isinstance(attempt, int) or isinstance(attempt, bool) or attempt < 0
+    ):
+        return "`attempt` must be a non-negative integer"
     result = item.get("result")
     if not isinstance(result, dict):
         return "`result` must be a JSON object (a job-done body)"

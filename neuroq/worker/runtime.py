@@ -83,6 +83,12 @@ class _RunningJob:
     def id(self) -> str:
         return str(self.job["id"])
 
+    @property
+    def attempt(self) -> int | None:
+        """The attempt the server named in the job object, echoed on every post for this job."""
+        attempt = self.job.get("attempt")
+        return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else None
+
 
 def progress_update(job: dict[str, Any], data: Any) -> None:
     """Report progress of a running job: the server shows `data` as the job's output while it
@@ -118,7 +124,7 @@ async def stream_update(job: dict[str, Any], chunk: Any) -> bool:
     running = _ACTIVE.get(job_id)
     if running is None or running.stopped:
         return False
-    await running.worker.transport.stream(job_id, body)
+    await running.worker.transport.stream(job_id, body, running.attempt)
     return True
 
 
@@ -343,7 +349,7 @@ class Worker:
             body = encode({"error": f"handler output is not JSON-encodable: {reason}"})
             outcome = "failed"
         try:
-            await self.transport.finish(rj.id, body, result.is_stream)
+            await self.transport.finish(rj.id, body, result.is_stream, rj.attempt)
         except (RequestFailed, WorkerAuthError) as exc:
             log.error("job %s: result could not be delivered and is lost: %s", rj.id, exc)
             outcome = "failed"
@@ -419,7 +425,7 @@ class Worker:
         if rj.stopped:
             return None
         try:
-            await self.transport.stream(rj.id, body)
+            await self.transport.stream(rj.id, body, rj.attempt)
         except RequestFailed as exc:
             log.error("job %s: stream chunk %d lost: %s", rj.id, index, exc)
         return None
@@ -549,7 +555,7 @@ class Worker:
         if rj.stopped:
             return
         try:
-            await self.transport.done(rj.id, body, is_stream=False)
+            await self.transport.done(rj.id, body, False, rj.attempt)
         except (RequestFailed, WorkerAuthError) as exc:
             log.warning("job %s: progress update lost: %s", rj.id, exc)
 

@@ -41,7 +41,14 @@ MAX_BATCH = 100
 MAX_BATCH_BYTES = 1_000_000
 
 #: a final result waiting to be posted: job id, body, isStream, and the caller's future
-_Waiting = tuple[str, bytes, bool, "asyncio.Future[None]"]
+#: a final result waiting to be posted: job id, body, is_stream, attempt, delivered
+_Waiting = tuple[str, bytes, bool, int | None, "asyncio.Future[None]"]
+
+
+def _attempt_params(attempt: int | None) -> dict[str, str]:
+    """The fence our posts carry: the attempt the job object named when we took it (the server
+    then ignores a post from an earlier attempt of the same job, see docs/worker-protocol.md)."""
+    return {} if attempt is None else {"attempt": str(attempt)}
 
 
 class WorkerAuthError(RuntimeError):
@@ -231,14 +238,16 @@ class Transport:
             log.warning("job-take: asked for %d jobs, got %d", n, len(jobs))
         return jobs
 
-    async def done(self, job_id: str, body: bytes, is_stream: bool) -> None:
+    async def done(
+        self, job_id: str, body: bytes, is_stream: bool, attempt: int | None = None
+    ) -> None:
         """Post a final result or a progress update. Retries server trouble for
         `result_retry_s`; raises RequestFailed when the result could not be delivered."""
         response = await self._request(
             f"job-done {job_id}",
             "POST",
             f"job-done/{self.worker_id}/{job_id}",
-            params={"isStream": "true" if is_stream else "false"},
+            params={"isStream": "true" if is_stream else "false", **_attempt_params(attempt)},
             content=body,
             timeout_s=self.post_timeout_s,
             give_up_after_s=self.result_retry_s,
@@ -248,15 +257,17 @@ class Transport:
                 f"job-done {job_id}", f"HTTP {response.status_code}", response.status_code
             )
 
-    async def finish(self, job_id: str, body: bytes, is_stream: bool) -> None:
+    async def finish(
+        self, job_id: str, body: bytes, is_stream: bool, attempt: int | None = None
+    ) -> None:
         """Post a final result, batched with others that finish meanwhile (see the module
         docstring). Same guarantees as `done`: returns once the server has it, raises
         RequestFailed when it could not be delivered."""
         if not self._batching or len(body) > MAX_BATCH_BYTES:
-            await self.done(job_id, body, is_stream)
+            await self.done(job_id, body, is_stream, attempt)
             return
         delivered = asyncio.get_running_loop().create_future()
-        self._waiting.append((job_id, body, is_stream, delivered))
+        self._waiting.append((job_id, body, is_stream, attempt, delivered))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush(), name="job-done-batches")
         await asyncio.shield(delivered)
@@ -276,8 +287,7 @@ class Transport:
             try:
                 if len(batch) == 1 or not self._batching:
                     outcomes = await asyncio.gather(
-                        *(self.done(job_id, body, stream) for job_id, body, stream, _ in batch),
-                        return_exceptions=True,
+                        *(self.done(*item[:4]) for item in batch), return_exceptions=True
                     )
                 else:
                     outcomes = await self._post_batch(batch)
@@ -297,8 +307,13 @@ class Transport:
 
     async def _post_batch(self, batch: list[_Waiting]) -> list[BaseException | None]:
         items = b",".join(
-            b'{"id":' + json.dumps(job_id).encode() + b',"result":' + body + b"}"
-            for job_id, body, _, _ in batch
+            b'{"id":'
+            + json.dumps(job_id).encode()
+            + (b"" if attempt is None else b',"attempt":' + str(attempt).encode())
+            + b',"result":'
+            + body
+            + b"}"
+            for job_id, body, _, attempt, _ in batch
         )
         try:
             response = await self._request(
@@ -319,17 +334,16 @@ class Transport:
         else:
             log.warning("job-done-batch: HTTP %d; posting these one by one", response.status_code)
         return await asyncio.gather(
-            *(self.done(job_id, body, is_stream) for job_id, body, is_stream, _ in batch),
-            return_exceptions=True,
+            *(self.done(*item[:4]) for item in batch), return_exceptions=True
         )
 
-    async def stream(self, job_id: str, body: bytes) -> None:
+    async def stream(self, job_id: str, body: bytes, attempt: int | None = None) -> None:
         """Post one stream chunk (`{"output": chunk}` already encoded); same retries as done."""
         response = await self._request(
             f"job-stream {job_id}",
             "POST",
             f"job-stream/{self.worker_id}/{job_id}",
-            params={"isStream": "false"},
+            params={"isStream": "false", **_attempt_params(attempt)},
             content=body,
             timeout_s=self.post_timeout_s,
             give_up_after_s=self.result_retry_s,

@@ -232,3 +232,32 @@ async def test_a_worker_that_never_held_the_job_changes_nothing(raw: Raw) -> Non
     status = await raw.status(job_id)
     assert status["status"] == "COMPLETED" and status["output"] == "mine"
     assert await raw.stream(job_id) == []
+
+
+async def test_an_earlier_attempt_of_the_same_worker_id_is_fenced_by_its_attempt(
+    raw: Raw,
+) -> None:
+    """The same worker id takes the job again after its lease lapsed: the job object names the
+    attempt, and a post naming the earlier one (our worker echoes it) changes nothing."""
+    job_id = await raw.submit()
+    first = await raw.worker.get("/job-take/same?job_in_progress=0")
+    assert first.json()["attempt"] == 0
+    await lapse_to(raw, job_id, "same", old_worker="other")
+    second = await raw.status(job_id)
+    assert second["workerId"] == "same" and second["retries"] == 1
+    stale = await raw.worker.post(
+        f"/job-done/same/{job_id}?attempt=0", content=b'{"output": "stale"}'
+    )
+    assert "ignored" in stale.json(), stale.text
+    chunk = await raw.worker.post(
+        f"/job-stream/same/{job_id}?attempt=0", content=b'{"output": "stale"}'
+    )
+    assert "ignored" in chunk.json(), chunk.text
+    batch = [{"id": job_id, "attempt": 0, "result": {"output": "stale"}}]
+    reply = await raw.worker.post("/job-done-batch/same", json=batch)
+    assert reply.json()["ignored"] == [job_id], reply.text
+    fresh = await raw.worker.post(
+        f"/job-done/same/{job_id}?attempt=1", content=b'{"output": "fresh"}'
+    )
+    assert fresh.json() == {}
+    assert (await raw.status(job_id))["output"] == "fresh"

@@ -328,10 +328,11 @@ async def test_second_shutdown_request_skips_the_grace_period(fake: Any, make_wo
     assert worker.counts["abandoned"] == 1
 
 
-async def batch_while_first_post_hangs(fake: Any, make_worker: Any) -> Any:
-    """Six jobs at concurrency 6: the first result's job-done is held until every other job
-    has finished, so those five results wait behind it."""
-    for i in range(6):
+async def batch_while_first_post_hangs(fake: Any, make_worker: Any, queued: bool = False) -> Any:
+    """Six jobs at concurrency 6 (b0..b5, unless `queued` says they are in the queue already):
+    the first result's job-done is held until every other job has finished, so those five
+    results wait behind it."""
+    for i in range(0 if queued else 6):
         fake.add(f"b{i}", {"i": i})
     finished = 0
 
@@ -369,3 +370,24 @@ async def test_without_the_batch_route_results_are_posted_one_by_one(
     worker = await batch_while_first_post_hangs(fake, make_worker)
     assert len(fake.of("done-batch")) == 1  # tried once, then never again
     assert not worker.transport._batching
+
+
+async def test_every_post_names_the_attempt_the_job_object_named(
+    fake: Any, make_worker: Any
+) -> None:
+    """The server fences posts by attempt as well as by worker id: a late post from an earlier
+    attempt of the same job, taken again by this same worker id, must not count."""
+    fake.queue.append({"id": "a1", "input": {"count": 2}, "attempt": 3})
+    fake.changed.set()
+    await run(make_worker(demo_handlers.stream))
+    posts = fake.of("stream", "a1") + fake.of("done", "a1")
+    assert len(posts) == 3
+    assert all(c.params.get("attempt") == "3" for c in posts), [c.params for c in posts]
+
+
+async def test_batched_results_carry_their_attempt(fake: Any, make_worker: Any) -> None:
+    for i in range(6):
+        fake.queue.append({"id": f"b{i}", "input": {"i": i}, "attempt": i})
+    await batch_while_first_post_hangs(fake, make_worker, queued=True)
+    [batch] = fake.of("done-batch")
+    assert {item["id"]: item["attempt"] for item in batch.body} == {f"b{i}": i for i in range(1, 6)}
