@@ -14,8 +14,8 @@ import httpx
 
 from neuroq.client import _core
 from neuroq.client._core import ClientConfig, Request, Routes
-from neuroq.client.aiohttp_transport import AiohttpClient, AiohttpTransport, Reply, encode_json
 from neuroq.errors import JobTimeout
+from neuroq.http_client import AiohttpClient, AiohttpTransport, Reply, encode_json
 from neuroq.jobs import Policy
 
 StatusCallback = Callable[[dict[str, Any]], None]

@@ -30,7 +30,7 @@ from typing import Any
 
 import httpx
 
-from neuroq.client.aiohttp_transport import AiohttpClient, Reply
+from neuroq.http_client import AiohttpClient, Reply
 
 log = logging.getLogger("neuroq.worker")
 

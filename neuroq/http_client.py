@@ -1,4 +1,7 @@
-"""HTTP through aiohttp for the asyncio client and the worker, in two forms.
+"""The HTTP layer under the asyncio client and the worker: aiohttp, in two forms.
+
+It sits outside both packages because both use it. It only sends; what to do about a failed
+request is decided by the caller.
 
 Why aiohttp: httpx's own asyncio connection pool costs milliseconds per request and serialises
 badly under concurrency (on a 2-core machine: about 170 requests/s at 32 concurrent requests,

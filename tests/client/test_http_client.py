@@ -1,6 +1,6 @@
-"""`AiohttpClient`, the asyncio client's and the worker's hot path, against real sockets on
-loopback: replies come back whole, and every kind of network failure surfaces as the httpx
-exception the retry logic in `_core` and the worker's transport already handle."""
+"""`neuroq.http_client.AiohttpClient`, the asyncio client's and the worker's hot path, against
+real sockets on loopback: replies come back whole, and every kind of network failure surfaces as
+the httpx exception the retry logic in `_core` and the worker's transport already handle."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from neuroq import AsyncEndpoint
-from neuroq.client.aiohttp_transport import AiohttpClient, encode_json
+from neuroq.http_client import AiohttpClient, encode_json
 
 Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
