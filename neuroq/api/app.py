@@ -1,9 +1,12 @@
-"""The HTTP application: routes, shared state, and the lifespan that opens the store.
+"""The HTTP application: every route, the shared state, and the one lifespan, built in one place.
 
-Shared state, which the worker routes and the background task rely on by these exact names:
-`app.state.settings` (Settings), `app.state.store` (JobStore), `app.state.keys` (auth.Keys).
-The lifespan opens the store before the first request and runs `run_background` (sweeps and
-webhook delivery) as a task for as long as the server runs.
+Shared state, which the routes and the background task rely on by these exact names:
+`app.state.settings` (Settings), `app.state.store` (JobStore), `app.state.keys` (auth.Keys),
+`app.state.metrics` (Metrics), `app.state.dashboard` (Dashboard). The store's listeners are
+subscribed here: metrics and the dashboard's activity learn of every committed change from the
+store's events. The lifespan opens the store before the first request and runs
+`run_background` (sweeps and webhook delivery) and the dashboard's history sampler as tasks for
+as long as the server runs.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api import client_routes, worker_routes
+from neuroq.api import client_routes, dashboard, metrics, worker_routes
+from neuroq.api.activity import Activity
 from neuroq.api.auth import load_keys
 from neuroq.api.background import run_background
-from neuroq.api.dashboard import install_dashboard
 from neuroq.api.errors import EXCEPTION_HANDLERS
-from neuroq.api.metrics import install_metrics
+from neuroq.api.metrics import HTTPMetricsMiddleware, Metrics
 from neuroq.api.openapi import openapi_document
 from neuroq.config import Settings
 from neuroq.store.base import JobStore
@@ -42,33 +46,46 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
 
         store = create_store(settings)
     keys = load_keys(settings)
+    counters = Metrics()
+    activity = Activity()
+    store.events.subscribe(counters.on_store_event)
+    store.events.subscribe(activity.on_store_event)
+    board = dashboard.create_dashboard(settings, store, counters, activity, keys)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await app.state.store.open()
-        background = asyncio.create_task(run_background(app), name="neuroq-background")
-        background.add_done_callback(_report_background_exit)
+        await store.open()
+        tasks = [
+            asyncio.create_task(run_background(app), name="neuroq-background"),
+            asyncio.create_task(board.history.run(store, counters), name="neuroq-history"),
+        ]
+        tasks[0].add_done_callback(_report_background_exit)
         try:
             yield
         finally:
-            background.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await background
-            await app.state.store.close()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await store.close()
 
     routes: list[BaseRoute] = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *client_routes.ROUTES,
         *worker_routes.ROUTES,
+        *metrics.ROUTES,
+        *dashboard.ROUTES,
     ]
-    app = Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(HTTPMetricsMiddleware, metrics=counters)],
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=lifespan,
+    )
     app.state.settings = settings
     app.state.store = store
     app.state.keys = keys
-    # Wraps app.state.store to count transitions; adds /metrics, the dashboard at / and
-    # their lifespan work. Both must run before the app starts.
-    install_metrics(app)
-    install_dashboard(app)
+    app.state.metrics = counters
+    app.state.dashboard = board
     return app
 
 

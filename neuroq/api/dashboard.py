@@ -2,7 +2,7 @@
 
 Pages are rendered here as HTML; `dashboard/static/dashboard.js` (plain JS, no build step, no
 CDN) keeps them live. Every page names a live URL: the script long-polls it with the version it
-last saw, the server holds the request until the data changed (an `ObservedStore.changes` or job
+last saw, the server holds the request until the data changed (an `Activity.changes` or job
 topic moved) or `LIVE_HOLD_S` passed, and answers with freshly rendered fragments that replace
 the page's `id`-named parts. Rendering happens only here, so escaping happens only here: every
 value that comes from a job (ids, inputs, outputs, errors, chunks) goes through `h()`.
@@ -22,7 +22,6 @@ and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playgr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
 import html
@@ -39,7 +38,6 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import (
     HTMLResponse,
@@ -49,14 +47,14 @@ from starlette.responses import (
     StreamingResponse,
 )
 from starlette.routing import BaseRoute, Route
-from starlette.types import Lifespan
 
 from neuroq import strict_json
+from neuroq.api.activity import JOBS_CHANGED, Activity
 from neuroq.api.auth import Keys
-from neuroq.api.metrics import JOBS_CHANGED, Metrics, ObservedStore, worker_state
+from neuroq.api.metrics import Metrics, worker_state
 from neuroq.config import Settings
 from neuroq.jobs import Job, JobStatus, NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import InvalidTransition, job_topic, wait_until
+from neuroq.store.base import InvalidTransition, JobStore, job_topic, wait_until
 
 log = logging.getLogger("neuroq.dashboard")
 
@@ -209,7 +207,7 @@ class History:
         key = (endpoint_id, status)
         return (metrics.finished.get(key, 0) - then.get(key, 0)) / elapsed_min
 
-    async def run(self, store: ObservedStore, metrics: Metrics) -> None:
+    async def run(self, store: JobStore, metrics: Metrics) -> None:
         while True:
             try:
                 at = now_ms()
@@ -222,10 +220,12 @@ class History:
 @dataclass
 class Dashboard:
     settings: Settings
-    store: ObservedStore
+    store: JobStore
     metrics: Metrics
+    activity: Activity
     sessions: Sessions
     history: History
+    static: dict[str, bytes]
     #: tags live versions, so a page that saw another server process never looks up to date
     instance: str = field(default_factory=lambda: secrets.token_hex(4))
 
@@ -774,7 +774,7 @@ async def job_parts(request: Request, endpoint_id: str, job_id: str) -> dict[str
     else:
         result_html = '<h2>Output</h2><p class="muted">not started yet</p>'
     pending = await dash.store.job_webhooks(job_id)
-    attempts = dash.store.webhook_attempts(job_id)
+    attempts = dash.activity.webhook_attempts(job_id)
     hook_items = [
         f"<li>attempt {a.attempt} at {fmt_time(a.at_ms)}: "
         f"{'delivered' if a.ok else 'failed, gave up' if a.final else 'failed, will retry'}</li>"
@@ -837,7 +837,7 @@ async def _hold(request: Request, topic: str, store_topic: bool) -> str:
     LIVE_HOLD_S; return the version to render with. An absent `v`, or one from another server
     process (a restart), answers at once."""
     dash = _dash(request)
-    notifier = dash.store.notifier if store_topic else dash.store.changes
+    notifier = dash.store.notifier if store_topic else dash.activity.changes
     prefix = f"{dash.instance}-"
     seen = request.query_params.get("v", "")
     if seen.startswith(prefix) and seen[len(prefix) :].isdigit():
@@ -1094,7 +1094,7 @@ def _load_static() -> dict[str, bytes]:
 
 async def static(request: Request) -> Response:
     name = request.path_params["name"]
-    files: dict[str, bytes] = request.app.state.dashboard_static
+    files = _dash(request).static
     if name not in files:
         return JSONResponse({"error": f"no static file {name!r}"}, 404)
     return Response(
@@ -1121,32 +1121,10 @@ ROUTES: list[BaseRoute] = [
 ]
 
 
-def install_dashboard(app: Starlette) -> None:
-    """Add the dashboard's routes and its history sampler to an app whose store is already an
-    `ObservedStore` (see `neuroq.api.metrics.install_metrics`). Must run before the app starts."""
-    store = app.state.store
-    if not isinstance(store, ObservedStore):
-        raise RuntimeError("install_metrics(app) must run before install_dashboard(app)")
-    settings: Settings = app.state.settings
+def create_dashboard(
+    settings: Settings, store: JobStore, metrics: Metrics, activity: Activity, keys: Keys
+) -> Dashboard:
+    """The dashboard's state; the app serves ROUTES with it as `app.state.dashboard` and runs
+    `history.run` for as long as it serves (neuroq.api.app)."""
     history = History(settings.dashboard_sample_s)
-    app.state.dashboard = Dashboard(
-        settings, store, app.state.metrics, Sessions(app.state.keys), history
-    )
-    app.state.dashboard_static = _load_static()
-    app.router.routes.extend(ROUTES)
-    inner: Lifespan[Any] = app.router.lifespan_context
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[Any]:
-        async with inner(app) as state:
-            sampler = asyncio.create_task(
-                history.run(store, app.state.metrics), name="neuroq-dashboard-history"
-            )
-            try:
-                yield state
-            finally:
-                sampler.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await sampler
-
-    app.router.lifespan_context = lifespan
+    return Dashboard(settings, store, metrics, activity, Sessions(keys), history, _load_static())

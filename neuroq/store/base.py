@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from neuroq.jobs import Job, NewJob
+from neuroq.store.events import StoreEvents
 
 T = TypeVar("T")
 
@@ -183,6 +184,8 @@ class JobStore(Protocol):
     tests can drive time and so several processes agree on one clock reading per operation."""
 
     notifier: Notifier
+    #: what each committed operation changed, for metrics and the dashboard (neuroq.store.events)
+    events: StoreEvents
     #: how often a long-poll re-reads the store when no in-process notification came
     recheck_s: float
 

@@ -34,6 +34,7 @@ from psycopg_pool import AsyncConnectionPool
 from neuroq.jobs import now_ms
 from neuroq.store.base import Notifier
 from neuroq.store.errors import StoreUnavailable
+from neuroq.store.events import StoreEvents
 from neuroq.store.sql import load_queries, read_sql
 from neuroq.store.sql.ops import Op, Outcome
 from neuroq.store.sql.store import OpStore
@@ -99,6 +100,7 @@ class PostgresStore(OpStore):
         self.schema = schema
         self.channel = f"neuroq_{schema}"
         self.notifier = Notifier()
+        self.events = StoreEvents()
         self.recheck_s = recheck_s
         self.retention_run_ms = retention_run_ms
         self.retention_sync_ms = retention_sync_ms
@@ -232,9 +234,7 @@ class PostgresStore(OpStore):
             if unavailable is None:
                 raise
             raise unavailable from exc
-        if outcome.topics:
-            self.notifier.publish_all(outcome.topics)
-        return outcome.value
+        return self._committed(outcome)
 
 
 def _unavailable(exc: psycopg.Error) -> StoreUnavailable | None:

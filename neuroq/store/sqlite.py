@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 
 from neuroq.store.base import Notifier
 from neuroq.store.errors import StoreError, StoreOpenError, StoreUnavailable
+from neuroq.store.events import StoreEvents
 from neuroq.store.sql import load_queries, read_sql
 from neuroq.store.sql.ops import Op, Outcome
 from neuroq.store.sql.store import OpStore
@@ -82,6 +83,7 @@ class SQLiteStore(OpStore):
         self.path = Path(path)
         self.max_size_bytes = max_size_bytes
         self.notifier = Notifier()
+        self.events = StoreEvents()
         self.recheck_s = recheck_s
         self.retention_run_ms = retention_run_ms
         self.retention_sync_ms = retention_sync_ms
@@ -203,9 +205,7 @@ class SQLiteStore(OpStore):
             if not heavy and self._inline is not None:
                 outcome = self._execute_inline(self._inline, op, write)
                 if outcome is not None:
-                    if outcome.topics:
-                        self.notifier.publish_all(outcome.topics)
-                    return outcome.value
+                    return self._committed(outcome)
             future = asyncio.get_running_loop().run_in_executor(
                 self._executor, self._execute, op, write
             )
@@ -265,9 +265,7 @@ class SQLiteStore(OpStore):
 
     def _publish(self, future: asyncio.Future[Outcome[Any]]) -> None:
         if not future.cancelled() and future.exception() is None:
-            topics = future.result().topics
-            if topics:
-                self.notifier.publish_all(topics)
+            self._committed(future.result())
 
     def _execute(self, op: Op[T], write: bool) -> Outcome[T]:
         conn = self._conn

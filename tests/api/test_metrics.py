@@ -18,7 +18,7 @@ import pytest
 from harness import ServerProcess, start_server, start_worker
 from prometheus_client.parser import text_string_to_metric_families
 
-from neuroq.api.metrics import Metrics, ObservedStore
+from neuroq.api.metrics import Metrics
 from neuroq.jobs import JobStatus, NewJob, Policy, now_ms
 from neuroq.store.sqlite import SQLiteStore
 
@@ -185,7 +185,8 @@ def test_metrics_need_the_client_key_unless_public(tmp_path: Path) -> None:
 
 async def test_sweeps_retries_and_repeat_cancels_count_once(tmp_path: Path) -> None:
     metrics = Metrics()
-    store = ObservedStore(SQLiteStore(tmp_path / "db.sqlite"), metrics)
+    store = SQLiteStore(tmp_path / "db.sqlite")
+    store.events.subscribe(metrics.on_store_event)
     await store.open()
     try:
         t0 = now_ms()

@@ -12,6 +12,7 @@ import pytest
 from store_backends import RETENTION_RUN_MS, RETENTION_SYNC_MS
 
 from neuroq.jobs import JobStatus, NewJob, Policy
+from neuroq.store import events
 from neuroq.store.base import (
     Holder,
     InvalidTransition,
@@ -759,3 +760,69 @@ async def test_end_topic_moves_only_on_terminal_transitions(store: JobStore, t0:
     await store.sweep(t0 + 20_000, worker_lost_ms=10**9, max_retries=3)
     for job in (cancelled, purged, expired):
         assert n.version(end_topic(job.id)) == 1, job
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+async def test_every_committed_change_is_told_once_as_an_event(store: JobStore, t0: int) -> None:
+    seen: list[events.StoreEvent] = []
+    store.events.subscribe(seen.append)
+
+    def drain() -> list[events.StoreEvent]:
+        told = list(seen)
+        seen.clear()
+        return told
+
+    job, _ = await store.submit(new(webhook="http://hook.example/x"), t0, "key-1")
+    assert drain() == [events.JobSubmitted(job)]
+    await store.submit(new(), t0, "key-1")  # an idempotent repeat creates nothing
+    assert drain() == []
+    (taken,) = await store.take(EP, "w1", 1, t0 + 1, LEASE)
+    assert drain() == [events.JobsTaken((taken,))]
+    assert await store.release([job.id], "w1", t0 + 2) == 1
+    assert drain() == [events.JobsRequeued((job.id,), lost=False)]
+    await store.take(EP, "w1", 1, t0 + 3, LEASE)
+    drain()
+    result = await store.sweep(t0 + 3 + LEASE, LOST, 1)
+    assert result.requeued == [job.id]
+    assert drain() == [events.JobsRequeued((job.id,), lost=True)]
+    await store.take(EP, "w2", 1, t0 + LEASE + 10, LEASE)
+    drain()
+    done = await store.finish(
+        job.id, output_json=None, error_json='"e"', now_ms=t0 + LEASE + 11, holder=Holder("w2")
+    )
+    assert done is not None and drain() == [events.JobsEnded((done,))]
+    assert await store.finish(job.id, output_json="1", error_json=None, now_ms=t0) is None
+    assert drain() == []  # nothing changed, nothing told
+    retried = await store.retry(EP, job.id, t0 + LEASE + 12)
+    assert retried is not None and drain() == [events.JobRetried(retried)]
+    cancelled = await store.cancel(EP, job.id, t0 + LEASE + 13)
+    assert cancelled is not None and drain() == [events.JobsEnded((cancelled,))]
+    await store.cancel(EP, job.id, t0 + LEASE + 14)
+    assert drain() == []
+    # two webhook rows now (FAILED, then CANCELLED): one fails twice then gives up
+    first, second = await store.due_webhooks(t0 + LEASE + 20, 10)
+    now = t0 + LEASE + 21
+    await store.webhook_attempted(first.id, ok=False, now_ms=now, next_attempt_at_ms=now)
+    (again,) = await store.due_webhooks(now, 10)
+    await store.webhook_attempted(again.id, ok=False, now_ms=now + 1, next_attempt_at_ms=None)
+    await store.webhook_attempted(second.id, ok=True, now_ms=now + 2, next_attempt_at_ms=None)
+    assert drain() == [
+        events.WebhookAttempted(job.id, 1, False, False, now),
+        events.WebhookAttempted(job.id, 2, False, True, now + 1),
+        events.WebhookAttempted(job.id, 1, True, True, now + 2),
+    ]
+
+
+async def test_a_failing_listener_never_fails_the_operation(store: JobStore, t0: int) -> None:
+    told: list[events.StoreEvent] = []
+
+    def broken(event: events.StoreEvent) -> None:
+        raise RuntimeError("listener bug")
+
+    store.events.subscribe(broken)
+    store.events.subscribe(told.append)
+    job, created = await store.submit(new(), t0)
+    assert created and told == [events.JobSubmitted(job)]
+    assert await store.get(EP, job.id) is not None

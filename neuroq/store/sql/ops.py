@@ -2,7 +2,8 @@
 
 An operation is a generator: it yields `Stmt(name, params)` for each statement, receives the rows
 (an empty list for statements that return none) and finally returns an `Outcome` holding the
-method's result and the notifier topics to publish once the transaction has committed. The store
+method's result, the notifier topics to publish and the events (neuroq.store.events) to emit once
+the transaction has committed. The store
 wraps the whole script in one transaction (SQLite `BEGIN IMMEDIATE`, a PostgreSQL transaction),
 so the checks of a starting state made here and the changes that follow are atomic. Keeping the
 logic free of I/O is what lets SQLite run it on its own thread and PostgreSQL run it on asyncio
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
+from neuroq.store import events
 from neuroq.store.base import (
     Holder,
     InvalidTransition,
@@ -54,6 +56,7 @@ class Stmt:
 class Outcome(Generic[T]):
     value: T
     topics: set[str] = field(default_factory=set)
+    events: list[events.StoreEvent] = field(default_factory=list)
 
 
 Op = Generator[Stmt, Rows, Outcome[T]]
@@ -106,7 +109,8 @@ def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
         rows = yield Stmt("find_by_key", by_key)
         return Outcome((job_from_row(rows[0]), False))
     job = job_from_row(rows[0])
-    return Outcome((job, True), {job_topic(job.id), queue_topic(job.endpoint_id)})
+    topics = {job_topic(job.id), queue_topic(job.endpoint_id)}
+    return Outcome((job, True), topics, [events.JobSubmitted(job)])
 
 
 def get(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
@@ -122,7 +126,7 @@ def cancel(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
         topics = set(ended_topics(job.id))
         if job.stop_pending and job.worker_id is not None:
             topics.add(stop_topic(job.worker_id))
-        return Outcome(job, topics)
+        return Outcome(job, topics, [events.JobsEnded((job,))])
     rows = yield Stmt("get", params)
     return Outcome(job_from_row(rows[0]) if rows else None)
 
@@ -139,7 +143,8 @@ def retry(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
     if rows:
         job = job_from_row(rows[0])
         yield Stmt("delete_chunks", {"id": job.id})
-        return Outcome(job, {job_topic(job.id), queue_topic(job.endpoint_id)})
+        topics = {job_topic(job.id), queue_topic(job.endpoint_id)}
+        return Outcome(job, topics, [events.JobRetried(job)])
     rows = yield Stmt("get", params)
     if not rows:
         return Outcome(None)
@@ -149,7 +154,8 @@ def retry(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
 def purge_queue(endpoint_id: str, now_ms: int) -> Op[int]:
     rows = yield Stmt("purge", {"endpoint_id": endpoint_id, "now": now_ms})
     jobs = yield from _terminal(rows, now_ms)
-    return Outcome(len(jobs), {topic for job in jobs for topic in ended_topics(job.id)})
+    topics = {topic for job in jobs for topic in ended_topics(job.id)}
+    return Outcome(len(jobs), topics, [events.JobsEnded(tuple(jobs))] if jobs else [])
 
 
 def read_stream(
@@ -219,6 +225,7 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
     # RETURNING gives no order: restore the take order (priority, then seq)
     rows.sort(key=lambda row: (bool(row[6]), row[-1]))
     jobs: list[Job] = []
+    ended: list[Job] = []
     topics: set[str] = set()
     for job in map(job_from_row, rows):
         topics.add(job_topic(job.id))
@@ -232,15 +239,19 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
         failed = yield Stmt(
             "fail_undeliverable", {"id": job.id, "error_json": error, "now": now_ms}
         )
-        yield from _terminal(failed, now_ms)
+        ended.extend((yield from _terminal(failed, now_ms)))
         topics.update(ended_topics(job.id))
-    return Outcome(jobs, topics)
+    changes: list[events.StoreEvent] = [events.JobsTaken(tuple(jobs))] if jobs else []
+    if ended:
+        changes.append(events.JobsEnded(tuple(ended)))
+    return Outcome(jobs, topics, changes)
 
 
 def release(job_ids: list[str], worker_id: str) -> Op[int]:
     rows = yield Stmt("release", {"ids": job_ids, "worker_id": worker_id})
     topics = {job_topic(job_id) for job_id, _ in rows} | {queue_topic(ep) for _, ep in rows}
-    return Outcome(len(rows), topics)
+    released = tuple(job_id for job_id, _ in rows)
+    return Outcome(len(rows), topics, [events.JobsRequeued(released, lost=False)] if rows else [])
 
 
 def _fence(holder: Holder | None) -> dict[str, Any]:
@@ -298,7 +309,7 @@ def finish(
         yield Stmt("let_go", {"id": job_id, **_fence(holder)})
         return Outcome(None)
     (job,) = yield from _terminal(rows, now_ms)
-    return Outcome(job, set(ended_topics(job_id)))
+    return Outcome(job, set(ended_topics(job_id)), [events.JobsEnded((job,))])
 
 
 def touch_worker(
@@ -349,14 +360,17 @@ def worker(worker_id: str) -> Op[WorkerInfo | None]:
 def sweep(now_ms: int, worker_lost_ms: int, max_retries: int) -> Op[SweepResult]:
     result = SweepResult()
     topics: set[str] = set()
+    ended: list[Job] = []
     timeouts = {"now": now_ms, "ttl_error": TTL_ERROR, "execution_error": EXECUTION_ERROR}
 
     rows = yield Stmt("sweep_queue_ttl", timeouts)
     for job in (yield from _terminal(rows, now_ms)):
+        ended.append(job)
         result.timed_out.append(job.id)
         topics.update(ended_topics(job.id))
     rows = yield Stmt("sweep_run_timeout", timeouts)
     for job in (yield from _terminal(rows, now_ms)):
+        ended.append(job)
         result.timed_out.append(job.id)
         topics.update(ended_topics(job.id))
         if job.worker_id is not None:
@@ -376,6 +390,7 @@ def sweep(now_ms: int, worker_lost_ms: int, max_retries: int) -> Op[SweepResult]
         "sweep_lost_fail", {**lost, "lost_prefix": LOST_PREFIX, "lost_suffix": LOST_SUFFIX}
     )
     for job in (yield from _terminal(rows, now_ms)):
+        ended.append(job)
         result.failed_lost.append(job.id)
         topics.update(ended_topics(job.id))
         if job.worker_id is not None:
@@ -383,7 +398,14 @@ def sweep(now_ms: int, worker_lost_ms: int, max_retries: int) -> Op[SweepResult]
 
     rows = yield Stmt("sweep_expired", {"now": now_ms, "limit": SWEEP_DELETE_LIMIT})
     result.deleted = len(rows)
-    return Outcome(result, topics)
+    changes: list[events.StoreEvent] = []
+    if ended:
+        changes.append(events.JobsEnded(tuple(ended)))
+    if result.requeued:
+        changes.append(events.JobsRequeued(tuple(result.requeued), lost=True))
+    if result.workers_lost:
+        changes.append(events.WorkersLost(tuple(result.workers_lost)))
+    return Outcome(result, topics, changes)
 
 
 def due_webhooks(now_ms: int, limit: int) -> Op[list[WebhookDelivery]]:
@@ -394,14 +416,24 @@ def due_webhooks(now_ms: int, limit: int) -> Op[list[WebhookDelivery]]:
     return Outcome(deliveries)
 
 
-def webhook_attempted(delivery_id: int, ok: bool, next_attempt_at_ms: int | None) -> Op[None]:
-    if ok or next_attempt_at_ms is None:
-        yield Stmt("webhook_delete", {"id": delivery_id})
+def webhook_attempted(
+    delivery_id: int, ok: bool, now_ms: int, next_attempt_at_ms: int | None
+) -> Op[None]:
+    final = ok or next_attempt_at_ms is None
+    if final:
+        rows = yield Stmt("webhook_delete", {"id": delivery_id})
+        # `attempts` counts the failures before this attempt
+        attempted = [(job_id, int(failed) + 1) for job_id, failed in rows]
     else:
-        yield Stmt(
+        rows = yield Stmt(
             "webhook_reschedule", {"id": delivery_id, "next_attempt_at_ms": next_attempt_at_ms}
         )
-    return Outcome(None)
+        # ... and here includes it
+        attempted = [(job_id, int(failed)) for job_id, failed in rows]
+    changes: list[events.StoreEvent] = [
+        events.WebhookAttempted(job_id, attempt, ok, final, now_ms) for job_id, attempt in attempted
+    ]
+    return Outcome(None, set(), changes)
 
 
 # -- read-only views for the dashboard and metrics ------------------------------------------

@@ -254,14 +254,15 @@ WHERE next_attempt_at_ms <= :now AND claimed_until_ms <= :now
 RETURNING id, job_id, url, body_json, attempts, next_attempt_at_ms
 
 -- name: webhook_delete
--- A delivery succeeded or was given up.
-DELETE FROM webhook_outbox WHERE id = :id
+-- A delivery succeeded or was given up; its job and how many attempts had failed before.
+DELETE FROM webhook_outbox WHERE id = :id RETURNING job_id, attempts
 
 -- name: webhook_reschedule
--- A delivery failed and will be tried again.
+-- A delivery failed and will be tried again; its job and how many attempts have failed now.
 UPDATE webhook_outbox
 SET attempts = attempts + 1, next_attempt_at_ms = :next_attempt_at_ms, claimed_until_ms = 0
 WHERE id = :id
+RETURNING job_id, attempts
 
 -- Read-only queries for the dashboard and metrics (neuroq.api.dashboard, neuroq.api.metrics).
 

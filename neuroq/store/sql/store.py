@@ -11,8 +11,9 @@ from typing import TypeVar
 
 from neuroq.jobs import Job, NewJob, now_ms
 from neuroq.store.base import Holder, Notifier, SweepResult, WebhookDelivery, WorkerInfo
+from neuroq.store.events import StoreEvents
 from neuroq.store.sql import ops
-from neuroq.store.sql.ops import Op
+from neuroq.store.sql.ops import Op, Outcome
 
 T = TypeVar("T")
 
@@ -21,7 +22,17 @@ class OpStore:
     """Base of the SQL stores: the public `JobStore` methods on top of an abstract `_run`."""
 
     notifier: Notifier
+    events: StoreEvents
     recheck_s: float
+
+    def _committed(self, outcome: Outcome[T]) -> T:
+        """What every store does once a transaction has committed: wake this process's waiters
+        on its topics and tell the event listeners what changed."""
+        if outcome.topics:
+            self.notifier.publish_all(outcome.topics)
+        if outcome.events:
+            self.events.emit(outcome.events)
+        return outcome.value
 
     async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
         """Run `op` as one transaction. `heavy` marks operations that may touch many rows
@@ -148,7 +159,8 @@ class OpStore:
     async def webhook_attempted(
         self, delivery_id: int, *, ok: bool, now_ms: int, next_attempt_at_ms: int | None
     ) -> None:
-        await self._run(ops.webhook_attempted(delivery_id, ok, next_attempt_at_ms), write=True)
+        op = ops.webhook_attempted(delivery_id, ok, now_ms, next_attempt_at_ms)
+        await self._run(op, write=True)
 
     # -- read-only views (dashboard, metrics) ----------------------------------------------
 
