@@ -23,15 +23,8 @@ import torch
 
 from neuroq.model.decode import PRECISIONS
 from neuroq.model.model import NeuroQ, default_device
-from neuroq.model.sampling import (
-    ASSISTANT_ID,
-    BOS_ID,
-    EOS_ID,
-    PAD_ID,
-    USER_ID,
-    Sampler,
-    SamplingParams,
-)
+from neuroq.model.sampling import Sampler, SamplingParams
+from neuroq.model.tokenizer import ASSISTANT_ID, BOS_ID, EOS_ID, PAD_ID, USER_ID
 
 
 class Tokenizer(Protocol):

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 
 from neuroq.model.decode import PRECISIONS
 from neuroq.model.inference import PackedLayered
-from neuroq.model.sampling import EOS_ID, PAD_ID, USER_ID, Sampler, SamplingParams
+from neuroq.model.sampling import Sampler, SamplingParams
+from neuroq.model.tokenizer import EOS_ID, PAD_ID, USER_ID
 
 if TYPE_CHECKING:
     from neuroq.model.engine import KVCache

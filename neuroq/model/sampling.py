@@ -19,9 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-# Special token ids shared by the tokenizer, the training data and generation.
-PAD_ID, UNK_ID, BOS_ID, EOS_ID, USER_ID, ASSISTANT_ID = 0, 1, 2, 3, 4, 5
-SPECIAL_IDS = frozenset({PAD_ID, UNK_ID, BOS_ID, EOS_ID, USER_ID, ASSISTANT_ID})
+from neuroq.model.tokenizer import SPECIAL_IDS
 
 # The original silently clamped these; ours rejects larger values with a ValueError instead.
 MAX_LENGTH_CAP = 150

@@ -21,6 +21,12 @@ import sentencepiece as spm
 
 MODEL_FILE = "tokenizer.model"
 
+# The fixed id layout: every tokenizer, training record and generation step relies on it, so it is
+# defined once, here. SPECIAL_PIECES[i] is the SentencePiece piece of id i.
+PAD_ID, UNK_ID, BOS_ID, EOS_ID, USER_ID, ASSISTANT_ID = range(6)
+SPECIAL_PIECES = ("<pad>", "<unk>", "<s>", "</s>", "<USER>", "<ASSISTANT>")
+SPECIAL_IDS = frozenset(range(len(SPECIAL_PIECES)))
+
 # Default vocabulary: the shipped corpus has about 1,100 distinct characters; 4,000 pieces leave
 # room for common Japanese words and English subwords while keeping the embedding and output
 # tables (2·V·E parameters) small for a model that must train on two CPU cores.
@@ -32,14 +38,9 @@ class TokenizerError(ValueError):
 
 
 class Tokenizer:
-    PAD = 0
-    UNK = 1
-    BOS = 2
-    EOS = 3
-    USER = 4
-    ASSISTANT = 5
-    MARKERS = ("<USER>", "<ASSISTANT>")
-    NUM_SPECIAL = 6
+    PAD, UNK, BOS, EOS, USER, ASSISTANT = PAD_ID, UNK_ID, BOS_ID, EOS_ID, USER_ID, ASSISTANT_ID
+    MARKERS = SPECIAL_PIECES[USER_ID], SPECIAL_PIECES[ASSISTANT_ID]
+    NUM_SPECIAL = len(SPECIAL_PIECES)
 
     def __init__(self, processor: spm.SentencePieceProcessor) -> None:
         self.sp = processor
@@ -51,10 +52,9 @@ class Tokenizer:
         }
 
     def _check_layout(self) -> None:
-        expected = {0: "<pad>", 1: "<unk>", 2: "<s>", 3: "</s>", 4: "<USER>", 5: "<ASSISTANT>"}
         if self.sp.get_piece_size() <= self.NUM_SPECIAL:
             raise TokenizerError("tokenizer: vocabulary is too small")
-        for i, piece in expected.items():
+        for i, piece in enumerate(SPECIAL_PIECES):
             actual = self.sp.id_to_piece(i)
             if actual != piece:
                 raise TokenizerError(f"tokenizer: id {i} must be {piece!r}, found {actual!r}")
@@ -168,10 +168,10 @@ def train_tokenizer(
             character_coverage=0.9995,
             normalization_rule_name="nmt_nfkc",
             byte_fallback=True,
-            pad_id=0,
-            unk_id=1,
-            bos_id=2,
-            eos_id=3,
+            pad_id=PAD_ID,
+            unk_id=UNK_ID,
+            bos_id=BOS_ID,
+            eos_id=EOS_ID,
             user_defined_symbols=list(Tokenizer.MARKERS),
             max_sentence_length=1 << 16,
             num_threads=1,

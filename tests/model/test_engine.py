@@ -8,13 +8,8 @@ import torch
 
 from neuroq.model.engine import Engine, IncrementalDecoder, StopReason
 from neuroq.model.model import NeuroQ, NeuroQConfig
-from neuroq.model.sampling import (
-    ASSISTANT_ID,
-    BOS_ID,
-    EOS_ID,
-    USER_ID,
-    SamplingParams,
-)
+from neuroq.model.sampling import SamplingParams
+from neuroq.model.tokenizer import ASSISTANT_ID, BOS_ID, EOS_ID, USER_ID
 
 # Small ops on 2 cores shared with other jobs: extra OpenMP threads only spin and slow tests down.
 torch.set_num_threads(1)

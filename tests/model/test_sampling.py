@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from neuroq.model.sampling import (
-    ASSISTANT_ID,
     MAX_LENGTH_CAP,
     PENALTY_WINDOW,
     TOP_K_CAP,
@@ -20,6 +19,7 @@ from neuroq.model.sampling import (
     top_k_filter,
     top_p_filter,
 )
+from neuroq.model.tokenizer import ASSISTANT_ID
 
 # Small ops on 2 cores shared with other jobs: extra OpenMP threads only spin and slow tests down.
 torch.set_num_threads(1)
