@@ -2,7 +2,8 @@
 
 Everything the sync and asyncio clients share lives here as plain data and pure functions:
 configuration, a `Request` description for every route, reading replies into values or errors,
-the retry decision for transient failures, the wait schedule (`WaitPlan`) and the SSE line
+the retry decision for transient failures (on the shared `neuroq.http_retry` policy), the wait
+schedule (`WaitPlan`) and the SSE line
 parser. `sync.py` and `aio.py` only send the requests, sleep the delays they are told and feed
 the replies back, so the two can never drift apart and this module is tested without a network.
 
@@ -18,11 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -39,6 +38,7 @@ from neuroq.errors import (
     RequestRejected,
     TransportError,
 )
+from neuroq.http_retry import Backoff, is_retryable_status, retry_after_s
 from neuroq.jobs import Policy
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v2"
@@ -53,12 +53,12 @@ RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 90_000
 #: our server sends an SSE keep-alive every 15 s; silence this long means a dead connection
 SSE_READ_TIMEOUT_S = 60.0
+#: polls without long-poll, and resends after a transient failure, back off alike
 MIN_BACKOFF_S = 0.1
 MAX_BACKOFF_S = 2.0
-#: attempts per request when failures are transient (connection errors, 429, 5xx)
+RESEND_BACKOFF = Backoff(MIN_BACKOFF_S, MAX_BACKOFF_S)
+#: attempts per request when failures are transient (connection errors, 408, 429, 5xx)
 MAX_ATTEMPTS = 5
-#: a Retry-After beyond this is treated as this, so one header cannot stall a caller for hours
-MAX_RETRY_AFTER_S = 60.0
 
 TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
@@ -340,31 +340,11 @@ def failure_from_reply(status_code: int, headers: Mapping[str, str], body: Any) 
         return Failure(NotFoundError(status_code, raw), transient=False)
     if status_code in (400, 413):
         return Failure(RequestRejected(status_code, raw), transient=False)
-    if status_code in (408, 429) or status_code >= 500:
-        retry_after = parse_retry_after(headers.get("retry-after"))
+    if is_retryable_status(status_code):
         # 429 and 503 are refusals before any work; other 5xx may have half-happened.
         delivered = status_code not in (429, 503)
-        return Failure(APIError(status_code, raw), True, delivered, retry_after)
+        return Failure(APIError(status_code, raw), True, delivered, retry_after_s(headers))
     return Failure(APIError(status_code, raw), transient=False)
-
-
-def parse_retry_after(value: str | None, now_epoch_s: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date); None if absent
-    or unreadable."""
-    if value is None:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if now_epoch_s is None:
-        now_epoch_s = time.time()
-    return max(0.0, when.timestamp() - now_epoch_s)
 
 
 def failure_from_exception(exc: Exception, request: Request) -> Failure:
@@ -392,10 +372,7 @@ def retry_delay(
         return None
     if failure.maybe_delivered and not request.resend_safe:
         return None
-    if failure.retry_after_s is not None:
-        delay = min(failure.retry_after_s, MAX_RETRY_AFTER_S)
-    else:
-        delay = min(MIN_BACKOFF_S * 2**attempt, MAX_BACKOFF_S)
+    delay = RESEND_BACKOFF.delay_s(attempt, failure.retry_after_s)
     if deadline is not None and now + delay >= deadline:
         return None
     return delay

@@ -11,7 +11,10 @@ URL forms are those a RunPod 1.12 worker requests, so the server has one code pa
     GET  {base}/ping/{wid}?job_id=a,b
 
 where base is `http://HOST:PORT/v2/{endpoint}`. Unlike the SDK, every call retries connection
-errors, 5xx and 429 with a capped backoff (honouring Retry-After), so no loop here ever spins.
+errors, 408, 429 and 5xx with a capped backoff (honouring Retry-After), so no loop here ever
+spins. Which failures are retried and how long to wait is the policy the client follows too
+(`neuroq.http_retry`); how long to keep trying, and that a refused key stops the worker, is
+decided here.
 
 job-done-batch is our server's extension: final results that finish while an earlier one is
 still being posted wait for that post and then go together in one request (`finish`). A lone
@@ -24,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from neuroq.http_client import AiohttpClient, Reply
+from neuroq.http_retry import Backoff, is_retryable_status, retry_after_s
 
 log = logging.getLogger("neuroq.worker")
 
@@ -39,6 +41,8 @@ USER_AGENT = "neuroq-worker/0.1"
 MAX_BATCH = 100
 #: results larger than this, or batches that would grow beyond it, are posted on their own
 MAX_BATCH_BYTES = 1_000_000
+#: slower than the client's: a server restarting under many workers should not be stormed
+WORKER_BACKOFF = Backoff(first_s=0.5, max_s=10.0, jitter=0.2)
 
 #: a final result waiting to be posted: job id, body, isStream, and the caller's future
 #: a final result waiting to be posted: job id, body, is_stream, attempt, delivered
@@ -63,32 +67,6 @@ class RequestFailed(RuntimeError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Capped exponential backoff with jitter: first_s, 2*first_s, ... up to max_s."""
-
-    first_s: float = 0.5
-    max_s: float = 10.0
-
-    def delay_s(self, attempt: int) -> float:
-        base = min(self.max_s, self.first_s * (2**attempt))
-        return base * random.uniform(0.8, 1.0)
-
-
-def _retry_after_s(response: Reply | httpx.Response) -> float | None:
-    raw = response.headers.get("Retry-After")
-    if raw is None:
-        return None
-    try:
-        return max(0.0, float(raw))
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-
-
-def _retryable(status: int) -> bool:
-    return status == 429 or status >= 500
-
-
 class Transport:
     """The worker protocol over HTTP. `client` is the test seam (e.g. an httpx.MockTransport);
     without it a keep-alive client is created with the worker key as a bare Authorization header.
@@ -109,7 +87,7 @@ class Transport:
     ) -> None:
         self.worker_id = worker_id
         self.base = f"{url.rstrip('/')}/v2/{endpoint}"
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or WORKER_BACKOFF
         #: long-polls: the server holds take/stop up to 60 s, so our bound is above that
         self.poll_timeout_s = poll_timeout_s
         self.post_timeout_s = post_timeout_s
@@ -167,14 +145,14 @@ class Transport:
         timeout_s: float,
         give_up_after_s: float | None,
     ) -> Reply | httpx.Response:
-        """Send one request, retrying connection errors, 5xx and 429 with backoff until it
+        """Send one request, retrying what `http_retry` says is worth retrying until it
         succeeds or `give_up_after_s` passes (None = forever, until cancelled)."""
         loop = asyncio.get_running_loop()
         deadline = None if give_up_after_s is None else loop.time() + give_up_after_s
         attempt = 0
         while True:
             detail: str
-            wait_s: float | None = None
+            retry_after: float | None = None
             try:
                 response = await self._send(
                     method, f"{self.base}/{path}", params, content, timeout_s
@@ -186,11 +164,11 @@ class Transport:
                     raise WorkerAuthError(
                         f"{what}: the server refused the worker key (HTTP {response.status_code})"
                     )
-                if not _retryable(response.status_code):
+                if not is_retryable_status(response.status_code):
                     return response
                 detail = f"HTTP {response.status_code}"
-                wait_s = _retry_after_s(response)
-            wait_s = self.backoff.delay_s(attempt) if wait_s is None else min(wait_s, 60.0)
+                retry_after = retry_after_s(response.headers)
+            wait_s = self.backoff.delay_s(attempt, retry_after)
             attempt += 1
             if deadline is not None and loop.time() + wait_s > deadline:
                 raise RequestFailed(what, f"{detail}, gave up after {attempt} attempts")

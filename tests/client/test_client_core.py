@@ -4,6 +4,7 @@ schedule (driven by a simulated clock) and the SSE parser."""
 from __future__ import annotations
 
 import json
+import time
 from email.utils import formatdate
 
 import pytest
@@ -19,6 +20,7 @@ from neuroq.errors import (
     RequestRejected,
     TransportError,
 )
+from neuroq.http_retry import MAX_RETRY_AFTER_S
 from neuroq.jobs import Policy
 
 
@@ -196,13 +198,11 @@ def test_non_json_bodies_are_reported_not_crashed_on() -> None:
 
 
 def test_retry_after_seconds_and_http_date() -> None:
-    assert _core.parse_retry_after("3") == 3.0
-    assert _core.parse_retry_after(None) is None
-    assert _core.parse_retry_after("soon") is None
-    date = formatdate(1_000_010, usegmt=True)
-    assert _core.parse_retry_after(date, now_epoch_s=1_000_000) == pytest.approx(10)
     failure = _core.failure_from_reply(429, {"retry-after": "2"}, {})
     assert failure.retry_after_s == 2.0
+    date = formatdate(time.time() + 30, usegmt=True)
+    failure = _core.failure_from_reply(503, {"retry-after": date}, {})
+    assert failure.retry_after_s == pytest.approx(30, abs=1.5)
 
 
 def test_job_id_of_reply_without_id_is_an_api_error() -> None:
@@ -237,7 +237,7 @@ def test_retry_after_is_honoured_capped_and_bounded_by_deadline() -> None:
     failure = _core.failure_from_reply(429, {"retry-after": "5"}, {})
     assert _core.retry_delay(GET, failure, 0, now=0.0) == 5.0
     huge = _core.failure_from_reply(429, {"retry-after": "99999"}, {})
-    assert _core.retry_delay(GET, huge, 0, now=0.0) == _core.MAX_RETRY_AFTER_S
+    assert _core.retry_delay(GET, huge, 0, now=0.0) == MAX_RETRY_AFTER_S
     assert _core.retry_delay(GET, failure, 0, now=0.0, deadline=4.0) is None
     assert _core.retry_delay(GET, BROKEN, 0, now=0.0, deadline=0.05) is None
 

@@ -1,6 +1,6 @@
 """`neuroq.http_client.AiohttpClient`, the asyncio client's and the worker's hot path, against
 real sockets on loopback: replies come back whole, and every kind of network failure surfaces as
-the httpx exception the retry logic in `_core` and the worker's transport already handle."""
+the httpx exception that the shared retry policy (`neuroq.http_retry`) is applied to."""
 
 from __future__ import annotations
 

@@ -16,9 +16,10 @@ import harness
 import httpx
 import pytest
 
+from neuroq.http_retry import Backoff
 from neuroq.worker.handlers import Handler, classify
 from neuroq.worker.runtime import Worker
-from neuroq.worker.transport import Backoff, Transport
+from neuroq.worker.transport import Transport
 
 
 @dataclass
@@ -28,11 +29,13 @@ class Call:
     params: dict[str, str]
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    at: float = field(default_factory=time.monotonic)
 
 
 class FakeServer:
     """Queue plus recorded calls. Take and stop long-poll for `hold_s`; `faults` makes the next
-    requests of a kind answer with a given status (e.g. 503) before behaving normally."""
+    requests of a kind answer with a given status (e.g. 503), carrying `Retry-After:
+    fault_retry_after`, before behaving normally."""
 
     def __init__(self, hold_s: float = 0.05) -> None:
         self.hold_s = hold_s
@@ -40,6 +43,7 @@ class FakeServer:
         self.calls: list[Call] = []
         self.stops: set[str] = set()
         self.faults: dict[str, list[int]] = {}
+        self.fault_retry_after = "0"
         self.changed = asyncio.Event()
         self.done_event = asyncio.Event()
         #: False answers job-done-batch with 404, like a server without the extension
@@ -114,7 +118,8 @@ class FakeServer:
         pending = self.faults.get(kind)
         if pending:
             status = pending.pop(0)
-            return httpx.Response(status, headers={"Retry-After": "0"}, json={"error": "fault"})
+            headers = {"Retry-After": self.fault_retry_after}
+            return httpx.Response(status, headers=headers, json={"error": "fault"})
         if kind == "take":
             n = int(params.get("batch_size", "1"))
             if not await self._hold(lambda: bool(self.queue)):

@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -296,6 +297,18 @@ async def test_retries_5xx_and_429_without_losing_results(fake: Any, make_worker
     finals = fake.finals("j1")
     assert len(finals) == 3  # two faults, then the one that counted
     assert finals[-1].body == {"output": [{"i": 0}, {"i": 1}]}
+
+
+async def test_retry_after_as_an_http_date_is_honoured(fake: Any, make_worker: Any) -> None:
+    """RFC 9110 allows Retry-After as delay-seconds or an HTTP-date. The worker used to read
+    only seconds and fell back to its own (here 10-50 ms) backoff on a date."""
+    # HTTP-dates have whole seconds, so "2 s ahead" means a wait of more than 1 s.
+    fake.fault_retry_after = formatdate(time.time() + 2, usegmt=True)
+    fake.faults = {"done": [503]}
+    fake.add("j1", {"x": 1})
+    await run(make_worker(demo_handlers.echo))
+    first, second = fake.finals("j1")
+    assert second.at - first.at > 0.9
 
 
 async def test_refused_key_stops_the_worker(fake: Any, make_worker: Any) -> None:
