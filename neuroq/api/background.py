@@ -19,6 +19,7 @@ from neuroq.api.webhooks import WebhookSender
 from neuroq.config import Settings
 from neuroq.jobs import now_ms
 from neuroq.store.base import JobStore, SweepResult
+from neuroq.store.errors import StoreUnavailable
 
 log = logging.getLogger("neuroq.background")
 
@@ -38,11 +39,23 @@ async def run_background(app: Starlette) -> None:
 
 
 async def _every(interval_s: float, name: str, step: Callable[[], Awaitable[object]]) -> None:
+    """Run `step` every `interval_s` until cancelled. A store that is unavailable (disk full,
+    unreachable) is said once when it starts and once when it passes, not with a traceback
+    twice a second for as long as it lasts."""
+    unavailable = False
     while True:
         try:
             await step()
+        except StoreUnavailable as exc:
+            if not unavailable:
+                log.warning("%s paused: %s; trying again every %.1f s", name, exc, interval_s)
+            unavailable = True
         except Exception:
             log.exception("%s iteration failed; trying again in %.1f s", name, interval_s)
+        else:
+            if unavailable:
+                log.warning("%s resumed: the job store is available again", name)
+            unavailable = False
         await asyncio.sleep(interval_s)
 
 
