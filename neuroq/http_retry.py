@@ -66,7 +66,8 @@ class Backoff:
         sent one, instead of the backoff, up to MAX_RETRY_AFTER_S."""
         if retry_after_s is not None:
             return min(retry_after_s, MAX_RETRY_AFTER_S)
-        delay = min(self.max_s, self.first_s * 2**attempt)
+        # The exponent is bounded: past a thousand attempts, 2**attempt no longer fits a float.
+        delay = min(self.max_s, self.first_s * 2 ** min(attempt, 64))
         if self.jitter:
             delay *= random.uniform(1.0 - self.jitter, 1.0)
         return delay

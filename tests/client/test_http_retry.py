@@ -67,3 +67,12 @@ def test_retry_after_replaces_the_backoff_up_to_a_cap() -> None:
     assert backoff.delay_s(0, retry_after_s=5.0) == 5.0
     assert backoff.delay_s(3, retry_after_s=0.0) == 0.0
     assert backoff.delay_s(0, retry_after_s=99_999.0) == MAX_RETRY_AFTER_S
+
+
+def test_a_long_outage_does_not_overflow_the_backoff() -> None:
+    """The worker retries a long-poll forever, counting attempts: at 10 s apiece, attempt 1,100
+    comes about three hours into an outage, where 0.5 * 2**1100 used to raise OverflowError and
+    end the worker's take loop."""
+    backoff = Backoff(first_s=0.5, max_s=10.0, jitter=0.2)
+    assert 8.0 <= backoff.delay_s(1_100) <= 10.0
+    assert 8.0 <= backoff.delay_s(10**6) <= 10.0
