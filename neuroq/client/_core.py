@@ -39,7 +39,7 @@ from neuroq.errors import (
     TransportError,
 )
 from neuroq.http_retry import Backoff, is_retryable_status, retry_after_s
-from neuroq.jobs import Policy
+from neuroq.jobs import TERMINAL, Policy
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v2"
 #: how long one HTTP exchange may take, on top of any long-poll hold it asked for
@@ -59,8 +59,6 @@ MAX_BACKOFF_S = 2.0
 RESEND_BACKOFF = Backoff(MIN_BACKOFF_S, MAX_BACKOFF_S)
 #: attempts per request when failures are transient (connection errors, 408, 429, 5xx)
 MAX_ATTEMPTS = 5
-
-TERMINAL_STATES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
 
 
 @dataclass(frozen=True)
@@ -382,7 +380,8 @@ def retry_delay(
 
 
 def is_terminal(status: Mapping[str, Any]) -> bool:
-    return status.get("status") in TERMINAL_STATES
+    # The wire string finds its JobStatus member in TERMINAL: they are equal as strings.
+    return status.get("status") in TERMINAL
 
 
 def job_id_of(reply: Any) -> str:
@@ -660,7 +659,7 @@ class StreamState:
         self.received += len(update.chunks)
         if update.status is not None:
             self.status = update.status
-        if self.status in TERMINAL_STATES and not update.chunks:
+        if self.status in TERMINAL and not update.chunks:
             self.saw_terminal_empty = True
 
     @property

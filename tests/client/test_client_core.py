@@ -21,7 +21,7 @@ from neuroq.errors import (
     TransportError,
 )
 from neuroq.http_retry import MAX_RETRY_AFTER_S
-from neuroq.jobs import Policy
+from neuroq.jobs import JobStatus, Policy
 
 
 def routes(**kw: object) -> Routes:
@@ -243,6 +243,18 @@ def test_retry_after_is_honoured_capped_and_bounded_by_deadline() -> None:
 
 
 # Job outcomes
+
+
+@pytest.mark.parametrize("state", [s.value for s in JobStatus])
+def test_terminal_states_are_the_servers(state: str) -> None:
+    """The client reads states as the plain strings JSON gives; they must find the server's
+    own TERMINAL set (one definition, in neuroq.jobs)."""
+    wire = json.loads(json.dumps(state))
+    assert type(wire) is str
+    assert _core.is_terminal({"status": wire}) is JobStatus(state).is_terminal
+    stream = _core.StreamState()
+    stream.apply(_core.StreamUpdate(status=wire))
+    assert stream.done is JobStatus(state).is_terminal
 
 
 def test_guide_result_contract() -> None:
