@@ -2,10 +2,10 @@
 
 Everything the sync and asyncio clients share lives here as plain data and pure functions:
 configuration, a `Request` description for every route, reading replies into values or errors,
-the retry decision for transient failures (on the shared `neuroq.http_retry` policy), the wait
-schedule (`WaitPlan`) and the SSE line
-parser. `sync.py` and `aio.py` only send the requests, sleep the delays they are told and feed
-the replies back, so the two can never drift apart and this module is tested without a network.
+the retry decision for transient failures (on the policy in `neuroq.http_retry`, which the
+worker follows too), the wait schedule (`WaitPlan`) and the SSE line parser. `sync.py` and
+`aio.py` only send the requests, sleep the delays they are told and feed the replies back, so
+the two can never drift apart and this module is tested without a network.
 
 The wait schedule in short: status polls carry `?wait=<ms>`, which our server holds until the
 job's state or progress changes (hosted RunPod ignores it and answers at once). A reply that comes

@@ -44,7 +44,6 @@ MAX_BATCH_BYTES = 1_000_000
 #: slower than the client's: a server restarting under many workers should not be stormed
 WORKER_BACKOFF = Backoff(first_s=0.5, max_s=10.0, jitter=0.2)
 
-#: a final result waiting to be posted: job id, body, isStream, and the caller's future
 #: a final result waiting to be posted: job id, body, is_stream, attempt, delivered
 _Waiting = tuple[str, bytes, bool, int | None, "asyncio.Future[None]"]
 
