@@ -3,7 +3,7 @@ pure function that runs eagerly or compiled.
 
 Generation spends nearly all its time here, and a step is small: one row per request times every
 weight matrix, plus some 250 tiny tensor ops. Three things make it fast, each a choice of the
-caller (`Engine(precision=..., compile=...)`):
+caller (`Engine(precision=..., compile=...)`, which `ModelRunner` in engine.py passes on):
 
 - Weight bytes. The products stream every weight once per token, so they run at the speed the
   CPU's kernels read weights: `fp32` uses the packed float32 matrices; `fp16` float16 copies
@@ -23,8 +23,9 @@ caller (`Engine(precision=..., compile=...)`):
   which the caller stores (`KVCache.store_step`); attention covers the cached keys and the new key
   as two parts of one softmax. A compiled graph that wrote into the cache would copy it.
 
-The equations are those of `Block` in model.py (and of the packed prefill path in inference.py);
-the tests hold the `fp32` step to the module path's full forward within 1e-5.
+The equations are those of `Block` in model.py (and of the packed forward in packed.py, whose
+weights the step reads); the tests hold the `fp32` step to the module path's full forward within
+1e-5.
 """
 
 from __future__ import annotations
@@ -34,16 +35,15 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch.utils import _pytree as pytree
 
 from neuroq.model.kernels import int8_linear_available
-
-if TYPE_CHECKING:
-    from neuroq.model.inference import PackedLayered
+from neuroq.model.kv_cache import KVCache
+from neuroq.model.packed import PackedLayered, native_kernels, qbnn_out
 
 log = logging.getLogger("neuroq.model")
 
@@ -71,7 +71,7 @@ class LayerWeights(NamedTuple):
     ln2_w: torch.Tensor
     ln2_b: torch.Tensor
     # The feed-forward half's two stages, three stacked E -> F (then F -> E) matrices each, as in
-    # inference.py: MLP c_fc, QBNN up linear, up J (inputs z, z, tanh z), then MLP c_proj, QBNN
+    # packed.py: MLP c_fc, QBNN up linear, up J (inputs z, z, tanh z), then MLP c_proj, QBNN
     # down linear, down J (inputs GELU(fc), up, tanh up); biases (3, 1, ·), zero for J.
     stage_in: Matrix
     b_in: torch.Tensor
@@ -178,18 +178,6 @@ def _linear(x: torch.Tensor, m: Matrix, b: torch.Tensor, precision: str) -> torc
     return torch.add(_product(x, m, precision), b)  # reduced + float32 bias -> float32
 
 
-def qbnn_out(
-    a: torch.Tensor,
-    delta_pre: torch.Tensor,
-    lam: torch.Tensor,
-    ln: tuple[torch.Tensor, torch.Tensor],
-) -> torch.Tensor:
-    """GELU(LayerNorm(a + λ·(tanh(h)J ⊙ tanh a))), given a and tanh(h)J (QBNNLayer.forward).
-    Shared with the packed prefill path (inference.py)."""
-    delta = delta_pre * torch.tanh(a)
-    return F.gelu(F.layer_norm(torch.addcmul(a, lam, delta), (a.size(-1),), *ln))
-
-
 def _stage(xs: torch.Tensor, m: Matrix, b: torch.Tensor, precision: str) -> torch.Tensor:
     """A feed-forward stage: xs (3, B, in) times its three stacked matrices, plus biases (3, 1,
     out); float32 (3, B, out). Our int8 kernel takes all three in one call (one dispatch and
@@ -274,10 +262,9 @@ class Decoder:
     logged once and the step runs eagerly from then on.
     """
 
-    def __init__(
-        self, packed: PackedLayered, precision: str, num_heads: int, compile: bool
-    ) -> None:
-        self.precision, self.num_heads, self.compile = precision, num_heads, compile
+    def __init__(self, packed: PackedLayered, precision: str, compile: bool) -> None:
+        self.packed = packed
+        self.precision, self.num_heads, self.compile = precision, packed.n_head, compile
         # Our int8 kernel is native code built on first use, like a compiled step, so it comes
         # with compile=True.
         self.int8_kernel = (
@@ -291,7 +278,7 @@ class Decoder:
         self.flat_weights, self.weights_spec = pytree.tree_flatten(self.weights)
         self.arch = (
             precision,
-            num_heads,
+            self.num_heads,
             len(self.weights.layers),
             tuple((t.dtype, tuple(t.shape)) for t in self.flat_weights),
             self.flat_weights[0].device.type,
@@ -299,6 +286,17 @@ class Decoder:
         # This decoder's compiled steps by size class; the shared `_compiled` is only consulted
         # (hashing `arch`, ~250 entries) when a size class is first seen.
         self._steps: dict[tuple[bool, int, int], StepFn | None] = {}
+
+    def step(self, idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """One new token per row, idx (B, 1), after the cached ones: logits (B, 1, V). Stores
+        the step's keys and values in the cache and advances it."""
+        x, lam = self.packed.step_embeddings(idx, cache)
+        keys, values, visible = cache.step_inputs(self.packed.head_dim)
+        with native_kernels(x.dtype):
+            logits, k, v = self(x, lam, visible, keys, values)
+        cache.store_step(k, v)
+        cache.advance(1)
+        return logits.unsqueeze(1)
 
     def __call__(
         self,

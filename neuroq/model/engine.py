@@ -1,4 +1,8 @@
-"""Fast generation: a KV cache, batched prefill + one-token decode steps, and streaming.
+"""Fast generation: batched prefill + one-token decode steps on the fastest path, and streaming.
+
+`ModelRunner` decides how the model runs: the module path of model.py, or for the layered mode
+its packed weights (packed.py) and the decode step (decode.py), in the precision and with the
+compilation the engine was given.
 
 `Engine` turns prompts into replies. Several prompts of different lengths run as one batch: they
 are left-padded to a common length, the cache keeps each row's padding so attention never sees it,
@@ -8,8 +12,8 @@ same tokens as the same request run by itself.
 
 Past `max_seq_len` the cache cannot continue (positions are learned and end there), so a row that
 outgrows the window switches to what the original does: re-run its last `max_seq_len` tokens with
-positions from 0 every step. `NeuroQ.generate_naive` does the same for every step, which is what
-the tests compare against.
+positions from 0 every step. `NeuroQ.generate_naive` does the same for every step through the
+plain modules, which is what the tests compare against.
 """
 
 from __future__ import annotations
@@ -21,10 +25,86 @@ from typing import Protocol
 
 import torch
 
-from neuroq.model.decode import PRECISIONS
+from neuroq.model.decode import PRECISIONS, Decoder
+from neuroq.model.kv_cache import KVCache
 from neuroq.model.model import NeuroQ, default_device
+from neuroq.model.packed import PackedLayered
 from neuroq.model.sampling import Sampler, SamplingParams
 from neuroq.model.tokenizer import ASSISTANT_ID, BOS_ID, EOS_ID, PAD_ID, USER_ID
+
+# Reduced-precision weights pay off for matrix-vector work only: on the development CPU the large
+# model's weight products of one decode step took 1.3 ms in float16 against 4.2 ms in float32 for
+# one row, 3.6 against 7.6 ms for four, and the same for eight, where the casts made it slower.
+REDUCED_MAX_ROWS = 4
+
+
+class ModelRunner:
+    """The model's forward as generation runs it: logits equal to `model(idx, cache=cache,
+    last_only=...)[0]` up to float rounding (or, in the reduced precisions, close to them).
+
+    For the layered mode in eval mode with gradients off it runs the packed weights (packed.py),
+    and single-token cached steps through decode.py's step, with weights in `precision` ("fp16"
+    and "int8" apply to batches of at most `REDUCED_MAX_ROWS` rows) and compiled if `compile`.
+    Otherwise (the brain mode, training mode, autograd on) it runs the modules. The packed copy
+    is made on first use and made again once any parameter has changed or been replaced, so
+    generation never sees stale weights.
+    """
+
+    def __init__(self, model: NeuroQ) -> None:
+        self.model = model
+        self._packed: PackedLayered | None = None
+        # decode.py's steps by (precision, compile), with their copies of the packed weights
+        self._decoders: dict[tuple[str, bool], Decoder] = {}
+
+    def __call__(
+        self,
+        idx: torch.Tensor,
+        cache: KVCache | None = None,
+        *,
+        last_only: bool = False,
+        precision: str = "fp32",
+        compile: bool = False,
+    ) -> torch.Tensor:
+        assert precision in PRECISIONS, f"precision: expected one of {PRECISIONS}"
+        packed = self.packed(cache)
+        if packed is None:
+            return self.model(idx, cache=cache, last_only=last_only)[0]
+        if cache is not None and idx.size(1) == 1:
+            if idx.size(0) > REDUCED_MAX_ROWS:
+                precision = "fp32"
+            return self.decoder(precision, compile).step(idx, cache)
+        return packed.forward(idx, cache, last_only)
+
+    def packed(self, cache: KVCache | None = None) -> PackedLayered | None:
+        """The packed weights when the forward may use them, else None.
+
+        A cache remembers the packed weights that filled it, and while they are still this
+        runner's copy its later steps use them without checking the parameters again (a check
+        costs more than a tenth of a fast decode step): the cached keys and values belong to
+        those weights anyway."""
+        model = self.model
+        if model.training or torch.is_grad_enabled() or model.config.mode != "layered":
+            return None
+        if cache is not None and self._packed is not None and cache.weights is self._packed:
+            return self._packed
+        if self._packed is None or not self._packed.is_current(model):
+            # Plain tensors even under inference_mode, so later no_grad calls may use them.
+            with torch.inference_mode(False):
+                self._packed = PackedLayered(model)
+            self._decoders = {}
+        if cache is not None:
+            cache.weights = self._packed
+        return self._packed
+
+    def decoder(self, precision: str, compile: bool) -> Decoder:
+        """The decode step for the current packed weights (call `packed` first)."""
+        assert self._packed is not None, "no packed weights yet"
+        decoder = self._decoders.get((precision, compile))
+        if decoder is None:
+            with torch.inference_mode(False), torch.no_grad():
+                decoder = Decoder(self._packed, precision, compile)
+            self._decoders[(precision, compile)] = decoder
+        return decoder
 
 
 class Tokenizer(Protocol):
@@ -54,138 +134,6 @@ class GenerationResult:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
-
-
-class KVCache:
-    """Keys and values of every layer for a batch of rows, filled left to right.
-
-    Slots are shared by the batch; row b's first `pad[b]` slots are padding, never attended to,
-    and its token in slot s sits at position s − pad[b]. For the layered mode the keys are the
-    2d-wide [k, tanh k] of the fused attention and the values are zero-padded to the same width.
-    """
-
-    def __init__(
-        self,
-        num_layers: int,
-        batch_size: int,
-        num_heads: int,
-        capacity: int,
-        key_dim: int,
-        value_dim: int,
-        *,
-        max_positions: int,
-        pad: Sequence[int] | None = None,
-        device: torch.device | str = "cpu",
-        dtype: torch.dtype = torch.float32,
-    ) -> None:
-        shape = (num_layers, batch_size, num_heads, capacity)
-        self.k = torch.zeros(*shape, key_dim, device=device, dtype=dtype)
-        self.v = torch.zeros(*shape, value_dim, device=device, dtype=dtype)
-        self.length = 0  # slots filled
-        self.capacity = capacity
-        self.max_positions = max_positions
-        self.device = torch.device(device)
-        self.slots = torch.arange(capacity, device=device)
-        self.pad: torch.Tensor | None = None
-        self.min_pad = 0  # the position of slot s is at most s - min_pad
-        self.key_valid: torch.Tensor | None = None  # (B, capacity) bool, None: no padding
-        self.weights: object = None  # the model's packed weights that filled it (model.py)
-        if pad is not None and any(pad):
-            self.pad = torch.tensor(list(pad), device=device)
-            self.min_pad = min(pad)
-            self.key_valid = self.slots.unsqueeze(0) >= self.pad.unsqueeze(1)
-
-    @classmethod
-    def for_model(
-        cls, model: NeuroQ, batch_size: int, capacity: int, pad: Sequence[int] | None = None
-    ) -> KVCache:
-        cfg = model.config
-        d = cfg.head_dim
-        return cls(
-            cfg.num_layers,
-            batch_size,
-            cfg.num_heads,
-            capacity,
-            2 * d if cfg.mode == "layered" else d,
-            2 * d if cfg.mode == "layered" else d,
-            max_positions=cfg.max_seq_len,
-            pad=pad,
-            device=model.device,
-            dtype=model.lm_head.weight.dtype,
-        )
-
-    @property
-    def batch_size(self) -> int:
-        return self.k.size(1)
-
-    def positions(self, T: int) -> torch.Tensor:
-        """Positions (B, T) of the next T tokens; padding slots get 0 (their output is unused)."""
-        end = self.length + T
-        assert end <= self.capacity, (
-            f"cache overflow: {self.length} + {T} slots > capacity {self.capacity}"
-        )
-        assert end - 1 - self.min_pad < self.max_positions, (
-            f"position {end - 1 - self.min_pad} beyond max_seq_len {self.max_positions}"
-        )
-        slots = self.slots[self.length : end].unsqueeze(0)
-        if self.pad is None:
-            return slots.expand(self.batch_size, T)
-        return (slots - self.pad.unsqueeze(1)).clamp(min=0)
-
-    def attention_mask(self, T: int) -> torch.Tensor | None:
-        """Boolean mask (B or 1, 1, T, length + T) for the next T queries, or None when every
-        cached key is visible and the queries need no causal mask (SDPA is then fastest)."""
-        total = self.length + T
-        if self.key_valid is None and (T == 1 or self.length == 0):
-            return None  # one query sees all keys; a fresh prefill uses is_causal
-        keys = torch.arange(total, device=self.device)
-        queries = torch.arange(self.length, total, device=self.device).unsqueeze(1)
-        causal = keys.unsqueeze(0) <= queries  # (T, total)
-        if self.key_valid is None:
-            return causal.view(1, 1, T, total)
-        valid = self.key_valid[:, :total].unsqueeze(1)  # (B, 1, total)
-        # A padding query has no valid key; letting it see itself avoids an all-masked row (NaN).
-        mask = (causal.unsqueeze(0) & valid) | (keys.unsqueeze(0) == queries).unsqueeze(0)
-        return mask.unsqueeze(1)
-
-    def update(
-        self, layer: int, k: torch.Tensor, v: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store the new (B, H, T, ·) keys/values of `layer`; return all keys/values so far."""
-        end = self.length + k.size(2)
-        self.k[layer, :, :, self.length : end] = k
-        self.v[layer, :, :, self.length : end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
-
-    def step_inputs(
-        self, value_width: int
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """What a decode step (decode.py) reads: every layer's cached keys (L, B, H, n, ·), the
-        first `value_width` columns of its values, and which slots each row may attend to
-        ((B, n) bool; None when no row has padding)."""
-        n = self.length
-        visible = None if self.key_valid is None else self.key_valid[:, :n]
-        return self.k[:, :, :, :n], self.v[:, :, :, :n, :value_width], visible
-
-    def store_step(self, k: torch.Tensor, v: torch.Tensor) -> None:
-        """Put one decode step's keys (L, B, H, ·) and values (L, B, H, width) in the next slot
-        of every layer (values fill the leading columns; the cache's padding stays zero)."""
-        assert self.length < self.capacity, f"cache overflow: capacity {self.capacity}"
-        self.k[:, :, :, self.length] = k
-        self.v[:, :, :, self.length, : v.size(-1)] = v
-
-    def advance(self, T: int) -> None:
-        self.length += T
-
-    def keep_rows(self, rows: Sequence[int]) -> None:
-        """Drop every row not in `rows` (indices into the current batch), e.g. finished requests."""
-        index = torch.tensor(list(rows), device=self.device)
-        self.k = self.k.index_select(1, index)
-        self.v = self.v.index_select(1, index)
-        if self.pad is not None and self.key_valid is not None:
-            self.pad = self.pad.index_select(0, index)
-            self.min_pad = int(self.pad.min())
-            self.key_valid = self.key_valid.index_select(0, index)
 
 
 class IncrementalDecoder:
@@ -284,6 +232,7 @@ class Engine:
             # torch._weight_int8pack_mm has no CUDA kernel; fp16 is the fast choice there.
             raise ValueError(f"precision: int8 runs on the CPU only, not on {self.device.type}")
         self.model = model.to(self.device).eval()
+        self.runner = ModelRunner(self.model)
         self.tokenizer = tokenizer
 
     def prompt_ids(self, prompt: str) -> list[int]:
@@ -408,13 +357,13 @@ class Engine:
                     cache.keep_rows(next_cached)
                 cached = [cached[i] for i in next_cached]
                 last = torch.tensor([[seqs[r][-1]] for r in cached], device=self.device)
-                logits_cached = model(
+                logits_cached = self.runner(
                     last,
                     cache=cache,
                     last_only=True,
                     precision=self.precision,
                     compile=self.compile,
-                )[0][:, -1, :]
+                )[:, -1, :]
             else:
                 cached, cache = [], None
                 logits_cached = self._empty_logits()
@@ -432,11 +381,11 @@ class Engine:
         longest = max(len(seqs[r]) for r in rows)
         pad = [longest - len(seqs[r]) for r in rows]
         capacity = longest + max(params[r].max_length for r in rows)
-        cache = KVCache.for_model(self.model, len(rows), capacity, pad=pad)
+        cache = self.model.make_cache(len(rows), capacity, pad=pad)
         idx = torch.tensor(
             [[PAD_ID] * p + seqs[r] for p, r in zip(pad, rows, strict=True)], device=self.device
         )
-        logits, _ = self.model(idx, cache=cache, last_only=True)
+        logits = self.runner(idx, cache=cache, last_only=True)
         return cache, logits[:, -1, :]
 
     def _window_logits(self, seqs: list[list[int]], rows: list[int]) -> torch.Tensor:
@@ -445,7 +394,7 @@ class Engine:
             return self._empty_logits()
         P = self.model.config.max_seq_len
         idx = torch.tensor([seqs[r][-P:] for r in rows], device=self.device)
-        return self.model(idx, last_only=True)[0][:, -1, :]
+        return self.runner(idx, last_only=True)[:, -1, :]
 
     def _empty_logits(self) -> torch.Tensor:
         return torch.empty(0, self.model.config.vocab_size, device=self.device)

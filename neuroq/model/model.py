@@ -12,39 +12,29 @@ of the token's position rather than of a per-layer call counter, so outputs are 
 KV cache is exact; the brain's connection masks come from a seed in the config and its noise is off
 at inference; the borrowed parameters that never received gradients are gone.
 
-`NeuroQ.generate_naive` re-runs the whole window for every token, like the original. It is slow on
-purpose: it is the reference that the cached engine (engine.py) is tested against.
-
-The modules below are the readable definition and the training path. In eval mode with gradients
-off (generation, evaluation, the naive reference too) the layered mode runs the same equations on
-packed copies of its weights instead (inference.py: a layout the CPU's matmuls stream faster, and
-fewer calls), and its single-token cached steps through decode.py (optionally with float16 or
-int8 weights, optionally compiled); the tests hold the float32 paths to 1e-5.
+This file is the definition: the modules and their forward math, used for training, evaluation
+and as the reference. `NeuroQ.generate_naive` re-runs the whole window through these modules for
+every token, like the original; it is slow on purpose, the reference that the engine is tested
+against. The engine (engine.py) runs the same equations faster: on packed copies of the weights
+(packed.py) and a one-token decode step (decode.py); nothing here depends on those.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neuroq.model.decode import PRECISIONS
-from neuroq.model.inference import PackedLayered
+from neuroq.model.kv_cache import KVCache
 from neuroq.model.sampling import Sampler, SamplingParams
 from neuroq.model.tokenizer import EOS_ID, PAD_ID, USER_ID
 
-if TYPE_CHECKING:
-    from neuroq.model.engine import KVCache
-
 MODES = ("layered", "brain")
-# Reduced-precision weights pay off for matrix-vector work only: on the development CPU the large
-# model's weight products of one decode step took 1.3 ms in float16 against 4.2 ms in float32 for
-# one row, 3.6 against 7.6 ms for four, and the same for eight, where the casts made it slower.
-REDUCED_MAX_ROWS = 4
 
 # Brain layer constants of the original (spec §2); fixed there, so not part of the config.
 BRAIN_ATTN_DENSITY, BRAIN_ATTN_LAMBDA = 0.2, 0.3
@@ -154,9 +144,6 @@ def _is_real(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-# ----------------------------------------------------------------------------- layered pieces
-
-
 class QBNNLayer(nn.Module):
     """A linear layer plus an entanglement correction (spec §1.3):
 
@@ -193,9 +180,6 @@ class QBNNBranch(nn.Module):
 
     def forward(self, x: torch.Tensor, lambda_phase: torch.Tensor, noise: bool) -> torch.Tensor:
         return self.down(self.dropout(self.up(x, lambda_phase)), lambda_phase)
-
-
-# ----------------------------------------------------------------------------- brain pieces
 
 
 class BrainLayer(nn.Module):
@@ -258,9 +242,6 @@ class BrainBranch(nn.Module):
 def _brain_seed(config: NeuroQConfig, layer: int, which: int) -> int:
     """A distinct, stable wiring seed per (config seed, layer, attention/ffn)."""
     return config.seed * 1_000 + 2 * layer + which
-
-
-# ----------------------------------------------------------------------------- shared blocks
 
 
 class CausalSelfAttention(nn.Module):
@@ -398,10 +379,6 @@ class NeuroQ(nn.Module):
         self.register_buffer(
             "lambda_phase_table", 0.5 * lam0 + 0.3 * lam0 * phase, persistent=False
         )
-        # Inference copies of the weights (inference.py), built on first use in eval mode and
-        # dropped when parameters are replaced rather than updated (assign=True loads).
-        self._packed: PackedLayered | None = None
-        self.register_load_state_dict_post_hook(NeuroQ._drop_packed)
         # Spec §1.6: N(0, 0.02²) for every linear and embedding, zero biases, no depth scaling.
         # The QBNN/brain tensors (J, λ, Wᵣ, θ) were initialised by their own modules.
         self.apply(self._init_weights)
@@ -430,8 +407,6 @@ class NeuroQ(nn.Module):
         cache: KVCache | None = None,
         last_only: bool = False,
         noise: bool | None = None,
-        precision: str = "fp32",
-        compile: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (B, T, V) for token ids `idx` (B, T), and the loss if `targets` is given.
 
@@ -441,19 +416,8 @@ class NeuroQ(nn.Module):
         (so left-padded batches use each row's true positions). `last_only` computes the head for
         the last position only (generation). `noise` turns on the brain noise; by default it
         follows training mode.
-
-        Single-token cached steps (decoding) of the packed inference path (layered mode, eval,
-        no gradients) run decode.py's step: `precision` "fp16" or "int8" gives its matrix
-        products reduced-precision weights when the batch has at most `REDUCED_MAX_ROWS` rows,
-        and `compile` runs it compiled. Everything else ignores both.
         """
-        assert precision in PRECISIONS, f"precision: expected one of {PRECISIONS}"
         T = idx.size(1)
-        packed = self._inference_weights(cache)
-        if packed is not None and cache is not None and T == 1 and targets is None:
-            if idx.size(0) > REDUCED_MAX_ROWS:
-                precision = "fp32"
-            return self._decode(idx, packed, cache, precision, compile), None
         if cache is None:
             assert self.config.max_seq_len >= T, (
                 f"sequence of length {T} exceeds max_seq_len {self.config.max_seq_len}"
@@ -472,16 +436,13 @@ class NeuroQ(nn.Module):
             lambda_phase = self.lambda_phase_table.index_select(0, pos.reshape(-1))
             lambda_phase = lambda_phase.view(*pos.shape, 1)
         use_noise = self.training if noise is None else noise
-        if packed is not None:
-            x = packed.run(x, lambda_phase, attn_mask, cache)
-        else:
-            for block in self.blocks:
-                x = block(x, lambda_phase, attn_mask, cache, use_noise)
+        for block in self.blocks:
+            x = block(x, lambda_phase, attn_mask, cache, use_noise)
         if cache is not None:
             cache.advance(T)
         if last_only:
             x = x[:, -1:, :]  # LayerNorm and head act per position
-        logits = packed.head(x) if packed is not None else self.lm_head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
             # In float32 even when the logits come out of a bfloat16 autocast region.
@@ -492,52 +453,26 @@ class NeuroQ(nn.Module):
             )
         return logits, loss
 
-    @staticmethod
-    def _drop_packed(module: nn.Module, incompatible_keys: Any) -> None:
-        cast(NeuroQ, module)._packed = None
-
-    def _apply(self, fn: Any, recurse: bool = True) -> NeuroQ:
-        self._packed = None  # .to(), .half(), ...: repack from the converted parameters
-        return super()._apply(fn, recurse)
-
-    def _inference_weights(self, cache: KVCache | None = None) -> PackedLayered | None:
-        """The packed weights when this forward may use them: layered mode, eval mode, no
-        gradients (generation, evaluation); rebuilt after any parameter changed.
-
-        A cache remembers the packed weights that filled it, and while they are still this
-        model's packed copy its later steps use them without checking the parameters again (a
-        check costs more than a tenth of a fast decode step): the cached keys and values belong
-        to those weights anyway."""
-        if self.training or torch.is_grad_enabled() or self.config.mode != "layered":
-            return None
-        if cache is not None and self._packed is not None and cache.weights is self._packed:
-            return self._packed
-        packed = self._packed
-        if packed is None or not packed.is_current():
-            # Plain tensors even under inference_mode, so later no_grad calls may use them.
-            with torch.inference_mode(False):
-                packed = self._packed = PackedLayered(self)
-        if cache is not None:
-            cache.weights = packed
-        return packed
-
-    def _decode(
-        self,
-        idx: torch.Tensor,
-        packed: PackedLayered,
-        cache: KVCache,
-        precision: str,
-        compile: bool,
-    ) -> torch.Tensor:
-        """One cached single-token step of the packed path: the embeddings and λ phase of each
-        row's next position, then decode.py's step; logits (B, 1, V). The general path's
-        dropout and attention mask are left out (eval mode; the step masks padding itself)."""
-        pos = cache.positions(1)  # (B, 1)
-        x = F.embedding(idx, self.wte.weight) + F.embedding(pos, self.wpe.weight)
-        lambda_phase = F.embedding(pos, self.lambda_phase_table.unsqueeze(-1))  # (B, 1, 1)
-        logits = packed.decode(x, lambda_phase, cache, precision, compile)
-        cache.advance(1)
-        return logits
+    def make_cache(
+        self, batch_size: int, capacity: int, pad: Sequence[int] | None = None
+    ) -> KVCache:
+        """An empty cache for `batch_size` rows of up to `capacity` tokens each; `pad[b]` is row
+        b's left padding. The layered mode caches the fused attention's 2d-wide [k, tanh k] and
+        v zero-padded to 2d (see CausalSelfAttention)."""
+        cfg = self.config
+        width = 2 * cfg.head_dim if cfg.mode == "layered" else cfg.head_dim
+        return KVCache(
+            cfg.num_layers,
+            batch_size,
+            cfg.num_heads,
+            capacity,
+            width,
+            width,
+            max_positions=cfg.max_seq_len,
+            pad=pad,
+            device=self.device,
+            dtype=self.lm_head.weight.dtype,
+        )
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay only matrices and embeddings (2-D and up), not biases,
@@ -557,8 +492,9 @@ class NeuroQ(nn.Module):
         stop_ids: tuple[int, ...] = (EOS_ID, USER_ID),
     ) -> list[int]:
         """Reference generation: re-run the whole window (the last `max_seq_len` tokens, positions
-        from 0) for every new token, as the original did. Returns the generated ids without the
-        stop token. The engine must produce exactly these tokens for the same seed."""
+        from 0) through the modules for every new token, as the original did. Returns the
+        generated ids without the stop token. The engine must produce the same tokens for the
+        same seed."""
         assert ids, "generate_naive needs at least one prompt token"
         was_training = self.training
         self.eval()

@@ -13,8 +13,8 @@ import torch
 
 from neuroq.model import decode
 from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from neuroq.model.engine import Engine, KVCache
-from neuroq.model.model import REDUCED_MAX_ROWS, NeuroQ, NeuroQConfig
+from neuroq.model.engine import REDUCED_MAX_ROWS, Engine, ModelRunner
+from neuroq.model.model import NeuroQ, NeuroQConfig
 from neuroq.model.sampling import SamplingParams
 
 torch.set_num_threads(1)
@@ -38,13 +38,15 @@ def decode_logits(
     compile: bool = False,
     pad: list[int] | None = None,
 ) -> torch.Tensor:
-    """Logits of a prefill of `prefill` tokens, then one cached step per remaining token."""
+    """Logits of a prefill of `prefill` tokens, then one cached step per remaining token, as the
+    engine runs them."""
+    runner = ModelRunner(model)
     with torch.inference_mode():
-        cache = KVCache.for_model(model, idx.size(0), idx.size(1) + 3, pad=pad)
-        pieces = [model(idx[:, :prefill], cache=cache)[0]]
+        cache = model.make_cache(idx.size(0), idx.size(1) + 3, pad=pad)
+        pieces = [runner(idx[:, :prefill], cache)]
         for t in range(prefill, idx.size(1)):
             step = idx[:, t : t + 1]
-            pieces.append(model(step, cache=cache, precision=precision, compile=compile)[0])
+            pieces.append(runner(step, cache, precision=precision, compile=compile))
     return torch.cat(pieces, dim=1)
 
 

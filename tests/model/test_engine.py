@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuroq.model.engine import Engine, IncrementalDecoder, StopReason
+from neuroq.model.engine import Engine, IncrementalDecoder, ModelRunner, StopReason
 from neuroq.model.model import NeuroQ, NeuroQConfig
+from neuroq.model.packed import PackedLayered
 from neuroq.model.sampling import SamplingParams
 from neuroq.model.tokenizer import ASSISTANT_ID, BOS_ID, EOS_ID, USER_ID
 
@@ -69,6 +70,20 @@ def test_cached_generation_equals_naive(engine: Engine) -> None:
         assert result.num_tokens == 30 and result.stop_reason is StopReason.LENGTH
 
 
+def test_the_naive_reference_runs_the_plain_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """generate_naive never packs weights, so the engine is compared with the module path."""
+
+    def refuse(*args: object) -> None:
+        raise AssertionError("generate_naive used the packed weights")
+
+    monkeypatch.setattr(PackedLayered, "__init__", refuse)
+    model = make_model("layered")
+    ids = model.generate_naive(
+        [BOS_ID, USER_ID, 7, ASSISTANT_ID], params(0, max_length=5, stop_at_eos=False)
+    )
+    assert len(ids) == 5
+
+
 def test_past_the_position_window_equals_naive() -> None:
     """With max_seq_len 16, prompt + 30 tokens outgrows the window; the engine then re-runs the
     last 16 tokens per step, exactly like the reference. A prompt longer than the window too."""
@@ -100,16 +115,13 @@ def test_decode_steps_check_the_parameters_once_per_request(
 ) -> None:
     """The cache keeps the packed weights that filled it: the prefill checks the parameters,
     the decode steps do not; a cache of another model is never taken for this one's."""
-    from neuroq.model.engine import KVCache
-    from neuroq.model.inference import PackedLayered
-
     checks = 0
     is_current = PackedLayered.is_current
 
-    def counted(self: PackedLayered) -> bool:
+    def counted(self: PackedLayered, model: NeuroQ) -> bool:
         nonlocal checks
         checks += 1
-        return is_current(self)
+        return is_current(self, model)
 
     monkeypatch.setattr(PackedLayered, "is_current", counted)
     engine = Engine(make_model("layered"), ByteTokenizer(), device="cpu")
@@ -122,14 +134,15 @@ def test_decode_steps_check_the_parameters_once_per_request(
     with torch.no_grad():
         other.lm_head.weight.mul_(2.0)
     idx = torch.tensor([engine.prompt_ids("hi")])
+    other_runner = ModelRunner(other)
     with torch.inference_mode():
-        cache = KVCache.for_model(engine.model, 1, 8)
-        engine.model(idx, cache=cache)  # filled by engine.model's packed weights
-        cache2 = KVCache.for_model(other, 1, 8)
-        other(idx, cache=cache2)
+        cache = engine.model.make_cache(1, 8)
+        engine.runner(idx, cache)  # filled by engine.model's packed weights
+        cache2 = other.make_cache(1, 8)
+        other_runner(idx, cache2)
         step = idx[:, -1:]
-        mine = other(step, cache=cache2)[0]
-        borrowed = other(step, cache=cache)[0]  # engine.model's cache, other's weights
+        mine = other_runner(step, cache2)
+        borrowed = other_runner(step, cache)  # engine.model's cache, other's weights
     torch.testing.assert_close(borrowed, mine, rtol=0, atol=1e-5)
 
 

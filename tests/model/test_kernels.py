@@ -12,7 +12,8 @@ import torch
 
 from neuroq.model import decode, kernels
 from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
-from neuroq.model.engine import Engine, KVCache
+from neuroq.model.engine import Engine, ModelRunner
+from neuroq.model.packed import PackedLayered
 
 torch.set_num_threads(1)
 
@@ -66,16 +67,15 @@ def test_compiled_int8_steps_use_the_kernel_and_stay_close() -> None:
     model.eval()
     ids = Engine(model, tok, device="cpu").prompt_ids("ChatGPTについて教えて") + list(range(10, 40))
     idx = torch.tensor([ids])
+    runner = ModelRunner(model)
     with torch.inference_mode():
         full, _ = model(idx)
-        cache = KVCache.for_model(model, 1, idx.size(1), pad=None)
-        pieces = [model(idx[:, :5], cache=cache)[0]]
+        cache = model.make_cache(1, idx.size(1))
+        pieces = [runner(idx[:, :5], cache)]
         for t in range(5, idx.size(1)):
-            step = model(idx[:, t : t + 1], cache=cache, precision="int8", compile=True)[0]
-            pieces.append(step)
+            pieces.append(runner(idx[:, t : t + 1], cache, precision="int8", compile=True))
     out = torch.cat(pieces, dim=1)
-    assert model._packed is not None
-    assert model._packed._decoders[("int8", True)].int8_kernel
+    assert runner.decoder("int8", True).int8_kernel
     diff = (out - full)[0, 5:].abs().max().item()
     assert 0 < diff < 0.5
 
@@ -96,10 +96,8 @@ def test_a_failed_build_falls_back_to_pytorch(
     # A decoder then keeps bfloat16 scales for torch._weight_int8pack_mm.
     monkeypatch.setattr(decode, "int8_linear_available", lambda: False)
     model = load_checkpoint(DEFAULT_CHECKPOINT)[0].eval()
-    with torch.inference_mode():
-        packed = model._inference_weights()
-    assert packed is not None
-    decoder = decode.Decoder(packed, "int8", model.config.num_heads, compile=True)
+    with torch.no_grad():
+        decoder = decode.Decoder(PackedLayered(model), "int8", compile=True)
     assert not decoder.int8_kernel
     assert decoder.weights.layers[0].qkv.scale.dtype == torch.bfloat16
 

@@ -3,15 +3,16 @@ position-tied λ, brain wiring, and a training step. Tiny configs, CPU only."""
 
 from __future__ import annotations
 
-import contextlib
 import math
+import subprocess
+import sys
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import torch
 
-from neuroq.model.engine import KVCache
+from neuroq.model.engine import ModelRunner
+from neuroq.model.kv_cache import KVCache
 from neuroq.model.model import NeuroQ, NeuroQConfig
 
 # Small ops on 2 cores shared with other jobs: extra OpenMP threads only spin and slow tests down.
@@ -34,9 +35,6 @@ def tiny(mode: str, **overrides: object) -> NeuroQConfig:
 def model(request: pytest.FixtureRequest) -> NeuroQ:
     torch.manual_seed(0)
     return NeuroQ(tiny(request.param)).eval()
-
-
-# ----------------------------------------------------------------------------- config
 
 
 def test_defaults_are_the_handlers_layered_init() -> None:
@@ -97,9 +95,6 @@ def test_config_round_trips_and_rejects_unknown_keys() -> None:
         NeuroQConfig.from_dict({**c.to_dict(), "embed_dim": 15})
 
 
-# ----------------------------------------------------------------------------- forward
-
-
 def test_shapes_and_loss(model: NeuroQ) -> None:
     idx = torch.randint(6, VOCAB, (3, 10))
     logits, loss = model(idx)
@@ -140,43 +135,60 @@ def test_causality(model: NeuroQ) -> None:
         assert not torch.allclose(out[:, t:], base[:, t:])
 
 
-# Eval-mode forwards with autograd on run the nn.Module blocks; without gradients (inference_mode
-# or no_grad: generation, evaluation) the layered mode runs the packed copies of inference.py.
+# A forward with a cache: the model's own (the module path), or the engine's ModelRunner under
+# inference_mode, which for the layered mode runs packed.py's copies and decode.py's float32 step.
 # Every cache test runs both ways against a full forward of the module path.
-PATHS = {"modules": contextlib.nullcontext, "packed": torch.inference_mode}
+Forward = Callable[[torch.Tensor, KVCache | None], torch.Tensor]
 
 
-@pytest.fixture(params=list(PATHS))
-def path(request: pytest.FixtureRequest) -> Callable[[], contextlib.AbstractContextManager[Any]]:
-    return PATHS[request.param]
+def module_path(model: NeuroQ) -> Forward:
+    return lambda idx, cache: model(idx, cache=cache)[0]
 
 
-def test_kv_cache_matches_full_recompute(model: NeuroQ, path: Callable[[], Any]) -> None:
+def packed_path(model: NeuroQ) -> Forward:
+    runner = ModelRunner(model)
+
+    def forward(idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        with torch.inference_mode():
+            assert (runner.packed() is not None) == (model.config.mode == "layered")
+            return runner(idx, cache)
+
+    return forward
+
+
+@pytest.fixture(params=[module_path, packed_path], ids=["modules", "packed"])
+def path(request: pytest.FixtureRequest) -> Callable[[NeuroQ], Forward]:
+    return request.param  # type: ignore[no-any-return]
+
+
+def test_kv_cache_matches_full_recompute(model: NeuroQ, path: Callable[[NeuroQ], Forward]) -> None:
     """Prefill then one token at a time gives the full forward's logits (both variants)."""
     idx = torch.randint(6, VOCAB, (2, 20))
     full, _ = model(idx)
-    with path():
-        cache = KVCache.for_model(model, batch_size=2, capacity=20)
-        pieces = [model(idx[:, :7], cache=cache)[0]]
-        pieces.append(model(idx[:, 7:10], cache=cache)[0])  # a multi-token chunk on a filled cache
-        for t in range(10, 20):
-            pieces.append(model(idx[:, t : t + 1], cache=cache)[0])
-        pieces.append(model(idx)[0])  # and the full window on the same path
+    forward = path(model)
+    cache = model.make_cache(batch_size=2, capacity=20)
+    pieces = [forward(idx[:, :7], cache)]
+    pieces.append(forward(idx[:, 7:10], cache))  # a multi-token chunk on a filled cache
+    for t in range(10, 20):
+        pieces.append(forward(idx[:, t : t + 1], cache))
+    pieces.append(forward(idx, None))  # and the full window on the same path
     torch.testing.assert_close(torch.cat(pieces[:-1], dim=1), full, rtol=0, atol=1e-5)
     torch.testing.assert_close(pieces[-1], full, rtol=0, atol=1e-5)
 
 
-def test_left_padded_cache_uses_true_positions(model: NeuroQ, path: Callable[[], Any]) -> None:
+def test_left_padded_cache_uses_true_positions(
+    model: NeuroQ, path: Callable[[NeuroQ], Forward]
+) -> None:
     """A left-padded row in a batch gets the logits it gets alone."""
     short = torch.randint(6, VOCAB, (1, 5))
     long = torch.randint(6, VOCAB, (1, 9))
     nxt = torch.randint(6, VOCAB, (2, 1))
     alone, _ = model(short)
-    with path():
-        cache = KVCache.for_model(model, batch_size=2, capacity=12, pad=[4, 0])
-        batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1), long])
-        out, _ = model(batch, cache=cache)
-        step, _ = model(nxt, cache=cache)
+    forward = path(model)
+    cache = model.make_cache(batch_size=2, capacity=12, pad=[4, 0])
+    batch = torch.cat([torch.cat([torch.zeros(1, 4, dtype=torch.long), short], 1), long])
+    out = forward(batch, cache)
+    step = forward(nxt, cache)
     torch.testing.assert_close(out[0, 4:], alone[0], rtol=0, atol=1e-5)
     torch.testing.assert_close(out[1], model(long)[0][0], rtol=0, atol=1e-5)
     torch.testing.assert_close(
@@ -185,15 +197,16 @@ def test_left_padded_cache_uses_true_positions(model: NeuroQ, path: Callable[[],
 
 
 def test_packed_weights_follow_parameter_changes() -> None:
-    """The packed copies are rebuilt after an optimiser step, a state_dict load (copying or
-    assigning) and a dtype change, so inference never runs stale weights."""
+    """The runner packs again after an optimiser step, a state_dict load (copying or
+    assigning) and a dtype change, so generation never runs stale weights."""
     torch.manual_seed(0)
     m = NeuroQ(tiny("layered")).eval()
+    runner = ModelRunner(m)
     idx = torch.randint(6, VOCAB, (1, 10))
 
     def check() -> None:
         with torch.inference_mode():
-            packed, _ = m(idx)
+            packed = runner(idx)
         torch.testing.assert_close(packed, m(idx)[0], rtol=0, atol=1e-5)
 
     check()
@@ -212,7 +225,7 @@ def test_packed_weights_follow_parameter_changes() -> None:
     check()
     m.double()
     with torch.inference_mode():
-        assert m(idx)[0].dtype == torch.float64
+        assert runner(idx).dtype == torch.float64
     check()
 
 
@@ -301,3 +314,11 @@ def test_brain_noise_only_when_asked() -> None:
     idx = torch.randint(6, VOCAB, (1, 8))
     torch.testing.assert_close(m(idx)[0], m(idx)[0], rtol=0, atol=0)
     assert not torch.allclose(m(idx, noise=True)[0], m(idx)[0])
+
+
+def test_the_model_file_needs_no_fast_path() -> None:
+    """model.py is the plain definition: importing it loads none of the engine's fast paths."""
+    fast = ["neuroq.model.engine", "neuroq.model.packed", "neuroq.model.decode"]
+    code = f"import sys, neuroq.model.model; print([m for m in {fast!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

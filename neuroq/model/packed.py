@@ -1,4 +1,5 @@
-"""Inference copies of a layered model's weights, laid out for fast small-batch matmuls.
+"""Packed weights: inference copies of a layered model's weights, laid out for fast small-batch
+matmuls, and the model's forward on them.
 
 A decode step multiplies one row per request by every weight matrix once, so its speed is the
 speed at which the BLAS streams weights. On the CPUs this project runs on (MKL on AMD EPYC) that
@@ -9,30 +10,29 @@ shape: the MLP's first linear, the QBNN up-projection and the up-layer's J all r
 normalised input (J reads its tanh), and the second stage's three matrices (MLP out, QBNN down,
 down-layer J) all produce E-wide outputs.
 
-`PackedLayered` holds such copies (about the model's size again in memory) and runs the blocks
-with the same equations as the `nn.Module` path in model.py, which stays the readable reference
-and the only path used with autograd. `NeuroQ.forward` switches to it in eval mode with gradients
-off (generation and evaluation) and rebuilds it whenever a parameter changed in place (an
-optimiser step, `load_state_dict`) or was replaced (`.to(device)`). The results equal the module
-path's up to float rounding (the tests hold them to 1e-5).
+`PackedLayered` holds such copies (about the model's size again in memory) and runs the model
+with the same equations as the `nn.Module` path in model.py, which stays the readable definition
+and the only path used with autograd. The engine's `ModelRunner` (engine.py) uses it in eval mode
+with gradients off and packs again whenever a parameter changed in place (an optimiser step,
+`load_state_dict`) or was replaced (`.to(device)`, `load_state_dict(assign=True)`). The results
+equal the module path's up to float rounding (the tests hold them to 1e-5). Single-token cached
+steps go through decode.py, which reads these same copies.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 
-from neuroq.model.decode import Decoder, qbnn_out
-
-if TYPE_CHECKING:
-    from neuroq.model.engine import KVCache
-    from neuroq.model.model import Block, NeuroQ, QBNNBranch, QBNNLayer
+from neuroq.model.kv_cache import KVCache
+from neuroq.model.model import Block, NeuroQ, QBNNBranch, QBNNLayer
 
 
 @contextmanager
@@ -83,32 +83,35 @@ class _Block:
 
 
 class PackedLayered:
-    """The layered model's blocks and head for inference (see the module docstring)."""
+    """A layered model's weights for inference and its forward on them (see the module
+    docstring). Eval mode only: no dropout, and the λ phase of each token's position."""
 
     def __init__(self, model: NeuroQ) -> None:
         cfg = model.config
         assert cfg.mode == "layered", "PackedLayered packs the layered mode only"
-        # Parameter objects replaced outright (load_state_dict(assign=True)) are not seen by
-        # the stamp; NeuroQ drops the packed copy in that case itself.
         self.params = list(model.parameters())
         self.stamp = parameter_stamp(self.params)
         self.n_head, self.head_dim = cfg.num_heads, cfg.head_dim
+        self.max_seq_len = cfg.max_seq_len
         d = cfg.head_dim
         with torch.no_grad():
-            self.blocks = [self._pack(cast("Block", block), d) for block in model.blocks]
+            self.wte = model.wte.weight.detach()  # shared, not copied: embeddings are lookups
+            self.wpe = model.wpe.weight.detach()
+            self.lambda_phase_table = model.lambda_phase_table
+            self.blocks = [self._pack(cast(Block, block), d) for block in model.blocks]
             self.ln_f = _ln(model.ln_f)
             self.w_head = model.lm_head.weight.t().contiguous()  # (E, V)
-        # decode.py's steps by (precision, compile), with their copies of the weights
-        self._decoders: dict[tuple[str, bool], Decoder] = {}
 
-    def is_current(self) -> bool:
-        """False once any packed parameter changed since packing."""
-        return parameter_stamp(self.params) == self.stamp
+    def is_current(self, model: NeuroQ) -> bool:
+        """False once any of the model's parameters changed or was replaced since packing."""
+        params = list(model.parameters())
+        same = len(params) == len(self.params) and all(map(operator.is_, params, self.params))
+        return same and parameter_stamp(params) == self.stamp
 
     @staticmethod
     def _pack(block: Block, d: int) -> _Block:
         attn, mlp = block.attn, block.mlp
-        up, down = cast("QBNNBranch", block.quantum).up, cast("QBNNBranch", block.quantum).down
+        up, down = cast(QBNNBranch, block.quantum).up, cast(QBNNBranch, block.quantum).down
         w_in, b_in = _stacked(mlp.c_fc, up)
         w_out, b_out = _stacked(mlp.c_proj, down)
         return _Block(
@@ -128,6 +131,40 @@ class PackedLayered:
             ln_down=_ln(down.ln),
             lam_down=0.7 * down.lambda_span * float(torch.sigmoid(down.lambda_base)),
         )
+
+    def forward(
+        self, idx: torch.Tensor, cache: KVCache | None = None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Logits (B, T, V) for token ids (B, T), or (B, 1, V) with `last_only`: what
+        `NeuroQ.forward` gives in eval mode, positions and padding from the cache as there."""
+        T = idx.size(1)
+        if cache is None:
+            assert self.max_seq_len >= T, (
+                f"sequence of length {T} exceeds max_seq_len {self.max_seq_len}"
+            )
+            pos = torch.arange(T, device=idx.device)  # (T,)
+            attn_mask = None
+        else:
+            pos = cache.positions(T)  # (B, T)
+            attn_mask = cache.attention_mask(T)
+        x = F.embedding(idx, self.wte) + F.embedding(pos, self.wpe)
+        lambda_phase = self.lambda_phase_table.index_select(0, pos.reshape(-1))
+        x = self.run(x, lambda_phase.view(*pos.shape, 1), attn_mask, cache)
+        if cache is not None:
+            cache.advance(T)
+        if last_only:
+            x = x[:, -1:, :]
+        return self.head(x)
+
+    def step_embeddings(
+        self, idx: torch.Tensor, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The input of a decode step: embeddings (B, E) of one new token per row (B, 1) at its
+        row's next position, and that position's λ phase (B, 1)."""
+        pos = cache.positions(1)  # (B, 1)
+        x = F.embedding(idx, self.wte) + F.embedding(pos, self.wpe)
+        lambda_phase = F.embedding(pos, self.lambda_phase_table.unsqueeze(-1))  # (B, 1, 1)
+        return x.view(idx.size(0), -1), lambda_phase.view(idx.size(0), 1)
 
     def run(
         self,
@@ -188,34 +225,23 @@ class PackedLayered:
         down = qbnn_out(a_down, delta_down, lam + p.lam_down, p.ln_down)
         return torch.add(x, mlp, alpha=0.7).add_(down, alpha=0.3)
 
-    def decode(
-        self,
-        x: torch.Tensor,
-        lambda_phase: torch.Tensor,
-        cache: KVCache,
-        precision: str = "fp32",
-        compile: bool = False,
-    ) -> torch.Tensor:
-        """One cached step, x (B, 1, E) -> logits (B, 1, V), through decode.py's `decode_step`
-        (compiled when asked and possible); stores the step's keys and values in the cache."""
-        B, _, E = x.shape
-        decoder = self._decoders.get((precision, compile))
-        if decoder is None:
-            with torch.inference_mode(False), torch.no_grad():
-                decoder = Decoder(self, precision, self.n_head, compile)
-            self._decoders[(precision, compile)] = decoder
-        keys, values, visible = cache.step_inputs(self.head_dim)
-        lam = lambda_phase.expand(B, 1, 1).reshape(B, 1)
-        with native_kernels(x.dtype):
-            logits, k, v = decoder(x.view(B, E), lam, visible, keys, values)
-        cache.store_step(k, v)
-        return logits.unsqueeze(1)
-
     def head(self, x: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm and the vocabulary projection, x (B, T, E) -> logits (B, T, V)."""
         B, T, E = x.shape
         x = F.layer_norm(x, (E,), *self.ln_f)
         return (x.reshape(B * T, E) @ self.w_head).view(B, T, -1)
+
+
+def qbnn_out(
+    a: torch.Tensor,
+    delta_pre: torch.Tensor,
+    lam: torch.Tensor,
+    ln: tuple[torch.Tensor, torch.Tensor],
+) -> torch.Tensor:
+    """GELU(LayerNorm(a + λ·(tanh(h)J ⊙ tanh a))), given a and tanh(h)J (QBNNLayer.forward).
+    Shared with the decode step (decode.py)."""
+    delta = delta_pre * torch.tanh(a)
+    return F.gelu(F.layer_norm(torch.addcmul(a, lam, delta), (a.size(-1),), *ln))
 
 
 def _stacked(linear: torch.nn.Linear, qbnn: QBNNLayer) -> tuple[torch.Tensor, torch.Tensor]:
