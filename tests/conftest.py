@@ -5,11 +5,33 @@ shares."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ServerProcess, start_server
+from harness import ServerProcess, leftover_processes, start_server
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_outlives_the_session() -> Iterator[None]:
+    """Every process a test starts must end with it, its children included. Whatever this
+    session started and is still alive once every other fixture has ended is killed here, and the
+    suite fails listing it. A process gets two seconds to finish exiting first."""
+    yield
+    deadline = time.monotonic() + 2.0
+    while (left := leftover_processes()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not left:
+        return
+    for info in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGKILL)
+    lines = "\n".join(f"  pid {p.pid} (parent {p.ppid}): {p.cmdline}" for p in left)
+    pytest.fail(f"{len(left)} process(es) outlived the tests that started them:\n{lines}")
 
 
 @pytest.fixture

@@ -3,10 +3,18 @@
 `start_server` launches `python -m neuroq serve` exactly as a user would, on a free port with its
 own data directory and fixed keys, and returns once the server answers HTTP. Tests talk to it over
 real sockets; `kill()` sends SIGKILL so durability can be checked by restarting on the same data.
+
+Every process a test starts ends with the test, children included. `spawn` starts each one as the
+leader of a process group of its own and `end_group` ends that whole group, because a child can
+outlive its parent (the runpod SDK forks a heartbeat process that kept running for hours after a
+SIGKILL of the worker). Each process also inherits RUN_ID_VAR, which is how `leftover_processes`
+finds, at the end of the session, any that escaped: even one whose parent died and whose parent
+is now init.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -29,6 +37,111 @@ REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("NEUROQ_TEST_POSTGRES_URL", "")
 #: what `store_env` accepts, in the order parametrised tests run them
 STORE_BACKENDS = ["sqlite", "postgres"]
+
+#: inherited by every process this test session starts; its value is this session's alone
+RUN_ID_VAR = "NEUROQ_TEST_RUN_ID"
+RUN_ID = f"{os.getpid()}-{secrets.token_hex(4)}"
+os.environ[RUN_ID_VAR] = RUN_ID
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    pid: int
+    ppid: int
+    pgid: int
+    #: the command line, or "[name]" for a process whose command line is empty
+    cmdline: str
+
+
+def _read_process(pid: int) -> tuple[ProcessInfo, bool] | None:
+    """(what /proc says of pid, whether it carries this session's RUN_ID); None for a process
+    that is gone or a zombie (it has exited; only its parent's wait is missing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+        raw_cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # gone, or not ours to read
+        return None
+    name, _, rest = stat.rpartition(")")
+    state, ppid, pgid = rest.split()[:3]
+    if state in ("Z", "X"):
+        return None
+    cmdline = raw_cmdline.replace(b"\0", b" ").decode(errors="replace").strip()
+    info = ProcessInfo(pid, int(ppid), int(pgid), cmdline or f"[{name.partition('(')[2]}]")
+    return info, f"{RUN_ID_VAR}={RUN_ID}".encode() in environ.split(b"\0")
+
+
+def leftover_processes() -> list[ProcessInfo]:
+    """Every live process this session started, directly or not, other than this one: those that
+    descend from it, and those that inherited its RUN_ID (a child's child survives its parent
+    reparented to init, where only its environment still says where it came from)."""
+    found: dict[int, tuple[ProcessInfo, bool]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (read := _read_process(int(entry.name))) is not None:
+            found[read[0].pid] = read
+    me = os.getpid()
+
+    def descends_from_me(pid: int) -> bool:
+        for _ in range(64):  # deeper than any tree a test builds; ends a cycle of stale reads
+            if pid not in found:
+                return False
+            pid = found[pid][0].ppid
+            if pid == me:
+                return True
+        return False
+
+    return sorted(
+        (
+            info
+            for info, marked in found.values()
+            if info.pid != me and (marked or descends_from_me(info.pid))
+        ),
+        key=lambda info: info.pid,
+    )
+
+
+def spawn(
+    cmd: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `cmd`, output to `log_path`, as the leader of a new session and process group, so
+    that `end_group` can end it with every process it forked."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            cmd,
+            env={**env, RUN_ID_VAR: RUN_ID},
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def terminate(proc: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM `proc` alone, as an operator would, and wait for it; SIGKILL it after `grace_s`.
+    What it started is left to its own shutdown code: `end_group` ends the rest."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def end_group(proc: subprocess.Popen[bytes], grace_s: float | None = None) -> None:
+    """End `proc` (started by `spawn`) and every process left in its group: with `grace_s`,
+    `terminate` it first; then, or at once without `grace_s`, SIGKILL all that is left."""
+    if grace_s is not None:
+        terminate(proc, grace_s)
+    # Members are found by group id among this session's processes only: another session's
+    # group that reused the id once this one emptied is never hit.
+    members = [p for p in leftover_processes() if p.pgid == proc.pid]
+    with contextlib.suppress(ProcessLookupError):
+        if proc.poll() is None:
+            proc.kill()
+        for member in members:
+            os.kill(member.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def free_port() -> int:
@@ -81,31 +194,34 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.log_path = self.data_dir / "server.log"
-        log = open(self.log_path, "ab")  # noqa: SIM115 - the child process owns it
         cmd = [sys.executable, "-m", "neuroq", "serve", "--port", str(self.port)]
         cmd += ["--data-dir", str(self.data_dir), *self.args]
-        self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        wait_for_http(f"{self.url}/v2/probe/health", 30.0, self.proc)
+        self.proc = spawn(cmd, self.log_path, self.env)
+        try:
+            wait_for_http(f"{self.url}/v2/probe/health", 30.0, self.proc)
+        except BaseException:
+            end_group(self.proc)
+            raise
         return self
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 
+    def terminate(self, grace_s: float = 10.0) -> None:
+        """SIGTERM the server alone (see `terminate`), for tests of what its shutdown ends;
+        `stop` afterwards ends the rest."""
+        if self.proc is not None:
+            terminate(self.proc, grace_s)
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM, SIGKILL after 10 s; then SIGKILL anything else left in its process group."""
+        if self.proc is not None:
+            end_group(self.proc, grace_s=10.0)
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL the server and its process group: no shutdown code runs, as in a crash."""
+        if self.proc is not None:
+            end_group(self.proc)
 
     def restart(self) -> ServerProcess:
         self.stop()
@@ -141,18 +257,12 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM, SIGKILL after 15 s; then SIGKILL anything else left in its process group."""
+        end_group(self.proc, grace_s=15.0)
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL the worker and its process group, as in a crash."""
+        end_group(self.proc)
 
 
 def start_worker(
@@ -170,9 +280,7 @@ def start_worker(
     full_env.update({"NEUROQ_WORKER_KEY": server.worker_key, "PYTHONUNBUFFERED": "1", **env})
     cmd = [sys.executable, "-m", "neuroq", "worker", handler, "--url", server.url]
     cmd += ["--endpoint", endpoint, *args]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    return WorkerProcess(proc, log_path)
+    return WorkerProcess(spawn(cmd, log_path, full_env), log_path)
 
 
 def postgres_store_url(schema: str) -> str:

@@ -99,13 +99,14 @@ def test_serve_with_worker_runs_jobs_and_stops_it(tmp_path: Path) -> None:
         match = re.search(r"started worker .* \(pid (\d+)\)", server.log())
         assert match, server.log()
         worker_pid = int(match.group(1))
+        server.terminate()  # the server alone: its own shutdown must end the worker
+        assert server.proc is not None and server.proc.returncode is not None
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and _alive(worker_pid):
+            time.sleep(0.1)
+        assert not _alive(worker_pid), "the worker outlived the server"
     finally:
         server.stop()
-    assert server.proc is not None and server.proc.returncode is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and _alive(worker_pid):
-        time.sleep(0.1)
-    assert not _alive(worker_pid), "the worker outlived the server"
 
 
 def _alive(pid: int) -> bool:

@@ -14,12 +14,10 @@ requests (the server logs no per-request lines); `WebhookReceiver` records webho
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -97,9 +95,7 @@ class SdkWorker:
 
     def kill(self) -> None:
         """SIGKILL the whole process group: no shutdown code runs, heartbeats stop."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
+        harness.end_group(self.proc)
 
 
 def start_sdk_worker(
@@ -131,15 +127,7 @@ def start_sdk_worker(
         }
     )
     log_path = tmp_dir / f"sdk-{worker_id}.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, str(WORKERS / script)],
-            env=env,
-            cwd=home,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = harness.spawn([sys.executable, str(WORKERS / script)], log_path, env, cwd=home)
     return SdkWorker(worker_id, endpoint, proc, log_path, events_path)
 
 

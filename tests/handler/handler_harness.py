@@ -92,8 +92,10 @@ def make_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
     server.stop()
 
 
-def start_sdk_worker(h: Harness, endpoint: str) -> subprocess.Popen[bytes]:
-    """`python -m neuroq.handler` (RunPod's SDK) with the environment `neuroq worker-env` prints."""
+def start_sdk_worker(h: Harness, endpoint: str) -> WorkerProcess:
+    """`python -m neuroq.handler` (RunPod's SDK) with the environment `neuroq worker-env` prints.
+    The SDK forks a heartbeat process that outlives its parent, so end it with `kill()`, which
+    ends the whole process group."""
     env = dict(os.environ)
     out = subprocess.run(
         [
@@ -124,7 +126,7 @@ def start_sdk_worker(h: Harness, endpoint: str) -> subprocess.Popen[bytes]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    log = open(h.log_dir / f"sdk-{endpoint}.log", "ab")  # noqa: SIM115 - the child owns it
-    return subprocess.Popen(
-        [sys.executable, "-m", "neuroq.handler"], env=env, stdout=log, stderr=subprocess.STDOUT
+    log_path = h.log_dir / f"sdk-{endpoint}.log"
+    return WorkerProcess(
+        harness.spawn([sys.executable, "-m", "neuroq.handler"], log_path, env), log_path
     )
