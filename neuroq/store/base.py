@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, NewJob
 from neuroq.store.events import StoreEvents
 
@@ -144,6 +145,16 @@ class WorkerInfo:
     state: str
     last_seen_ms: int
     held_job_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What a scaler decides on for one endpoint."""
+
+    queued: int = 0
+    running: int = 0
+    #: when the job that has waited longest entered the queue; None when none waits
+    oldest_queued_at_ms: int | None = None
 
 
 @dataclass
@@ -327,6 +338,27 @@ class JobStore(Protocol):
         ...
 
     async def worker(self, worker_id: str) -> WorkerInfo | None: ...
+
+    # -- endpoints ---------------------------------------------------------------------------
+
+    async def put_endpoint(self, config: EndpointConfig, now_ms: int) -> EndpointConfig:
+        """Create or replace an endpoint's settings; returns them as stored (with times)."""
+        ...
+
+    async def get_endpoint(self, endpoint_id: str) -> EndpointConfig | None: ...
+
+    async def list_endpoints(self) -> list[EndpointConfig]:
+        """Every configured endpoint, by id."""
+        ...
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        """Forget an endpoint's settings (its jobs stay); False when it had none."""
+        ...
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        """Queued and running counts and the oldest queue entry, per endpoint with live jobs.
+        Reads only live jobs, so it costs the same with any number of retained ones."""
+        ...
 
     # -- background --------------------------------------------------------------------------
 

@@ -43,7 +43,10 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 #: (version, file) in order; open() applies those newer than the schema's recorded version
-MIGRATIONS: list[tuple[int, str]] = [(1, "postgres_0001_initial.sql")]
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, "postgres_0001_initial.sql"),
+    (2, "postgres_0002_endpoints.sql"),
+]
 #: pg_advisory_xact_lock key serialising migrations of every neuroq schema ("neuroq" in ASCII)
 MIGRATION_LOCK_KEY = 0x6E6575726F71
 #: NOTIFY payloads must stay under 8000 bytes

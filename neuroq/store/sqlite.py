@@ -43,7 +43,9 @@ from neuroq.store.sql.store import OpStore
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+#: (version, file) in order: version 1 creates the schema, later ones migrate an older file
+MIGRATIONS: list[tuple[int, str]] = [(1, "sqlite_schema.sql"), (2, "sqlite_0002_endpoints.sql")]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: how long a writer waits for another process's write lock before giving up
 BUSY_TIMEOUT_MS = 10_000
 #: commits through the event-loop connection between two WAL checkpoints on the thread (a
@@ -142,15 +144,16 @@ class SQLiteStore(OpStore):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version == 0:
-                    for statement in _split_script(read_sql("sqlite_schema.sql")):
-                        conn.execute(statement)
-                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                elif version != SCHEMA_VERSION:
+                if version > SCHEMA_VERSION:
                     raise StoreOpenError(
                         f"{self.path}: schema version {version}, but this neuroq knows"
-                        f" version {SCHEMA_VERSION}"
+                        f" version {SCHEMA_VERSION}; upgrade neuroq to open it"
                     )
+                for number, filename in MIGRATIONS:
+                    if number > version:
+                        for statement in _split_script(read_sql(filename)):
+                            conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

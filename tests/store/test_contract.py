@@ -7,16 +7,19 @@ of a test because `get` and `read_stream` judge retention by the wall clock.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from store_backends import RETENTION_RUN_MS, RETENTION_SYNC_MS
 
+from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import JobStatus, NewJob, Policy
 from neuroq.store import events
 from neuroq.store.base import (
     Holder,
     InvalidTransition,
     JobStore,
+    QueueStats,
     end_topic,
     job_topic,
     queue_topic,
@@ -826,3 +829,45 @@ async def test_a_failing_listener_never_fails_the_operation(store: JobStore, t0:
     job, created = await store.submit(new(), t0)
     assert created and told == [events.JobSubmitted(job)]
     assert await store.get(EP, job.id) is not None
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+async def test_endpoint_settings_round_trip_and_replace(store: JobStore, t0: int) -> None:
+    assert await store.get_endpoint("gen") is None and await store.list_endpoints() == []
+    config = EndpointConfig.from_wire(
+        "gen",
+        {
+            "handler": "neuroq.handler:handler",
+            "workersMax": 4,
+            "scalerType": "REQUEST_COUNT",
+            "scalerValue": 2,
+            "executionTimeout": 60_000,
+            "env": {"NEUROQ_TORCH_THREADS": "1"},
+        },
+    )
+    stored = await store.put_endpoint(config, t0)
+    assert stored == replace(config, created_at_ms=t0, updated_at_ms=t0)
+    assert await store.get_endpoint("gen") == stored
+    changed = await store.put_endpoint(stored.updated({"workersMin": 1}), t0 + 5)
+    assert (changed.workers_min, changed.created_at_ms, changed.updated_at_ms) == (1, t0, t0 + 5)
+    await store.put_endpoint(EndpointConfig("alpha", command=("python", "w.py")), t0)
+    assert [e.endpoint_id for e in await store.list_endpoints()] == ["alpha", "gen"]
+    assert await store.delete_endpoint("gen") and not await store.delete_endpoint("gen")
+    assert await store.get_endpoint("gen") is None
+
+
+async def test_queue_stats_count_live_jobs_only(store: JobStore, t0: int) -> None:
+    assert await store.queue_stats() == {}
+    await running(store, t0)
+    await store.submit(new(), t0 + 10)
+    await store.submit(new(), t0 + 20)
+    done = await running(store, t0, endpoint="ep-b")
+    await store.finish(done, output_json="1", error_json=None, now_ms=t0 + 30)
+    await store.submit(new(endpoint="ep-b"), t0 + 40)
+    stats = await store.queue_stats()
+    assert stats == {
+        EP: QueueStats(queued=2, running=1, oldest_queued_at_ms=t0 + 10),
+        "ep-b": QueueStats(queued=1, running=0, oldest_queued_at_ms=t0 + 40),
+    }

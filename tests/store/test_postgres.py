@@ -13,7 +13,7 @@ from store_backends import POSTGRES_URL, drop_schema, open_store
 
 from neuroq.jobs import NewJob, now_ms
 from neuroq.store.base import job_topic, queue_topic
-from neuroq.store.postgres import PostgresStore
+from neuroq.store.postgres import MIGRATIONS, PostgresStore
 
 pytestmark = pytest.mark.skipif(
     not POSTGRES_URL, reason="set NEUROQ_TEST_POSTGRES_URL to run the PostgreSQL tests"
@@ -33,7 +33,7 @@ async def test_servers_starting_together_migrate_once(schema: str, tmp_path: Pat
     try:
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
             cur = await conn.execute(f'SELECT version FROM "{schema}".neuroq_schema_version')
-            assert await cur.fetchall() == [(1,)]
+            assert await cur.fetchall() == [(v,) for v, _ in MIGRATIONS]
     finally:
         for store in stores:
             await store.close()

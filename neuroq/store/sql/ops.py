@@ -17,11 +17,13 @@ from collections.abc import Generator
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
+from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
 from neuroq.store import events
 from neuroq.store.base import (
     Holder,
     InvalidTransition,
+    QueueStats,
     SweepResult,
     WebhookDelivery,
     WorkerInfo,
@@ -487,3 +489,55 @@ def jobs_by_ids(job_ids: list[str], now_ms: int) -> Op[list[Job]]:
 def job_webhooks(job_id: str) -> Op[list[WebhookDelivery]]:
     rows = yield Stmt("dash_job_webhooks", {"id": job_id})
     return Outcome([WebhookDelivery(*row) for row in rows])
+
+
+# -- endpoints ---------------------------------------------------------------------------------
+
+
+def _endpoint_from_row(row: tuple[Any, ...]) -> EndpointConfig:
+    endpoint_id, config_json, created_at_ms, updated_at_ms = row
+    base = EndpointConfig(
+        str(endpoint_id), created_at_ms=created_at_ms, updated_at_ms=updated_at_ms
+    )
+    return base.updated(json.loads(config_json))
+
+
+def put_endpoint(config: EndpointConfig, now_ms: int) -> Op[EndpointConfig]:
+    settings = {
+        k: v for k, v in config.to_wire().items() if k not in ("name", "createdAt", "updatedAt")
+    }
+    params = {
+        "endpoint_id": config.endpoint_id,
+        "config_json": json.dumps(settings, separators=(",", ":")),
+        "execution_timeout_ms": config.execution_timeout_ms,
+        "now": now_ms,
+    }
+    rows = yield Stmt("endpoint_put", params)
+    return Outcome(_endpoint_from_row(rows[0]))
+
+
+def get_endpoint(endpoint_id: str) -> Op[EndpointConfig | None]:
+    rows = yield Stmt("endpoint_get", {"endpoint_id": endpoint_id})
+    return Outcome(_endpoint_from_row(rows[0]) if rows else None)
+
+
+def list_endpoints() -> Op[list[EndpointConfig]]:
+    rows = yield Stmt("endpoint_list", {})
+    return Outcome([_endpoint_from_row(row) for row in rows])
+
+
+def delete_endpoint(endpoint_id: str) -> Op[bool]:
+    rows = yield Stmt("endpoint_delete", {"endpoint_id": endpoint_id})
+    return Outcome(bool(rows))
+
+
+def queue_stats() -> Op[dict[str, QueueStats]]:
+    stats: dict[str, QueueStats] = {}
+    for endpoint_id, queued, running, oldest in (yield Stmt("queue_stats", {})):
+        seen = stats.get(endpoint_id, QueueStats())
+        stats[endpoint_id] = QueueStats(
+            queued=seen.queued + int(queued),
+            running=seen.running + int(running),
+            oldest_queued_at_ms=seen.oldest_queued_at_ms if oldest is None else int(oldest),
+        )
+    return Outcome(stats)

@@ -264,6 +264,39 @@ SET attempts = attempts + 1, next_attempt_at_ms = :next_attempt_at_ms, claimed_u
 WHERE id = :id
 RETURNING job_id, attempts
 
+-- name: endpoint_put
+-- Create or replace an endpoint's settings; created_at_ms is kept on a replace.
+INSERT INTO endpoints (endpoint_id, config_json, execution_timeout_ms, created_at_ms,
+                       updated_at_ms)
+VALUES (:endpoint_id, :config_json, :execution_timeout_ms, :now, :now)
+ON CONFLICT (endpoint_id) DO UPDATE
+SET config_json = excluded.config_json, execution_timeout_ms = excluded.execution_timeout_ms,
+    updated_at_ms = excluded.updated_at_ms
+RETURNING endpoint_id, config_json, created_at_ms, updated_at_ms
+
+-- name: endpoint_get
+-- One endpoint's settings.
+SELECT endpoint_id, config_json, created_at_ms, updated_at_ms FROM endpoints
+WHERE endpoint_id = :endpoint_id
+
+-- name: endpoint_list
+-- Every configured endpoint.
+SELECT endpoint_id, config_json, created_at_ms, updated_at_ms FROM endpoints ORDER BY endpoint_id
+
+-- name: endpoint_delete
+-- Forget an endpoint's settings (its jobs stay: it is a plain queue again).
+DELETE FROM endpoints WHERE endpoint_id = :endpoint_id RETURNING endpoint_id
+
+-- name: queue_stats
+-- What a scaler decides on, per endpoint with live jobs: queued, running, and when the job
+-- that has waited longest entered the queue (submitted or retried: its ttl started then).
+-- Two halves so each reads only its own partial index, never the retained finished jobs.
+SELECT endpoint_id, COUNT(*), 0, MIN(ttl_deadline_ms - ttl_ms)
+FROM jobs WHERE status = 'IN_QUEUE' GROUP BY endpoint_id
+UNION ALL
+SELECT endpoint_id, 0, COUNT(*), NULL
+FROM jobs WHERE status = 'IN_PROGRESS' GROUP BY endpoint_id
+
 -- Read-only queries for the dashboard and metrics (neuroq.api.dashboard, neuroq.api.metrics).
 
 -- name: dash_list_jobs

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 from typing import TypeVar
 
+from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, NewJob, now_ms
-from neuroq.store.base import Holder, Notifier, SweepResult, WebhookDelivery, WorkerInfo
+from neuroq.store.base import (
+    Holder,
+    Notifier,
+    QueueStats,
+    SweepResult,
+    WebhookDelivery,
+    WorkerInfo,
+)
 from neuroq.store.events import StoreEvents
 from neuroq.store.sql import ops
 from neuroq.store.sql.ops import Op, Outcome
@@ -144,6 +152,23 @@ class OpStore:
 
     async def worker(self, worker_id: str) -> WorkerInfo | None:
         return await self._run(ops.worker(worker_id), write=False)
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    async def put_endpoint(self, config: EndpointConfig, now_ms: int) -> EndpointConfig:
+        return await self._run(ops.put_endpoint(config, now_ms), write=True)
+
+    async def get_endpoint(self, endpoint_id: str) -> EndpointConfig | None:
+        return await self._run(ops.get_endpoint(endpoint_id), write=False)
+
+    async def list_endpoints(self) -> list[EndpointConfig]:
+        return await self._run(ops.list_endpoints(), write=False)
+
+    async def delete_endpoint(self, endpoint_id: str) -> bool:
+        return await self._run(ops.delete_endpoint(endpoint_id), write=True)
+
+    async def queue_stats(self) -> dict[str, QueueStats]:
+        return await self._run(ops.queue_stats(), write=False)
 
     # -- background ------------------------------------------------------------------------
 
