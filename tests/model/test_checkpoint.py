@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from synthetic_corpus import build_synthetic
 
 from neuroq.model.checkpoint import (
     CheckpointError,
     load_checkpoint,
     save_checkpoint,
 )
-from neuroq.model.corpus import build_synthetic
 from neuroq.model.model import NeuroQ, NeuroQConfig
 from neuroq.model.tokenizer import Tokenizer, train_tokenizer
 

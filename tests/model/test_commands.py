@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from synthetic_corpus import build_synthetic
 
 from neuroq.cli import main
 from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from neuroq.model.commands import generate
-from neuroq.model.corpus import build_synthetic, write_corpus
+from neuroq.model.corpus import write_corpus
 from neuroq.model.decode import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[2]

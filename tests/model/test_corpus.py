@@ -2,25 +2,27 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from synthetic_corpus import SCRIPT
 
 from neuroq.model.corpus import (
     DATA_DIR,
     DEFAULT_CORPUS,
     CorpusError,
     Dialogue,
-    build_synthetic,
     corpus_sha256,
     load_corpus,
-    write_corpus,
 )
 
 
 def test_shipped_corpus_matches_the_generator(tmp_path: Path) -> None:
+    """scripts/build_corpus.py, run as documented, writes the shipped file byte for byte."""
     rebuilt = tmp_path / "c.jsonl"
-    write_corpus(rebuilt, build_synthetic())
+    subprocess.run([sys.executable, str(SCRIPT), str(rebuilt)], check=True, capture_output=True)
     assert rebuilt.read_bytes() == DEFAULT_CORPUS.read_bytes()
 
 

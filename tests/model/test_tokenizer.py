@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from synthetic_corpus import build_synthetic
 
-from neuroq.model.corpus import build_synthetic
 from neuroq.model.tokenizer import Tokenizer, TokenizerError, train_tokenizer
 
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from synthetic_corpus import build_synthetic
 
 from neuroq.model.checkpoint import load_checkpoint
-from neuroq.model.corpus import Dialogue, build_synthetic
+from neuroq.model.corpus import Dialogue
 from neuroq.model.model import NeuroQ, NeuroQConfig
 from neuroq.model.tokenizer import Tokenizer, train_tokenizer
 from neuroq.model.train import (
