@@ -3,7 +3,9 @@ command-line flag (flags win over the environment, the environment over these de
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -114,3 +116,84 @@ def _parse(name: str, raw: str, default: Any) -> Any:
     except ValueError as exc:
         raise ValueError(f"NEUROQ_{name.upper()}={raw!r}: {exc}") from None
     return raw
+
+
+# Handler settings: the job handler's own knobs (neuroq.handler), in the worker process.
+
+#: warnings about handler settings go where the handler's own warnings go
+_handler_log = logging.getLogger("neuroq.handler")
+
+
+@dataclass(frozen=True)
+class HandlerSettings:
+    """How a handler process serves jobs, each field read from `NEUROQ_<FIELD>`. Its data
+    directory is the server's `Settings.data_dir` (NEUROQ_DATA_DIR). An unusable tuning value
+    (threads, precision, compile) warns and keeps its default: a worker should start and serve
+    rather than fail every job over a performance knob."""
+
+    #: a conversation session unused this long is forgotten
+    session_ttl_s: float = 24 * 3600.0
+    #: One, because a worker shares its cores with the server (`serve --worker`) and with other
+    #: jobs: two threads contending with another busy process made batched decoding a quarter
+    #: slower on 2 cores (bench_handler at concurrency 8: 48 vs 64 jobs/s), and a batch-1 decode
+    #: step is as fast on one thread. Give a worker with cores of its own more, mainly for
+    #: faster `train` jobs.
+    torch_threads: int = 1
+    #: the engines' decode-step weights: fp32 is exact (a request gets the same tokens alone or
+    #: batched); fp16 and int8 are faster for large models, and replies may differ
+    decode_precision: str = "fp32"
+    #: compile the decode step; the first generate of each model architecture then waits for the
+    #: compiler
+    decode_compile: bool = False
+    #: jobs at once under the RunPod SDK (its concurrency_modifier); `neuroq worker` takes
+    #: --concurrency instead
+    concurrency: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerSettings:
+        """Read the NEUROQ_* variables; unset or blank ones keep the defaults."""
+        env = os.environ if env is None else env
+        default = cls()
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f"NEUROQ_{f.name.upper()}")
+            if raw is None or not raw.strip():
+                continue
+            if f.name == "torch_threads":
+                values[f.name] = _thread_count(raw, default.torch_threads)
+            elif f.name == "decode_precision":
+                values[f.name] = _decode_precision(raw, default.decode_precision)
+            elif f.name == "decode_compile":
+                values[f.name] = raw.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                values[f.name] = _parse(f.name, raw, getattr(default, f.name))
+        return cls(**values)
+
+
+def _thread_count(raw: str, default: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        _handler_log.warning(
+            "NEUROQ_TORCH_THREADS=%r is not a positive integer; using %d", raw, default
+        )
+        return default
+    return value
+
+
+def _decode_precision(raw: str, default: str) -> str:
+    # Imported here: the precisions belong to the model's decode step, and torch comes with it.
+    from neuroq.model.decode import PRECISIONS
+
+    value = raw.strip().lower()
+    if value not in PRECISIONS:
+        _handler_log.warning(
+            "NEUROQ_DECODE_PRECISION=%r is not one of %s; using %s",
+            raw,
+            ", ".join(PRECISIONS),
+            default,
+        )
+        return default
+    return value

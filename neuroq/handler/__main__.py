@@ -26,16 +26,17 @@ def main() -> int:
         return 2
     import runpod
 
+    from neuroq.config import HandlerSettings
     from neuroq.handler import handler
     from neuroq.handler.streaming import RUNTIME
 
     RUNTIME["name"] = "runpod"
-    concurrency = int(os.environ.get("NEUROQ_CONCURRENCY", "1"))
+    settings = HandlerSettings.from_env()
     runpod.serverless.start(
         {
             "handler": handler,
             # Several jobs at once let the micro-batcher share forward passes between them.
-            "concurrency_modifier": lambda current: concurrency,
+            "concurrency_modifier": lambda current: settings.concurrency,
         }
     )
     return 0

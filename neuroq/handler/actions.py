@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -19,14 +18,13 @@ from typing import Any
 
 import torch
 
-from neuroq.config import Settings
+from neuroq.config import HandlerSettings, Settings
 from neuroq.handler.batching import MicroBatcher
 from neuroq.handler.models import DEFAULT_NAMES, ModelNotFound, ModelRegistry, dialogues_from
-from neuroq.handler.sessions import DEFAULT_TTL_S, SessionStore
+from neuroq.handler.sessions import SessionStore
 from neuroq.handler.streaming import StreamSink, report_progress
 from neuroq.handler.validation import InputError, validate
 from neuroq.model.checkpoint import CheckpointError
-from neuroq.model.decode import PRECISIONS
 from neuroq.model.engine import Engine
 from neuroq.model.sampling import SamplingParams
 from neuroq.model.tokenizer import TokenizerError
@@ -36,80 +34,30 @@ log = logging.getLogger("neuroq.handler")
 
 #: seconds between training progress updates (each is an HTTP post)
 PROGRESS_INTERVAL_S = 0.25
-#: torch threads of a handler process unless NEUROQ_TORCH_THREADS says otherwise. One, because a
-#: worker shares its cores with the server (`serve --worker`) and with other jobs: two threads
-#: contending with another busy process made batched decoding a quarter slower on 2 cores
-#: (bench_handler at concurrency 8: 48 vs 64 jobs/s), and a batch-1 decode step is as fast on
-#: one thread. Give a worker with cores of its own more, mainly for faster `train` jobs.
-DEFAULT_TORCH_THREADS = 1
 #: least time between two stream posts of one job: a post per token costs the decoding thread
 #: more (GIL, HTTP) than it gains in latency once several jobs stream at once
 STREAM_INTERVAL_S = 0.05
 
 
-def torch_threads(raw: str | None) -> int:
-    """NEUROQ_TORCH_THREADS as a thread count; unset or unusable gives the default (with a
-    warning for the latter, since a worker should start rather than fail every job)."""
-    if raw is None or not raw.strip():
-        return DEFAULT_TORCH_THREADS
-    try:
-        value = int(raw)
-    except ValueError:
-        value = 0
-    if value < 1:
-        log.warning(
-            "NEUROQ_TORCH_THREADS=%r is not a positive integer; using %d",
-            raw,
-            DEFAULT_TORCH_THREADS,
-        )
-        return DEFAULT_TORCH_THREADS
-    return value
-
-
-def decode_precision(raw: str | None) -> str:
-    """NEUROQ_DECODE_PRECISION as an `Engine` precision: fp32 (the default: exact, and a request
-    gets the same tokens alone or batched), fp16 or int8 (reduced-precision weights in decode
-    steps: faster for large models, replies may differ). Unusable values warn and give fp32."""
-    if raw is None or not raw.strip():
-        return "fp32"
-    value = raw.strip().lower()
-    if value not in PRECISIONS:
-        log.warning(
-            "NEUROQ_DECODE_PRECISION=%r is not one of %s; using fp32", raw, ", ".join(PRECISIONS)
-        )
-        return "fp32"
-    return value
-
-
-def decode_compile(raw: str | None) -> bool:
-    """NEUROQ_DECODE_COMPILE as a flag: 1/true/yes/on compile the decode step (the first
-    generate of each model architecture then waits for the compiler), anything else does not."""
-    return raw is not None and raw.strip().lower() in ("1", "true", "yes", "on")
-
-
 class Service:
     """Everything one worker process shares between jobs: models, sessions, the batcher."""
 
-    def __init__(
-        self,
-        data_dir: Path,
-        session_ttl_s: float = DEFAULT_TTL_S,
-        precision: str = "fp32",
-        compile: bool = False,
-    ) -> None:
+    def __init__(self, data_dir: Path, settings: HandlerSettings | None = None) -> None:
+        settings = settings if settings is not None else HandlerSettings()
         self.data_dir = data_dir
-        self.models = ModelRegistry(data_dir, precision=precision, compile=compile)
-        self.sessions = SessionStore(data_dir / "sessions.sqlite3", ttl_s=session_ttl_s)
+        self.models = ModelRegistry(
+            data_dir, precision=settings.decode_precision, compile=settings.decode_compile
+        )
+        self.sessions = SessionStore(data_dir / "sessions.sqlite3", ttl_s=settings.session_ttl_s)
         self.batcher = MicroBatcher()
 
     @classmethod
-    def from_env(cls) -> Service:
-        data_dir = Settings.from_env().data_dir
-        ttl = float(os.environ.get("NEUROQ_SESSION_TTL_S", DEFAULT_TTL_S))
-        torch.set_num_threads(torch_threads(os.environ.get("NEUROQ_TORCH_THREADS")))
-        precision = decode_precision(os.environ.get("NEUROQ_DECODE_PRECISION"))
-        compile = decode_compile(os.environ.get("NEUROQ_DECODE_COMPILE"))
-        return cls(data_dir, session_ttl_s=ttl, precision=precision, compile=compile)
+    def from_env(cls, settings: HandlerSettings | None = None) -> Service:
+        """The service of a worker process: NEUROQ_DATA_DIR and the handler settings (read from
+        the environment unless given), with the process's torch threads set from them."""
+        settings = settings if settings is not None else HandlerSettings.from_env()
+        torch.set_num_threads(settings.torch_threads)
+        return cls(Settings.from_env().data_dir, settings)
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         raw = job.get("input") if isinstance(job, dict) else None

@@ -19,12 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from neuroq.config import HandlerSettings
+
 #: messages kept per session (the original's cap)
 MAX_MESSAGES = 20
 #: messages of history put in front of a new prompt (the original used the last 4)
 HISTORY_MESSAGES = 4
-#: a session unused for a day is forgotten
-DEFAULT_TTL_S = 24 * 3600.0
+#: a session unused this long is forgotten (a day; the handler's is NEUROQ_SESSION_TTL_S)
+DEFAULT_TTL_S = HandlerSettings.session_ttl_s
 #: what a session id may be; always applied with fullmatch, as `$` would accept a final newline
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 
