@@ -116,6 +116,9 @@ class Policy:
     execution_timeout_ms: int = EXECUTION_TIMEOUT_DEFAULT_MS
     ttl_ms: int = TTL_DEFAULT_MS
     low_priority: bool = False
+    #: the client named executionTimeout; when False, a configured endpoint's own default wins
+    #: at submit (the stored job always carries the timeout that applies)
+    execution_timeout_explicit: bool = field(default=False, compare=False)
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -133,7 +133,10 @@ def parse_policy(value: Any) -> Policy:
             raise bad_request("policy.lowPriority must be true or false")
         low_priority = value["lowPriority"]
     return Policy(
-        execution_timeout_ms=execution_timeout_ms, ttl_ms=ttl_ms, low_priority=low_priority
+        execution_timeout_ms=execution_timeout_ms,
+        ttl_ms=ttl_ms,
+        low_priority=low_priority,
+        execution_timeout_explicit=value.get("executionTimeout") is not None,
     )
 
 

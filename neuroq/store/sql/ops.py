@@ -95,6 +95,7 @@ def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
         "endpoint_id": new.endpoint_id,
         "input_json": new.input_json,
         "execution_timeout_ms": new.policy.execution_timeout_ms,
+        "timeout_explicit": new.policy.execution_timeout_explicit,
         "ttl_ms": new.policy.ttl_ms,
         "low_priority": new.policy.low_priority,
         "webhook": new.webhook,

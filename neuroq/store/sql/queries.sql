@@ -18,11 +18,17 @@ SELECT {job} FROM jobs WHERE endpoint_id = :endpoint_id AND idempotency_key = :k
 DELETE FROM jobs WHERE id = :id
 
 -- name: insert_job
--- A new IN_QUEUE job; a key already used on the endpoint inserts nothing.
+-- A new IN_QUEUE job; a key already used on the endpoint inserts nothing. A job submitted
+-- without an executionTimeout takes its endpoint's configured one, if any, else the default.
 INSERT INTO jobs (id, endpoint_id, status, input_json, execution_timeout_ms, ttl_ms, low_priority,
                   webhook, s3_config_json, sync, retention_ms, idempotency_key, created_at_ms,
                   ttl_deadline_ms)
-VALUES (:id, :endpoint_id, 'IN_QUEUE', :input_json, :execution_timeout_ms, :ttl_ms, :low_priority,
+VALUES (:id, :endpoint_id, 'IN_QUEUE', :input_json,
+        COALESCE(CASE WHEN :timeout_explicit THEN NULL
+                      ELSE (SELECT e.execution_timeout_ms FROM endpoints e
+                            WHERE e.endpoint_id = :endpoint_id) END,
+                 :execution_timeout_ms),
+        :ttl_ms, :low_priority,
         :webhook, :s3_config_json, :sync, :retention_ms, :key, :now, :now + :ttl_ms)
 ON CONFLICT (endpoint_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {job}
