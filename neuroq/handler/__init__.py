@@ -9,28 +9,35 @@ the actions, parameters, defaults, outputs and errors.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from neuroq.config import HandlerSettings
 from neuroq.handler.actions import Service
+from neuroq.handler.runtime import RunPodRuntime, Runtime, WorkerRuntime
 
-_service: Service | None = None
-_service_lock = asyncio.Lock()
-
-
-async def get_service() -> Service:
-    """The process's one Service, built on first use (reads NEUROQ_DATA_DIR then)."""
-    global _service
-    if _service is None:
-        async with _service_lock:
-            if _service is None:
-                _service = await asyncio.to_thread(Service.from_env)
-    return _service
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
-async def handler(job: dict[str, Any]) -> dict[str, Any]:
-    """Run one job; expected failures return {"error": ...} (a FAILED job naming the field)."""
-    service = await get_service()
-    return await service.handle(job)
+def make_handler(runtime: Runtime, settings: HandlerSettings | None = None) -> Handler:
+    """A handler whose jobs report to `runtime`, sharing one Service built on the first job
+    (the environment is read then, so importing this module stays cheap)."""
+    service: Service | None = None
+    lock = asyncio.Lock()
+
+    async def handler(job: dict[str, Any]) -> dict[str, Any]:
+        """Run one job; expected failures return {"error": ...} (a FAILED job naming the field)."""
+        nonlocal service
+        if service is None:
+            async with lock:
+                if service is None:
+                    service = await asyncio.to_thread(Service.from_env, runtime, settings)
+        return await service.handle(job)
+
+    return handler
 
 
-__all__ = ["Service", "handler"]
+#: the handler `neuroq worker neuroq.handler:handler` runs
+handler = make_handler(WorkerRuntime())
+
+__all__ = ["RunPodRuntime", "Service", "WorkerRuntime", "handler", "make_handler"]

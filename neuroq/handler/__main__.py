@@ -27,14 +27,12 @@ def main() -> int:
     import runpod
 
     from neuroq.config import HandlerSettings
-    from neuroq.handler import handler
-    from neuroq.handler.streaming import RUNTIME
+    from neuroq.handler import RunPodRuntime, make_handler
 
-    RUNTIME["name"] = "runpod"
     settings = HandlerSettings.from_env()
     runpod.serverless.start(
         {
-            "handler": handler,
+            "handler": make_handler(RunPodRuntime(), settings),
             # Several jobs at once let the micro-batcher share forward passes between them.
             "concurrency_modifier": lambda current: settings.concurrency,
         }

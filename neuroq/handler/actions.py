@@ -21,8 +21,9 @@ import torch
 from neuroq.config import HandlerSettings, Settings
 from neuroq.handler.batching import MicroBatcher
 from neuroq.handler.models import DEFAULT_NAMES, ModelNotFound, ModelRegistry, dialogues_from
+from neuroq.handler.runtime import Runtime, WorkerRuntime
 from neuroq.handler.sessions import SessionStore
-from neuroq.handler.streaming import StreamSink, report_progress
+from neuroq.handler.streaming import piece_stream
 from neuroq.handler.validation import InputError, validate
 from neuroq.model.checkpoint import CheckpointError
 from neuroq.model.engine import Engine
@@ -34,17 +35,21 @@ log = logging.getLogger("neuroq.handler")
 
 #: seconds between training progress updates (each is an HTTP post)
 PROGRESS_INTERVAL_S = 0.25
-#: least time between two stream posts of one job: a post per token costs the decoding thread
-#: more (GIL, HTTP) than it gains in latency once several jobs stream at once
-STREAM_INTERVAL_S = 0.05
 
 
 class Service:
-    """Everything one worker process shares between jobs: models, sessions, the batcher."""
+    """Everything one worker process shares between jobs: models, sessions, the batcher, and
+    the runtime its jobs report progress and stream chunks to (our worker unless told)."""
 
-    def __init__(self, data_dir: Path, settings: HandlerSettings | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        settings: HandlerSettings | None = None,
+        runtime: Runtime | None = None,
+    ) -> None:
         settings = settings if settings is not None else HandlerSettings()
         self.data_dir = data_dir
+        self.runtime: Runtime = runtime if runtime is not None else WorkerRuntime()
         self.models = ModelRegistry(
             data_dir, precision=settings.decode_precision, compile=settings.decode_compile
         )
@@ -52,12 +57,14 @@ class Service:
         self.batcher = MicroBatcher()
 
     @classmethod
-    def from_env(cls, settings: HandlerSettings | None = None) -> Service:
+    def from_env(
+        cls, runtime: Runtime | None = None, settings: HandlerSettings | None = None
+    ) -> Service:
         """The service of a worker process: NEUROQ_DATA_DIR and the handler settings (read from
         the environment unless given), with the process's torch threads set from them."""
         settings = settings if settings is not None else HandlerSettings.from_env()
         torch.set_num_threads(settings.torch_threads)
-        return cls(Settings.from_env().data_dir, settings)
+        return cls(Settings.from_env().data_dir, settings, runtime)
 
     async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
         raw = job.get("input") if isinstance(job, dict) else None
@@ -140,19 +147,20 @@ class Service:
             if now - last[0] < PROGRESS_INTERVAL_S and ev.step != ev.total_steps:
                 return
             last[0] = now
-            report_progress(
-                job,
-                {
-                    "status": "training",
-                    "model": name,
-                    "epoch": ev.epoch,
-                    "epochs": ev.epochs,
-                    "step": ev.step,
-                    "total_steps": ev.total_steps,
-                    "loss": round(ev.loss, 4),
-                    "tokens_per_s": round(ev.tokens_per_s, 1),
-                },
-            )
+            data = {
+                "status": "training",
+                "model": name,
+                "epoch": ev.epoch,
+                "epochs": ev.epochs,
+                "step": ev.step,
+                "total_steps": ev.total_steps,
+                "loss": round(ev.loss, 4),
+                "tokens_per_s": round(ev.tokens_per_s, 1),
+            }
+            try:
+                self.runtime.report_progress(job, data)
+            except Exception as exc:  # progress is a courtesy: losing it must not stop training
+                log.warning("job %s: progress update lost: %s", job.get("id"), exc)
 
         run = asyncio.ensure_future(
             asyncio.to_thread(
@@ -228,19 +236,11 @@ class Service:
                 ids += engine.tokenizer.encode_dialogue(user.content, assistant.content)  # type: ignore[attr-defined]
         ids += engine.prompt_ids(prompt)
 
-        sink = StreamSink(job) if params["stream"] else None
-        pieces: asyncio.Queue[str | None] = asyncio.Queue()
-        pump = asyncio.create_task(_pump(pieces, sink)) if sink is not None else None
-        try:
-            result = await self.batcher.generate(
-                engine, ids, sampling, pieces.put_nowait if sink is not None else None
-            )
-        finally:
-            pieces.put_nowait(None)
-            if pump is not None:
-                await pump
-            if sink is not None:
-                await sink.aclose()
+        if params["stream"]:
+            async with piece_stream(self.runtime, job) as on_piece:
+                result = await self.batcher.generate(engine, ids, sampling, on_piece)
+        else:
+            result = await self.batcher.generate(engine, ids, sampling)
 
         output: dict[str, Any] = {
             "status": "success",
@@ -258,31 +258,6 @@ class Service:
         if trained is not None:
             output["training"] = {k: trained[k] for k in ("epochs", "steps", "eval_loss")}
         return output
-
-
-async def _pump(pieces: asyncio.Queue[str | None], sink: StreamSink) -> None:
-    """Post pieces as they come, at most one post per STREAM_INTERVAL_S; whatever piled up
-    meanwhile goes out as one chunk, so the chunks still concatenate to the reply."""
-    loop = asyncio.get_running_loop()
-    done = False
-    last_post = 0.0
-    while not done:
-        batch: list[str] = []
-        item = await pieces.get()
-        pause = last_post + STREAM_INTERVAL_S - loop.time()
-        if pause > 0 and item is not None:
-            await asyncio.sleep(pause)
-        while True:
-            if item is None:
-                done = True
-                break
-            batch.append(item)
-            if pieces.empty():
-                break
-            item = pieces.get_nowait()
-        if batch:
-            last_post = loop.time()
-            await sink.send("".join(batch))
 
 
 def _device() -> str:

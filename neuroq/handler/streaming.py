@@ -1,90 +1,71 @@
-"""Streaming pieces and progress from a handler that is *not* a generator.
+"""Streaming a reply's pieces from a handler that is *not* a generator.
 
 Why not a generator: both our worker and the RunPod SDK make a generator's final output the list
 of its chunks (`return_aggregate_stream`) or `[]`, never a dict, so `output["generated"]` -
 what every existing client reads - would break. The handler is therefore an ordinary coroutine
-that returns the result object, and posts its stream chunks itself to the same job-stream route
-a generator's chunks go to:
+that returns the result object, and posts its stream chunks itself, through its runtime
+(runtime.py), to the same job-stream route a generator's chunks go to.
 
-- under `neuroq worker`, through `neuroq.worker.stream_update` (in order, retried, and
-  dropped once the job is stopped);
-- under the RunPod SDK (`python -m neuroq.handler`), to `RUNPOD_WEBHOOK_POST_STREAM` with the
-  worker key, exactly as the SDK posts a generator's chunks;
-- anywhere else (a direct call in a test or a script), nowhere.
-
-Progress updates go through `neuroq.worker.progress_update` or `runpod.serverless.progress_update`.
+Pieces are coalesced: a post per token costs the decoding thread more (GIL, HTTP) than it gains
+in latency once several jobs stream at once. They always concatenate to the reply, and every
+piece is posted before the final result.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+from neuroq.handler.runtime import ChunkPoster, Runtime
 
 log = logging.getLogger("neuroq.handler")
 
-#: set by `python -m neuroq.handler` before it hands the handler to the RunPod SDK
-RUNTIME = {"name": "neuroq"}
+#: least time between two stream posts of one job
+STREAM_INTERVAL_S = 0.05
 
 
-class StreamSink:
-    """Posts one job's stream chunks, in order; each `send` returns once its post is done."""
-
-    def __init__(self, job: dict[str, Any]) -> None:
-        self.job_id = str(job.get("id", ""))
-        self._client: httpx.AsyncClient | None = None
-        #: chunks that reached the server side (tests and logs)
-        self.sent = 0
-
-    async def send(self, chunk: Any) -> None:
+@asynccontextmanager
+async def piece_stream(
+    runtime: Runtime, job: dict[str, Any]
+) -> AsyncIterator[Callable[[str], None]]:
+    """A callback (event loop only) for the pieces of one job's reply, posted in the
+    background; when the block ends, every piece it was given has been posted (or lost)."""
+    async with runtime.stream(job) as post:
+        pieces: asyncio.Queue[str | None] = asyncio.Queue()
+        pump = asyncio.create_task(_pump(pieces, post, job.get("id")))
         try:
-            if RUNTIME["name"] == "runpod":
-                await self._send_runpod(json.dumps({"output": chunk}, ensure_ascii=False).encode())
-                return
-            from neuroq.worker import stream_update
-
-            if await stream_update({"id": self.job_id}, chunk):
-                self.sent += 1
-        except Exception as exc:  # a lost chunk must never fail the job: the final output has all
-            log.warning("job %s: stream chunk lost: %s", self.job_id, exc)
-
-    async def _send_runpod(self, body: bytes) -> None:
-        template = os.environ.get("RUNPOD_WEBHOOK_POST_STREAM")
-        if not template:
-            return
-        url = template.replace("$ID", self.job_id).replace(
-            "$RUNPOD_POD_ID", os.environ.get("RUNPOD_POD_ID", "")
-        )
-        url += ("&" if "?" in url else "?") + "isStream=false"
-        if self._client is None:
-            self._client = httpx.AsyncClient(timeout=10.0)
-        headers = {
-            "Authorization": os.environ.get("RUNPOD_AI_API_KEY", ""),
-            "Content-Type": "application/json",
-        }
-        response = await self._client.post(url, content=body, headers=headers)
-        response.raise_for_status()
-        self.sent += 1
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+            yield pieces.put_nowait
+        finally:
+            pieces.put_nowait(None)
+            await pump
 
 
-def report_progress(job: dict[str, Any], data: dict[str, Any]) -> None:
-    """Show `data` as the job's output in /status while it runs (any thread)."""
-    try:
-        if RUNTIME["name"] == "runpod":
-            import runpod
-
-            runpod.serverless.progress_update(job, data)
-        else:
-            from neuroq.worker import progress_update
-
-            progress_update(job, data)
-    except Exception as exc:
-        log.warning("job %s: progress update lost: %s", job.get("id"), exc)
+async def _pump(pieces: asyncio.Queue[str | None], post: ChunkPoster, job_id: Any) -> None:
+    """Post pieces as they come, at most one post per STREAM_INTERVAL_S; whatever piled up
+    meanwhile goes out as one chunk, so the chunks still concatenate to the reply."""
+    loop = asyncio.get_running_loop()
+    done = False
+    last_post = 0.0
+    while not done:
+        batch: list[str] = []
+        item = await pieces.get()
+        pause = last_post + STREAM_INTERVAL_S - loop.time()
+        if pause > 0 and item is not None:
+            await asyncio.sleep(pause)
+        while True:
+            if item is None:
+                done = True
+                break
+            batch.append(item)
+            if pieces.empty():
+                break
+            item = pieces.get_nowait()
+        if batch:
+            last_post = loop.time()
+            try:
+                await post("".join(batch))
+            except Exception as exc:  # a lost chunk must never fail the job: the result has all
+                log.warning("job %s: stream chunk lost: %s", job_id, exc)
