@@ -1,10 +1,10 @@
 """The handler's actions: health, status, init, train, generate, clear_session.
 
-`Service.handle(job)` validates the input, runs one action and returns the result object (spec
-§6.1 field names: `status`, `mode`, `prompt`, `generated`, `vocab_size`, ...). Every expected
-failure comes back as `{"error": "<param>: <what is wrong>"}`, which both our worker and the
-RunPod SDK turn into a FAILED job with that error. Blocking work (loading, training, decoding)
-runs in threads, so heartbeats, stop signals and other jobs keep going.
+`Service.handle(job)` validates the input into a request dataclass, runs one action and returns
+the result object (spec §6.1 field names: `status`, `mode`, `prompt`, `generated`, `vocab_size`,
+...). Every expected failure comes back as `{"error": "<param>: <what is wrong>"}`, which both
+our worker and the RunPod SDK turn into a FAILED job with that error. Blocking work (loading,
+training, decoding) runs in threads, so heartbeats, stop signals and other jobs keep going.
 """
 
 from __future__ import annotations
@@ -20,14 +20,23 @@ import torch
 
 from neuroq.config import HandlerSettings, Settings
 from neuroq.handler.batching import MicroBatcher
-from neuroq.handler.models import DEFAULT_NAMES, ModelNotFound, ModelRegistry, dialogues_from
+from neuroq.handler.models import ModelNotFound, ModelRegistry, dialogues_from
+from neuroq.handler.requests import (
+    DEFAULT_NAMES,
+    ClearSessionRequest,
+    GenerateRequest,
+    HealthRequest,
+    InitRequest,
+    StatusRequest,
+    TrainRequest,
+    model_name,
+)
 from neuroq.handler.runtime import Runtime, WorkerRuntime
 from neuroq.handler.sessions import SessionStore
 from neuroq.handler.streaming import piece_stream
 from neuroq.handler.validation import InputError, validate
 from neuroq.model.checkpoint import CheckpointError
 from neuroq.model.engine import Engine
-from neuroq.model.sampling import SamplingParams
 from neuroq.model.tokenizer import TokenizerError
 from neuroq.model.train import ProgressEvent
 
@@ -70,19 +79,22 @@ class Service:
         raw = job.get("input") if isinstance(job, dict) else None
         action = "?"
         try:
-            action, params = validate(raw if raw is not None else {})
-            if action == "health":
-                return self.health()
-            if action == "status":
-                return self.status()
-            if action == "clear_session":
-                cleared = await asyncio.to_thread(self.sessions.clear, params["session_id"])
-                return {"status": "success", "session_id": params["session_id"], "cleared": cleared}
-            if action == "init":
-                return await self.init(params)
-            if action == "train":
-                return await self.train(job, params)
-            return await self.generate(job, params)
+            request = validate(raw if raw is not None else {})
+            action = request.action
+            match request:
+                case HealthRequest():
+                    return self.health()
+                case StatusRequest():
+                    return self.status()
+                case ClearSessionRequest(session_id=session_id):
+                    cleared = await asyncio.to_thread(self.sessions.clear, session_id)
+                    return {"status": "success", "session_id": session_id, "cleared": cleared}
+                case InitRequest():
+                    return await self.init(request)
+                case TrainRequest():
+                    return await self.train(job, request)
+                case GenerateRequest():
+                    return await self.generate(job, request)
         except (InputError, ModelNotFound) as exc:
             return {"error": str(exc)}
         except (CheckpointError, TokenizerError) as exc:
@@ -121,24 +133,22 @@ class Service:
             "batches": len(self.batcher.batch_sizes),
         }
 
-    async def init(self, params: dict[str, Any]) -> dict[str, Any]:
-        mode = params.get("mode", "layered")
-        name = params.get("model", DEFAULT_NAMES[mode])
-        model = await asyncio.to_thread(self.models.init, name, mode, params)
+    async def init(self, request: InitRequest) -> dict[str, Any]:
+        name = model_name(request.model, request.mode)
+        model = await asyncio.to_thread(self.models.init, name, request.mode, request.architecture)
         return {
             "status": "success",
-            "mode": mode,
+            "mode": request.mode,
             "model": name,
             "message": f"model {name!r} initialised ({model.num_params():,} parameters, untrained)",
             "vocab_size": model.config.vocab_size,
             "num_params": model.num_params(),
         }
 
-    async def train(self, job: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        mode = params.get("mode")
-        name = params.get("model", DEFAULT_NAMES[mode or "layered"])
-        config, tokenizer = self.models.train_config(name, mode, params)
-        dialogues = dialogues_from(params.get("texts"))
+    async def train(self, job: dict[str, Any], request: TrainRequest) -> dict[str, Any]:
+        name = model_name(request.model, request.mode)
+        config, tokenizer = self.models.train_config(name, request.mode, request.architecture)
+        dialogues = dialogues_from(request.training.texts)
         stop = threading.Event()
         last = [0.0]
 
@@ -169,11 +179,7 @@ class Service:
                 config,
                 tokenizer,
                 dialogues,
-                epochs=params["epochs"],
-                batch_size=params["batch_size"],
-                lr=params["learning_rate"],
-                seq_len=params["seq_length"],
-                seed=params.get("seed", 0),
+                request.training,
                 progress=progress,
                 should_stop=stop.is_set,
             )
@@ -201,12 +207,13 @@ class Service:
             "vocab_size": config.vocab_size,
         }
 
-    async def generate(self, job: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-        mode = params.get("mode")
-        name = params.get("model", DEFAULT_NAMES[mode or "layered"])
+    async def generate(self, job: dict[str, Any], request: GenerateRequest) -> dict[str, Any]:
+        mode = request.mode
+        name = model_name(request.model, mode)
         trained: dict[str, Any] | None = None
-        if params["train_before_generate"]:
-            trained = await self.train(job, {**params, "model": name})
+        if request.train_before_generate:
+            before = TrainRequest(name, mode, request.architecture, request.training)
+            trained = await self.train(job, before)
         if not self.models.exists(name):
             hint = f'; send {{"action": "train", "mode": "{mode}"}} first' if mode else ""
             raise ModelNotFound(f"model: no checkpoint named {name!r}{hint}")
@@ -215,46 +222,36 @@ class Service:
             raise InputError("mode", f"model {name!r} is a {info['mode']} model, not {mode}")
         engine: Engine = await asyncio.to_thread(self.models.engine, name)
 
-        sampling = SamplingParams(
-            max_length=params["max_length"],
-            temperature=params["temperature"],
-            temp_min=params.get("temp_min"),
-            temp_max=params.get("temp_max"),
-            top_k=params["top_k"],
-            top_p=params["top_p"],
-            repetition_penalty=params["repetition_penalty"],
-            seed=params.get("seed"),
-        )
-        prompt: str = params["prompt"]
-        session_id = params.get("session_id")
         ids: list[int] = []
-        if session_id is not None:
-            history = await asyncio.to_thread(self.sessions.history, session_id)
+        if request.session_id is not None:
+            history = await asyncio.to_thread(self.sessions.history, request.session_id)
             # Earlier turns as the training records look (BOS <USER> u <ASSISTANT> a EOS).
             pairs = zip(history[::2], history[1::2], strict=False)
             for user, assistant in pairs:
                 ids += engine.tokenizer.encode_dialogue(user.content, assistant.content)  # type: ignore[attr-defined]
-        ids += engine.prompt_ids(prompt)
+        ids += engine.prompt_ids(request.prompt)
 
-        if params["stream"]:
+        if request.stream:
             async with piece_stream(self.runtime, job) as on_piece:
-                result = await self.batcher.generate(engine, ids, sampling, on_piece)
+                result = await self.batcher.generate(engine, ids, request.sampling, on_piece)
         else:
-            result = await self.batcher.generate(engine, ids, sampling)
+            result = await self.batcher.generate(engine, ids, request.sampling)
 
         output: dict[str, Any] = {
             "status": "success",
             "mode": engine.model.config.mode,
-            "prompt": prompt,
+            "prompt": request.prompt,
             "generated": result.text,
             "vocab_size": engine.model.config.vocab_size,
             "model": name,
             "stop_reason": result.stop_reason.value,
             "num_tokens": len(result.token_ids),
         }
-        if session_id is not None:
-            await asyncio.to_thread(self.sessions.append, session_id, prompt, result.text)
-            output["session_id"] = session_id
+        if request.session_id is not None:
+            await asyncio.to_thread(
+                self.sessions.append, request.session_id, request.prompt, result.text
+            )
+            output["session_id"] = request.session_id
         if trained is not None:
             output["training"] = {k: trained[k] for k in ("epochs", "steps", "eval_loss")}
         return output

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from neuroq.handler.requests import DEFAULT_MODE, DEFAULT_NAMES, Architecture, Text, TrainOptions
 from neuroq.model.checkpoint import (
     CONFIG_FILE,
     DEFAULT_CHECKPOINT,
@@ -46,18 +47,6 @@ log = logging.getLogger("neuroq.handler")
 
 #: longest wait for a checkpoint that is being swapped into place (two renames, normally)
 SWAP_WAIT_S = 5.0
-#: the model a request without `model` uses, per mode
-DEFAULT_NAMES = {"layered": "default", "brain": "brain"}
-MODEL_KEYS = (
-    "embed_dim",
-    "hidden_dim",
-    "num_neurons",
-    "num_heads",
-    "num_layers",
-    "max_seq_len",
-    "dropout",
-    "lambda_entangle",
-)
 
 
 class ModelNotFound(LookupError):
@@ -70,10 +59,11 @@ class _Loaded:
     engine: Engine
 
 
-def build_config(mode: str, overrides: dict[str, Any], vocab_size: int) -> NeuroQConfig:
-    """A config from the `init` parameters. In layered mode `num_neurons` is the original's
-    other name for `hidden_dim` (spec §6.1); in brain mode it is the brain's neuron count."""
-    values = {k: v for k, v in overrides.items() if k in MODEL_KEYS}
+def build_config(mode: str, architecture: Architecture, vocab_size: int) -> NeuroQConfig:
+    """A config from the request's model parameters. In layered mode `num_neurons` is the
+    original's other name for `hidden_dim` (spec §6.1); in brain mode it is the brain's neuron
+    count."""
+    values = architecture.overrides()
     values["vocab_size"] = vocab_size
     if mode == "brain":
         return NeuroQConfig.brain_defaults(**values)
@@ -83,7 +73,7 @@ def build_config(mode: str, overrides: dict[str, Any], vocab_size: int) -> Neuro
     return NeuroQConfig(mode="layered", **values)
 
 
-def dialogues_from(texts: list[Any] | None) -> list[Dialogue]:
+def dialogues_from(texts: list[Text] | None) -> list[Dialogue]:
     """Request texts as training records; None means the shipped corpus."""
     if texts is None:
         return load_corpus("default")
@@ -205,10 +195,10 @@ class ModelRegistry:
             path = DEFAULT_CHECKPOINT / MODEL_FILE
         return Tokenizer.load(path)
 
-    def init(self, name: str, mode: str, overrides: dict[str, Any], seed: int = 0) -> NeuroQ:
+    def init(self, name: str, mode: str, architecture: Architecture, seed: int = 0) -> NeuroQ:
         """Write a fresh, untrained model under `name` (replacing what was there)."""
         tokenizer = Tokenizer.load(DEFAULT_CHECKPOINT / MODEL_FILE)
-        config = build_config(mode, overrides, tokenizer.vocab_size)
+        config = build_config(mode, architecture, tokenizer.vocab_size)
         torch.manual_seed(seed)
         model = NeuroQ(config)
         with self._train_lock(name):
@@ -217,17 +207,16 @@ class ModelRegistry:
         return model
 
     def train_config(
-        self, name: str, mode: str | None, overrides: dict[str, Any]
+        self, name: str, mode: str | None, architecture: Architecture
     ) -> tuple[NeuroQConfig, Tokenizer]:
         """Architecture for a train run: the existing model's (from `init` or an earlier train)
         unless the request changes the mode or gives model parameters; then fresh defaults."""
         tokenizer = self._base_tokenizer(name)
-        model_overrides = {k: v for k, v in overrides.items() if k in MODEL_KEYS}
-        if self.exists(name) and not model_overrides:
+        if self.exists(name) and not architecture.overrides():
             existing = json.loads((self.path(name) / CONFIG_FILE).read_text(encoding="utf-8"))
             if mode is None or existing.get("mode") == mode:
                 return NeuroQConfig.from_dict(existing), tokenizer
-        return build_config(mode or "layered", model_overrides, tokenizer.vocab_size), tokenizer
+        return build_config(mode or DEFAULT_MODE, architecture, tokenizer.vocab_size), tokenizer
 
     def train(
         self,
@@ -235,12 +224,8 @@ class ModelRegistry:
         config: NeuroQConfig,
         tokenizer: Tokenizer,
         dialogues: list[Dialogue],
+        options: TrainOptions,
         *,
-        epochs: int,
-        batch_size: int,
-        lr: float,
-        seq_len: int,
-        seed: int,
         progress: Callable[[ProgressEvent], None],
         should_stop: Callable[[], bool],
     ) -> TrainResult:
@@ -252,12 +237,8 @@ class ModelRegistry:
                 dialogues,
                 config,
                 tokenizer,
-                epochs=epochs,
                 out_dir=staging,
-                batch_size=batch_size,
-                lr=lr,
-                seq_len=seq_len,
-                seed=seed,
+                **options.train_kwargs(),
                 device=self.device,
                 progress=progress,
                 should_stop=should_stop,

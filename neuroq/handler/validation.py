@@ -2,22 +2,36 @@
 
 Every check names the parameter and what is allowed, so a bad request ends FAILED with an error a
 user can act on (spec §7 item 17: the original accepted anything and failed late with generic
-Japanese text). Unknown keys are refused instead of leaking into model construction.
+Japanese text). Unknown keys are refused instead of leaking into model construction. The tables
+hold checks and aliases only: what an absent parameter means is the business of the request
+dataclasses `validate()` returns (requests.py).
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from neuroq.handler.requests import (
+    Architecture,
+    ClearSessionRequest,
+    GenerateRequest,
+    HealthRequest,
+    InitRequest,
+    Request,
+    StatusRequest,
+    TrainOptions,
+    TrainRequest,
+)
 from neuroq.model.sampling import (
     MAX_LENGTH_CAP,
     REPETITION_PENALTY_CAP,
     TEMPERATURE_CAP,
     TOP_K_CAP,
+    SamplingParams,
 )
 
 ACTIONS = ("health", "status", "init", "train", "generate", "clear_session")
@@ -143,7 +157,6 @@ def texts(name: str, value: Any) -> list[str | dict[str, str]]:
 @dataclass(frozen=True)
 class Param:
     check: Check
-    default: Any = None
     #: other names the original clients send for the same parameter
     aliases: tuple[str, ...] = ()
 
@@ -152,7 +165,8 @@ MODEL_NAME = matching(NAME_RE, "a checkpoint name of 1-64 characters A-Z a-z 0-9
 
 COMMON = {"action": Param(choice(ACTIONS)), "mode": Param(choice(MODES))}
 
-MODEL_PARAMS = {
+# Each table below fills one part of a request; its names are that dataclass's field names.
+MODEL_PARAMS = {  # -> Architecture
     "embed_dim": Param(int_in(4, 1024)),
     "hidden_dim": Param(int_in(4, 4096)),
     "num_neurons": Param(int_in(1, 4096)),
@@ -163,35 +177,41 @@ MODEL_PARAMS = {
     "lambda_entangle": Param(number_in(0.0, 10.0)),
 }
 
-TRAIN_PARAMS = {
+TRAIN_PARAMS = {  # -> TrainOptions
     "texts": Param(texts, aliases=("training_data",)),
-    "epochs": Param(int_in(1, MAX_EPOCHS), 5),
-    "batch_size": Param(int_in(1, MAX_BATCH_SIZE), 16),
-    "learning_rate": Param(number_in(0.0, 1.0, low_open=True), 1e-3, aliases=("lr",)),
-    "seq_length": Param(int_in(2, 2048), 64, aliases=("seq_len",)),
-    "seed": Param(int_in(0, 2**31 - 1), 0),
+    "epochs": Param(int_in(1, MAX_EPOCHS)),
+    "batch_size": Param(int_in(1, MAX_BATCH_SIZE)),
+    "learning_rate": Param(number_in(0.0, 1.0, low_open=True), aliases=("lr",)),
+    "seq_length": Param(int_in(2, 2048), aliases=("seq_len",)),
+    "seed": Param(int_in(0, 2**31 - 1)),
 }
 
-GENERATE_PARAMS = {
-    "prompt": Param(prompt_text),
-    "max_length": Param(int_in(1, MAX_LENGTH_CAP), 100, aliases=("max_tokens",)),
-    "temperature": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True), 0.7),
+SAMPLING_PARAMS = {  # -> SamplingParams
+    "max_length": Param(int_in(1, MAX_LENGTH_CAP), aliases=("max_tokens",)),
+    "temperature": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True)),
     "temp_min": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True)),
     "temp_max": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True)),
-    "top_k": Param(int_in(0, TOP_K_CAP), 40),
-    "top_p": Param(number_in(0.0, 1.0, low_open=True), 0.9),
-    "repetition_penalty": Param(number_in(1.0, REPETITION_PENALTY_CAP), 2.0),
+    "top_k": Param(int_in(0, TOP_K_CAP)),
+    "top_p": Param(number_in(0.0, 1.0, low_open=True)),
+    "repetition_penalty": Param(number_in(1.0, REPETITION_PENALTY_CAP)),
     "seed": Param(int_in(0, 2**63 - 1)),
-    "session_id": Param(matching(SESSION_RE, "1-128 characters A-Z a-z 0-9 _ . : -")),
-    "stream": Param(boolean, True),
-    "train_before_generate": Param(boolean, False),
+}
+
+SESSION_ID = Param(matching(SESSION_RE, "1-128 characters A-Z a-z 0-9 _ . : -"))
+
+GENERATE_PARAMS = {  # -> GenerateRequest itself
+    "prompt": Param(prompt_text),
+    **SAMPLING_PARAMS,
+    "session_id": SESSION_ID,
+    "stream": Param(boolean),
+    "train_before_generate": Param(boolean),
 }
 
 # Per action: the parameters it accepts ("model" is also spelt "checkpoint").
 SCHEMAS: dict[str, dict[str, Param]] = {
     "health": {},
     "status": {},
-    "clear_session": {"session_id": GENERATE_PARAMS["session_id"]},
+    "clear_session": {"session_id": SESSION_ID},
     "init": {"model": Param(MODEL_NAME, aliases=("checkpoint",)), **MODEL_PARAMS},
     "train": {"model": Param(MODEL_NAME, aliases=("checkpoint",)), **MODEL_PARAMS, **TRAIN_PARAMS},
     "generate": {
@@ -204,11 +224,12 @@ SCHEMAS: dict[str, dict[str, Param]] = {
 REQUIRED = {"generate": ("prompt",), "clear_session": ("session_id",)}
 
 
-def validate(raw: Any) -> tuple[str, dict[str, Any]]:
-    """Check a job's `input` and return (action, parameters with defaults filled in).
+def validate(raw: Any) -> Request:
+    """Check a job's `input` and return the request it makes (one dataclass per action).
 
-    Raises InputError naming the first bad parameter. `mode` is returned only when given, so the
-    handler can tell "use the checkpoint's mode" from an explicit choice.
+    Raises InputError naming the first bad parameter. Parameters the input leaves out keep the
+    request dataclass's defaults; `mode` stays None unless given, so the handler can tell "use
+    the checkpoint's mode" from an explicit choice.
     """
     if not isinstance(raw, Mapping):
         raise InputError("input", f"must be a JSON object, got {_show(raw)}")
@@ -245,12 +266,42 @@ def validate(raw: Any) -> tuple[str, dict[str, Any]]:
     for name in REQUIRED.get(action, ()):
         if name not in params:
             raise InputError(name, f"is required for action {action!r}")
-    for name, param in schema.items():
-        if name not in params and param.default is not None:
-            params[name] = param.default
     if ("temp_min" in params) != ("temp_max" in params):
         missing = "temp_max" if "temp_min" in params else "temp_min"
         raise InputError(missing, "temp_min and temp_max must be given together")
     if "temp_min" in params and params["temp_min"] > params["temp_max"]:
         raise InputError("temp_min", f"must be <= temp_max ({params['temp_max']})")
-    return action, params
+    return _request(action, params)
+
+
+def _given(params: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    return {name: params[name] for name in names if name in params}
+
+
+def _request(action: str, params: dict[str, Any]) -> Request:
+    """The dataclass for a checked action and its parameters (canonical names)."""
+    if action == "health":
+        return HealthRequest()
+    if action == "status":
+        return StatusRequest()
+    if action == "clear_session":
+        return ClearSessionRequest(params["session_id"])
+    architecture = Architecture(**_given(params, MODEL_PARAMS))
+    if action == "init":
+        return InitRequest(**_given(params, ("model", "mode")), architecture=architecture)
+    if action == "train":
+        return TrainRequest(
+            **_given(params, ("model", "mode")),
+            architecture=architecture,
+            training=TrainOptions(**_given(params, TRAIN_PARAMS)),
+        )
+    return GenerateRequest(
+        **_given(
+            params, ("prompt", "model", "mode", "session_id", "stream", "train_before_generate")
+        ),
+        sampling=SamplingParams(**_given(params, SAMPLING_PARAMS)),
+        architecture=architecture,
+        # `seed` is the sampling seed here, and it seeds a train_before_generate run too: one
+        # seed makes the whole request reproducible.
+        training=TrainOptions(**_given(params, TRAIN_PARAMS)),
+    )

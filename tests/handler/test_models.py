@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from neuroq.handler.models import ModelRegistry
+from neuroq.handler.requests import Architecture
 
-TINY = {"embed_dim": 16, "hidden_dim": 32, "num_heads": 2, "num_layers": 1, "max_seq_len": 32}
+TINY = Architecture(embed_dim=16, hidden_dim=32, num_heads=2, num_layers=1, max_seq_len=32)
 
 
 @pytest.mark.parametrize("name", ["mine", "default"])
