@@ -205,11 +205,19 @@ def _check_consistent(config: EndpointConfig) -> None:
 
 
 def desired_workers(
-    config: EndpointConfig, *, queued: int, running: int, oldest_wait_s: float, current: int
+    config: EndpointConfig,
+    *,
+    queued: int,
+    running: int,
+    oldest_wait_s: float,
+    current: int,
+    external: bool = False,
 ) -> int:
     """How many workers the endpoint should have now, by its scaler rule (before idle
-    timeouts, which the scaler applies per worker: it never stops a busy one)."""
-    if not config.runs_workers:
+    timeouts, which the scaler applies per worker: it never stops a busy one). With
+    `external`, the workers are started by someone else (KEDA, an operator), so the endpoint
+    needs no handler or command of its own to want them."""
+    if not config.runs_workers and not external:
         return 0
     if config.scaler_type is ScalerType.REQUEST_COUNT:
         wanted = math.ceil((queued + running) / config.scaler_value)
