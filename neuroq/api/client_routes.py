@@ -12,15 +12,15 @@ be a path segment for workers is "unknown" (404).
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from neuroq.api import sse
 from neuroq.api.schemas import (
-    bad_request,
     parse_idempotency_key,
     parse_json_object,
     parse_query_ms,
@@ -35,8 +35,6 @@ from neuroq.store.base import JobStore, end_topic, job_topic, wait_until
 RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 300_000
 STATUS_SYNC_MIN_WAIT_MS = 1_000
-#: an idle server-sent-events stream sends a comment this often, so proxies keep it open
-SSE_KEEPALIVE_S = 15.0
 
 Check = Callable[[], Awaitable[Job | None]]
 
@@ -241,7 +239,11 @@ async def stream(request: Request) -> Response:
     endpoint_id = _endpoint(request)
     job_id = _job_id(request)
     if _wants_event_stream(request):
-        return await _event_stream(request, endpoint_id, job_id)
+        # The same events as the dashboard's /ui/stream/... (neuroq.api.sse).
+        events = await sse.job_events(request, _store(request), endpoint_id, job_id)
+        if events is None:
+            raise _job_not_found(job_id)
+        return events
     store = _store(request)
     wait_ms = parse_wait_ms(request, 0, 0, _settings(request).status_max_wait_ms)
 
@@ -268,78 +270,6 @@ async def stream(request: Request) -> Response:
     head = json.dumps({"id": job.id, "status": job.status.value})[:-1]
     body = head + ', "stream": [' + ",".join(chunk for _, chunk in chunks) + "]}"
     return Response(body, media_type="application/json")
-
-
-def _last_event_id(request: Request) -> int:
-    raw = request.headers.get("last-event-id", "").strip()
-    if not raw:
-        return 0
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        raise bad_request("Last-Event-ID must be the non-negative integer id of a stream event")
-    return int(raw)
-
-
-def _sse_event(data: str, *, event_id: int | None = None, event: str | None = None) -> bytes:
-    lines = []
-    if event is not None:
-        lines.append(f"event: {event}")
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    # A data field cannot hold a newline; JSON allows one only as whitespace, which SSE restores
-    # when it joins consecutive data lines with "\n".
-    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
-
-
-async def _event_stream(request: Request, endpoint_id: str, job_id: str) -> Response:
-    """Push each chunk as an event (`id: <seq>`) as soon as it is stored, then one `status`
-    event with the final status object, then close. Reconnecting with Last-Event-ID resumes
-    after that chunk. Reading this way never moves the consuming cursor of /stream."""
-    store = _store(request)
-    after_seq = _last_event_id(request)
-    first = await store.read_stream(endpoint_id, job_id, after_seq=after_seq)
-    if first is None:
-        raise _job_not_found(job_id)
-
-    async def events() -> AsyncIterator[bytes]:
-        last = after_seq
-
-        async def fresh() -> tuple[Job, list[tuple[int, str]]] | None:
-            res = await store.read_stream(endpoint_id, job_id, after_seq=last)
-            if res is None:
-                raise _Gone
-            return res if res[1] or res[0].status.is_terminal else None
-
-        result: tuple[Job, list[tuple[int, str]]] | None = first
-        while True:
-            if result is None:
-                yield b": keepalive\n\n"
-            else:
-                job, chunks = result
-                for seq, chunk in chunks:
-                    yield _sse_event(chunk, event_id=seq)
-                    last = max(last, seq)
-                if job.status.is_terminal:
-                    yield _sse_event(json.dumps(job.status_object()), event="status")
-                    return
-            try:
-                result = await wait_until(
-                    store.notifier, job_topic(job_id), fresh, SSE_KEEPALIVE_S, store.recheck_s
-                )
-            except _Gone:
-                error = {"error": f"job {job_id} no longer exists"}
-                yield _sse_event(json.dumps(error), event="error")
-                return
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
-
-
-class _Gone(Exception):
-    """The job was deleted (retention ran out) while a stream was open."""
 
 
 # -- cancel, retry, purge, health ----------------------------------------------------------------
