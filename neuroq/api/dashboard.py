@@ -31,7 +31,7 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -44,17 +44,17 @@ from starlette.responses import (
     JSONResponse,
     RedirectResponse,
     Response,
-    StreamingResponse,
 )
 from starlette.routing import BaseRoute, Route
 
 from neuroq import strict_json
+from neuroq.api import sse
 from neuroq.api.activity import JOBS_CHANGED, Activity
 from neuroq.api.auth import Keys
 from neuroq.api.metrics import Metrics, worker_state
 from neuroq.config import Settings
 from neuroq.jobs import Job, JobStatus, NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import InvalidTransition, JobStore, job_topic, wait_until
+from neuroq.store.base import InvalidTransition, JobStore, job_topic
 
 log = logging.getLogger("neuroq.dashboard")
 
@@ -69,7 +69,6 @@ PLOT_WINDOW_MS = 3_600_000
 RATE_WINDOW_MS = 300_000
 MAX_FORM_BYTES = 64 * 1024
 MAX_PROMPT_CHARS = 20_000
-SSE_KEEPALIVE_S = 15.0
 #: time filters of the job list: form value -> (label, window in ms; None = no bound)
 SINCE_CHOICES: dict[str, tuple[str, int | None]] = {
     "": ("any time", None),
@@ -1027,61 +1026,18 @@ async def playground_submit(request: Request) -> Response:
     )
 
 
-def _sse(data: str, *, event_id: int | None = None, event: str | None = None) -> bytes:
-    lines = [f"event: {event}"] if event else []
-    if event_id is not None:
-        lines.append(f"id: {event_id}")
-    lines.extend(f"data: {line}" for line in data.splitlines() or [""])
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
-
-
 async def stream(request: Request) -> Response:
-    """The job's stream as server-sent events, in the format of `/v2/{ep}/stream/{id}` with
-    `Accept: text/event-stream` (chunk events with `id: seq`, then one `status` event), for
-    pages that hold a session cookie rather than an API key. Never moves the consuming cursor."""
+    """The job's stream as server-sent events (neuroq.api.sse), the same events as
+    `/v2/{ep}/stream/{id}` with `Accept: text/event-stream`, for pages that hold a session
+    cookie rather than an API key."""
     ids = _job_path(request)
     if ids is None:
         return JSONResponse({"error": "job not found"}, 404)
     endpoint_id, job_id = ids
-    store = _dash(request).store
-    raw_last = request.headers.get("last-event-id", "0").strip() or "0"
-    after = int(raw_last) if raw_last.isdigit() and len(raw_last) < 18 else 0
-    if await store.get(endpoint_id, job_id) is None:
+    events = await sse.job_events(request, _dash(request).store, endpoint_id, job_id)
+    if events is None:
         return JSONResponse({"error": f"job {job_id} not found"}, 404)
-
-    async def events() -> AsyncIterator[bytes]:
-        last = after
-
-        async def fresh() -> tuple[Job, list[tuple[int, str]]] | None:
-            result = await store.read_stream(endpoint_id, job_id, after_seq=last)
-            if result is None:
-                raise LookupError(job_id)
-            return result if result[1] or result[0].status.is_terminal else None
-
-        while True:
-            try:
-                result = await wait_until(
-                    store.notifier, job_topic(job_id), fresh, SSE_KEEPALIVE_S, store.recheck_s
-                )
-            except LookupError:
-                yield _sse(json.dumps({"error": f"job {job_id} no longer exists"}), event="error")
-                return
-            if result is None:
-                yield b": keepalive\n\n"
-                continue
-            job, chunks = result
-            for seq, chunk in chunks:
-                yield _sse(chunk, event_id=seq)
-                last = max(last, seq)
-            if job.status.is_terminal:
-                yield _sse(json.dumps(job.status_object()), event="status")
-                return
-
-    return StreamingResponse(
-        events(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return events
 
 
 # -- static files and installation ---------------------------------------------------------------

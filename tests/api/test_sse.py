@@ -1,0 +1,191 @@
+"""Both server-sent-event routes held to the same expectations: the client's
+`GET /v2/{ep}/stream/{id}` with `Accept: text/event-stream` (API key) and the dashboard's
+`/ui/stream/{ep}/{id}` (session cookie). They share neuroq.api.sse, and used to drift: a bad
+`Last-Event-ID` was 400 on the first and silently read as 0 on the second."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from harness import ServerProcess, start_server
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from neuroq.api import sse
+
+ROUTES = ["client", "dashboard"]
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("sse"))
+    yield proc
+    proc.stop()
+
+
+@dataclass
+class EventRoute:
+    """One of the two SSE routes, with an HTTP client authenticated the way it wants."""
+
+    http: httpx.Client
+    #: the path, with `{ep}` and `{job_id}` to fill in
+    path: str
+
+    def url(self, ep: str, job_id: str) -> str:
+        return self.path.format(ep=ep, job_id=job_id)
+
+
+@pytest.fixture(params=ROUTES)
+def route(request: pytest.FixtureRequest, srv: ServerProcess) -> Iterator[EventRoute]:
+    headers = {"Accept": "text/event-stream"}
+    with httpx.Client(base_url=srv.url, headers=headers, timeout=30) as http:
+        if request.param == "client":
+            http.headers.update(srv.client_headers)
+            yield EventRoute(http, "/v2/{ep}/stream/{job_id}")
+        else:
+            reply = http.post("/login", data={"key": srv.api_key, "next": "/"})
+            assert reply.status_code == 303, reply.text
+            yield EventRoute(http, "/ui/stream/{ep}/{job_id}")
+
+
+@pytest.fixture
+def ep() -> str:
+    return "sse-" + uuid.uuid4().hex[:10]
+
+
+class Worker:
+    """Just enough of the worker protocol, as raw HTTP, to post chunks and finish a job."""
+
+    def __init__(self, srv: ServerProcess, ep: str) -> None:
+        self.http = httpx.Client(base_url=srv.base_url, headers=srv.worker_headers, timeout=30)
+        self.ep = ep
+
+    def take(self) -> str:
+        reply = self.http.get(f"/{self.ep}/job-take/w-sse?gpu=local&job_in_progress=0")
+        assert reply.status_code == 200, reply.text
+        job_id: str = reply.json()["id"]
+        return job_id
+
+    def post(self, kind: str, job_id: str, body: Any) -> None:
+        reply = self.http.post(f"/{self.ep}/{kind}/w-sse/{job_id}?gpu=local", json=body)
+        assert reply.status_code == 200, reply.text
+
+
+@pytest.fixture
+def worker(srv: ServerProcess, ep: str) -> Iterator[Worker]:
+    w = Worker(srv, ep)
+    yield w
+    w.http.close()
+
+
+def submit(srv: ServerProcess, ep: str) -> str:
+    reply = httpx.post(f"{srv.base_url}/{ep}/run", json={"input": {}}, headers=srv.client_headers)
+    assert reply.status_code == 200, reply.text
+    job_id: str = reply.json()["id"]
+    return job_id
+
+
+def read_events(response: httpx.Response) -> Iterator[dict[str, str]]:
+    """Parse a server-sent-events body into dicts of its fields (comments skipped)."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif not line.startswith(":"):
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            event[name] = event[name] + "\n" + value if name in event else value
+
+
+def test_chunks_are_pushed_then_one_status_event(
+    route: EventRoute, srv: ServerProcess, ep: str, worker: Worker
+) -> None:
+    job_id = submit(srv, ep)
+    worker.take()
+    worker.post("job-stream", job_id, {"output": "one"})
+    seen: list[dict[str, str]] = []
+    with route.http.stream("GET", route.url(ep, job_id)) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        for event in read_events(response):
+            seen.append(event)
+            if len(seen) == 1:
+                # Pushed as it arrives: the second chunk is posted only after the first event.
+                worker.post("job-stream", job_id, {"output": "two\nlines"})
+            elif len(seen) == 2:
+                worker.post("job-done", job_id, {"output": "done"})
+    assert [e.get("id") for e in seen] == ["1", "2", None]
+    assert json.loads(seen[0]["data"]) == {"output": "one"}
+    assert json.loads(seen[1]["data"]) == {"output": "two\nlines"}
+    assert seen[2]["event"] == "status"
+    final = json.loads(seen[2]["data"])
+    assert final["id"] == job_id and final["status"] == "COMPLETED" and final["output"] == "done"
+
+
+def test_last_event_id_resumes_after_that_chunk(
+    route: EventRoute, srv: ServerProcess, ep: str, worker: Worker
+) -> None:
+    job_id = submit(srv, ep)
+    worker.take()
+    for n in range(3):
+        worker.post("job-stream", job_id, {"output": n})
+    worker.post("job-done", job_id, {"output": "done"})
+    for last, ids in [("2", ["3", None]), ("3", [None]), ("", ["1", "2", "3", None])]:
+        headers = {"Last-Event-ID": last}
+        with route.http.stream("GET", route.url(ep, job_id), headers=headers) as response:
+            assert [e.get("id") for e in read_events(response)] == ids, last
+    # Neither form moved the consuming cursor of the JSON /stream read.
+    consumed = httpx.get(f"{srv.base_url}/{ep}/stream/{job_id}", headers=srv.client_headers)
+    assert len(consumed.json()["stream"]) == 3
+
+
+@pytest.mark.parametrize("last", ["abc", "-1", "1.5", "0x10", "9" * 19])
+def test_bad_last_event_id_is_400_naming_the_header(
+    route: EventRoute, srv: ServerProcess, ep: str, last: str
+) -> None:
+    job_id = submit(srv, ep)
+    headers = {"Last-Event-ID": last}
+    # Streamed, so that a route that wrongly starts the (endless) event stream fails at once.
+    with route.http.stream("GET", route.url(ep, job_id), headers=headers) as reply:
+        assert reply.status_code == 400
+        reply.read()
+    assert reply.headers["content-type"].startswith("application/json")
+    assert "Last-Event-ID" in reply.json()["error"]
+
+
+@pytest.mark.parametrize("job_id", ["no-such-job", "bad.id"])
+def test_unknown_job_is_404_json(route: EventRoute, ep: str, job_id: str) -> None:
+    reply = route.http.get(route.url(ep, job_id))
+    assert reply.status_code == 404, reply.text
+    assert "not found" in reply.json()["error"]
+
+
+def test_format_event_splits_lines_into_data_fields() -> None:
+    assert sse.format_event('{"a": 1}', event_id=7) == b'id: 7\ndata: {"a": 1}\n\n'
+    assert sse.format_event("x\ny", event="status") == b"event: status\ndata: x\ndata: y\n\n"
+    assert sse.format_event("") == b"data: \n\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(b"", 0), (b"  ", 0), (b"0", 0), (b" 42 ", 42), (b"9" * 18, 10**18 - 1)]
+)
+def test_last_event_id_reads_a_decimal_seq(raw: bytes, expected: int) -> None:
+    request = Request({"type": "http", "headers": [(b"last-event-id", raw)]})
+    assert sse.last_event_id(request) == expected
+
+
+def test_last_event_id_refuses_a_non_ascii_digit() -> None:
+    # "\xb2" is "²" once decoded as latin-1: str.isdigit() says yes, int() says no.
+    request = Request({"type": "http", "headers": [(b"last-event-id", b"\xb2")]})
+    with pytest.raises(HTTPException) as raised:
+        sse.last_event_id(request)
+    assert raised.value.status_code == 400 and "Last-Event-ID" in raised.value.detail
