@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterator
+from importlib import resources
 from pathlib import Path
 
 import httpx
@@ -147,6 +148,18 @@ def test_playground_validates_its_form(server: ServerProcess) -> None:
         f"{server.base_url}/dh-pg/status/{ok['id']}", headers=server.client_headers
     ).json()
     assert status["status"] == "IN_QUEUE"
+
+
+def test_static_files_come_from_the_package(server: ServerProcess) -> None:
+    """The script and stylesheet are package data (importlib.resources), served without a
+    session: the login page needs them too."""
+    static = resources.files("neuroq.api.dashboard").joinpath("static")
+    for name, media_type in [("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")]:
+        reply = httpx.get(f"{server.url}/ui/static/{name}")
+        assert reply.status_code == 200
+        assert reply.headers["content-type"].startswith(media_type)
+        assert reply.content == static.joinpath(name).read_bytes()
+    assert httpx.get(f"{server.url}/ui/static/nope.js").status_code == 404
 
 
 async def test_store_views(tmp_path: Path) -> None:

@@ -1044,7 +1044,7 @@ async def stream(request: Request) -> Response:
 
 
 def _load_static() -> dict[str, bytes]:
-    folder = resources.files(__package__).joinpath("dashboard", "static")
+    folder = resources.files(__package__).joinpath("static")
     return {name: folder.joinpath(name).read_bytes() for name in _STATIC}
 
 
