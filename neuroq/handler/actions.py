@@ -112,8 +112,9 @@ class Service:
 
         return {
             "status": "healthy",
-            "layered_available": True,
-            "brain_available": True,
+            # Whether a generate in that mode without `model` would find a checkpoint.
+            "layered_available": self.models.exists(DEFAULT_NAMES["layered"]),
+            "brain_available": self.models.exists(DEFAULT_NAMES["brain"]),
             "device": _device(),
             "model_initialized": bool(self.models.loaded()),
             "layered_vocab_size": vocab(DEFAULT_NAMES["layered"]),

@@ -119,7 +119,12 @@ class ModelRegistry:
     def names(self) -> list[str]:
         found = {"default"} if DEFAULT_CHECKPOINT.is_dir() else set()
         if self.root.is_dir():
-            found |= {p.name for p in self.root.iterdir() if (p / CONFIG_FILE).is_file()}
+            # Staging and set-aside copies are hidden (a leading dot) and no model's name.
+            found |= {
+                p.name
+                for p in self.root.iterdir()
+                if not p.name.startswith(".") and (p / CONFIG_FILE).is_file()
+            }
         return sorted(found)
 
     def describe(self, name: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -297,3 +298,31 @@ async def test_a_mode_that_does_not_match_the_model_fails(service: Service) -> N
     await call(service, {"action": "init", "model": "svc-layered", **TINY})
     reply = await call(service, {"prompt": "hi", "model": "svc-layered", "mode": "brain"})
     assert reply == {"error": "mode: model 'svc-layered' is a layered model, not brain"}
+
+
+async def test_health_reports_only_the_models_that_exist(
+    tmp_path: Path, runtime: RecordingRuntime
+) -> None:
+    svc = Service(tmp_path, runtime=runtime)
+    try:
+        fresh = await call(svc, {"action": "health"})
+        assert (fresh["layered_available"], fresh["brain_available"]) == (True, False)
+        await call(svc, {"action": "init", "mode": "brain", **TINY})
+        after = await call(svc, {"action": "health"})
+        assert after["brain_available"] is True and after["brain_vocab_size"] == 4000
+    finally:
+        svc.sessions.close()
+
+
+async def test_status_does_not_list_a_run_in_progress(
+    tmp_path: Path, runtime: RecordingRuntime
+) -> None:
+    svc = Service(tmp_path, runtime=runtime)
+    try:
+        await call(svc, {"action": "init", "model": "mine", **TINY})
+        # What a train job leaves while it runs: a staging copy with complete checkpoint files.
+        shutil.copytree(svc.models.root / "mine", svc.models.root / ".staging-mine-0123456789ab")
+        status = await call(svc, {"action": "status"})
+        assert [m["name"] for m in status["models"]] == ["default", "mine"]
+    finally:
+        svc.sessions.close()
