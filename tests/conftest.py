@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ServerProcess, leftover_processes, start_server
+from harness import ServerProcess, leftover_processes, new_endpoint, start_server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -48,3 +48,9 @@ def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPr
     proc = start_server(tmp_path_factory.mktemp("server"))
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def ep() -> str:
+    """A fresh endpoint id per test, so tests on a shared server never see each other's jobs."""
+    return new_endpoint()

@@ -14,18 +14,24 @@ is now init.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -37,6 +43,8 @@ REPO = Path(__file__).resolve().parent.parent
 POSTGRES_URL = os.environ.get("NEUROQ_TEST_POSTGRES_URL", "")
 #: what `store_env` accepts, in the order parametrised tests run them
 STORE_BACKENDS = ["sqlite", "postgres"]
+
+T = TypeVar("T")
 
 #: inherited by every process this test session starts; its value is this session's alone
 RUN_ID_VAR = "NEUROQ_TEST_RUN_ID"
@@ -192,6 +200,10 @@ class ServerProcess:
     def worker_headers(self) -> dict[str, str]:
         return {"Authorization": self.worker_key}
 
+    def client(self, timeout_s: float = 60.0) -> httpx.Client:
+        """An HTTP client for the client routes: base URL `.../v2`, the client key."""
+        return httpx.Client(base_url=self.base_url, headers=self.client_headers, timeout=timeout_s)
+
     def start(self) -> ServerProcess:
         self.log_path = self.data_dir / "server.log"
         cmd = [sys.executable, "-m", "neuroq", "serve", "--port", str(self.port)]
@@ -281,6 +293,217 @@ def start_worker(
     cmd = [sys.executable, "-m", "neuroq", "worker", handler, "--url", server.url]
     cmd += ["--endpoint", endpoint, *args]
     return WorkerProcess(spawn(cmd, log_path, full_env), log_path)
+
+
+def worker_env(server: ServerProcess, url: str, endpoint: str, worker_id: str) -> dict[str, str]:
+    """Run `neuroq worker-env` the way a user would and parse its `export NAME=value` lines."""
+    env = {**os.environ, "NEUROQ_WORKER_KEYS": server.worker_key}
+    cmd = [sys.executable, "-m", "neuroq", "worker-env", "--endpoint", endpoint]
+    cmd += ["--url", url, "--worker-id", worker_id]
+    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=True)
+    values: dict[str, str] = {}
+    for line in out.stdout.splitlines():
+        words = shlex.split(line)
+        assert len(words) == 2 and words[0] == "export", f"unexpected worker-env line: {line!r}"
+        name, _, value = words[1].partition("=")
+        values[name] = value
+    return values
+
+
+def sdk_worker_env(
+    server: ServerProcess, endpoint: str, worker_id: str, home: Path, url: str | None = None
+) -> dict[str, str]:
+    """The environment of an unmodified runpod SDK worker: this one's without RUNPOD_*, what
+    `neuroq worker-env` prints (for `url`, the server's by default), and a private HOME, because
+    a `~/.runpod/config.toml` there would replace the worker key."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
+    env.update(worker_env(server, url or server.url, endpoint, worker_id))
+    assert env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true"  # offline hosts die without it
+    env.update({"HOME": str(home), "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+# -- waiting -------------------------------------------------------------------------------------
+
+
+def wait_for(
+    check: Callable[[], T],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    *,
+    until: Callable[[T], object] = bool,
+) -> T:
+    """Call `check` until `until` holds for what it returns (by default: until that is truthy)
+    and return that; after `timeout_s`, fail naming `what` and the last value seen."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what}; last: {value!r}"
+            )
+        time.sleep(interval_s)
+
+
+async def wait_for_async(
+    check: Callable[[], Awaitable[T]],
+    timeout_s: float,
+    what: str,
+    interval_s: float = 0.1,
+    *,
+    until: Callable[[T], object] = bool,
+) -> T:
+    """`wait_for` for a coroutine `check`, sleeping without blocking the event loop."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = await check()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"timed out after {timeout_s} s waiting for {what}; last: {value!r}"
+            )
+        await asyncio.sleep(interval_s)
+
+
+class Background:
+    """Run one blocking call (a long-poll, say) in a thread; collect its result or exception
+    and when it returned, while the test goes on to make the change it waits for."""
+
+    def __init__(self, fn: Callable[[], Any]) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.started = time.monotonic()
+        #: when the call returned (time.monotonic()); None while it runs
+        self.ended: float | None = None
+        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
+        self._thread.start()
+
+    def _run(self, fn: Callable[[], Any]) -> None:
+        try:
+            self.result = fn()
+        except BaseException as exc:
+            self.error = exc
+        self.ended = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        return (self.ended or time.monotonic()) - self.started
+
+    def done(self, within_s: float = 0.0) -> bool:
+        """Whether the call has returned, waiting up to `within_s` for it."""
+        self._thread.join(within_s)
+        return not self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> Any:
+        """The call's result (or its exception, raised here); fails after `timeout_s`."""
+        assert self.done(timeout_s), f"background call did not finish within {timeout_s} s"
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+# -- raw HTTP, as the RunPod clients and SDK send it ----------------------------------------------
+
+#: what the SDK puts on result and stream posts (spec 2.3): JSON text under a form content type
+SDK_POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}
+
+
+def new_endpoint(prefix: str = "ep") -> str:
+    """A fresh endpoint id, so tests sharing a server never see each other's jobs."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def submit(client: httpx.Client, ep: str, payload: Any = None, **extra: Any) -> str:
+    """POST /run with `payload` as input (`{"n": 1}` if None) through a client whose base URL
+    is the server's `/v2`; the new job's id."""
+    reply = client.post(
+        f"/{ep}/run", json={"input": {"n": 1} if payload is None else payload, **extra}
+    )
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["status"] == "IN_QUEUE", body
+    return str(body["id"])
+
+
+def status(client: httpx.Client, ep: str, job_id: str) -> dict[str, Any]:
+    """GET /status of a job that exists."""
+    reply = client.get(f"/{ep}/status/{job_id}")
+    assert reply.status_code == 200, reply.text
+    body: dict[str, Any] = reply.json()
+    return body
+
+
+def read_events(response: httpx.Response) -> Iterator[dict[str, str]]:
+    """Parse a server-sent-events body into dicts of its fields (comments skipped)."""
+    event: dict[str, str] = {}
+    for line in response.iter_lines():
+        if not line:
+            if event:
+                yield event
+            event = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            event[name] = event[name] + "\n" + value if name in event else value
+
+
+class RawWorker:
+    """The worker half of the protocol as raw HTTP (spec 2.2 URL forms, bare worker key), the
+    way the runpod SDK speaks it, for one endpoint; `worker_id` can be changed per call."""
+
+    def __init__(self, server: ServerProcess, ep: str, worker_id: str = "w-test") -> None:
+        self.http = httpx.Client(
+            base_url=server.base_url, headers=server.worker_headers, timeout=60
+        )
+        self.ep = ep
+        self.worker_id = worker_id
+
+    def take_reply(self, worker_id: str | None = None) -> httpx.Response:
+        """One job-take long-poll, answered 200 (a job) or 204 (none within the hold)."""
+        wid = worker_id or self.worker_id
+        return self.http.get(f"/{self.ep}/job-take/{wid}?gpu=local&job_in_progress=0")
+
+    def take(self, worker_id: str | None = None) -> dict[str, Any]:
+        """Long-poll until a job is handed out (fails if none comes within the hold)."""
+        reply = self.take_reply(worker_id)
+        assert reply.status_code == 200, (reply.status_code, reply.text)
+        job: dict[str, Any] = reply.json()
+        return job
+
+    def post(
+        self,
+        kind: str,
+        job_id: str,
+        body: Any,
+        *,
+        worker_id: str | None = None,
+        stream: bool = False,
+    ) -> None:
+        """POST `body` as JSON to job-done or job-stream; it must be accepted."""
+        wid = worker_id or self.worker_id
+        flag = str(stream).lower()
+        url = f"/{self.ep}/{kind}/{wid}/{job_id}?gpu=local&isStream={flag}"
+        reply = self.http.post(url, content=json.dumps(body))
+        assert reply.status_code == 200, reply.text
+
+    def done(self, job_id: str, body: dict[str, Any]) -> None:
+        self.post("job-done", job_id, body)
+
+    def progress(self, job_id: str, value: Any) -> None:
+        self.post("job-done", job_id, {"status": "IN_PROGRESS", "output": value})
+
+    def chunk(self, job_id: str, value: Any) -> None:
+        self.post("job-stream", job_id, {"output": value})
+
+    def close(self) -> None:
+        self.http.close()
 
 
 def postgres_store_url(schema: str) -> str:

@@ -5,15 +5,20 @@ side is played with raw HTTP on the worker routes, exactly as the RunPod SDK spe
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import httpx
 import pytest
-from harness import ServerProcess, start_server
+from harness import (
+    Background,
+    RawWorker,
+    ServerProcess,
+    read_events,
+    start_server,
+    status,
+    submit,
+)
 
 TAKE_HOLD_S = 5.0
 STATUS_MAX_WAIT_MS = 20_000
@@ -32,102 +37,16 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 @pytest.fixture
-def ep() -> str:
-    """A fresh endpoint id per test, so tests on the shared server never see each other's jobs."""
-    return "ep-" + uuid.uuid4().hex[:10]
-
-
-@pytest.fixture
 def client(srv: ServerProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=srv.base_url, headers=srv.client_headers, timeout=60) as c:
         yield c
 
 
-class Worker:
-    """The worker half of the protocol, as raw HTTP (spec 2.2 URL forms, bare key)."""
-
-    def __init__(self, srv: ServerProcess, ep: str, worker_id: str = "w-test") -> None:
-        self.http = httpx.Client(base_url=srv.base_url, headers=srv.worker_headers, timeout=60)
-        self.ep = ep
-        self.worker_id = worker_id
-
-    def take(self) -> dict[str, Any]:
-        """Long-poll until a job is handed out (fails if none comes within the hold)."""
-        reply = self.http.get(f"/{self.ep}/job-take/{self.worker_id}?gpu=local&job_in_progress=0")
-        assert reply.status_code == 200, (reply.status_code, reply.text)
-        job: dict[str, Any] = reply.json()
-        return job
-
-    def _post(self, kind: str, job_id: str, body: Any, stream: bool = False) -> None:
-        url = (
-            f"/{self.ep}/{kind}/{self.worker_id}/{job_id}?gpu=local&isStream={str(stream).lower()}"
-        )
-        reply = self.http.post(url, content=json.dumps(body))
-        assert reply.status_code == 200, reply.text
-
-    def done(self, job_id: str, body: dict[str, Any]) -> None:
-        self._post("job-done", job_id, body)
-
-    def progress(self, job_id: str, value: Any) -> None:
-        self._post("job-done", job_id, {"status": "IN_PROGRESS", "output": value})
-
-    def chunk(self, job_id: str, value: Any) -> None:
-        self._post("job-stream", job_id, {"output": value})
-
-    def close(self) -> None:
-        self.http.close()
-
-
 @pytest.fixture
-def worker(srv: ServerProcess, ep: str) -> Iterator[Worker]:
-    w = Worker(srv, ep)
+def worker(srv: ServerProcess, ep: str) -> Iterator[RawWorker]:
+    w = RawWorker(srv, ep)
     yield w
     w.close()
-
-
-class Background:
-    """Run one blocking call in a thread and collect its result (or exception)."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.started = time.monotonic()
-        self.elapsed_s = 0.0
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self.result = fn()
-        except BaseException as exc:
-            self.error = exc
-        self.elapsed_s = time.monotonic() - self.started
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
-
-    def join(self, timeout_s: float) -> Any:
-        self._thread.join(timeout_s)
-        assert not self._thread.is_alive(), "background call did not finish"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def submit(client: httpx.Client, ep: str, payload: Any = None, **extra: Any) -> str:
-    reply = client.post(f"/{ep}/run", json={"input": payload or {"n": 1}, **extra})
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    assert body["status"] == "IN_QUEUE"
-    job_id: str = body["id"]
-    return job_id
-
-
-def status(client: httpx.Client, ep: str, job_id: str) -> dict[str, Any]:
-    reply = client.get(f"/{ep}/status/{job_id}")
-    assert reply.status_code == 200, reply.text
-    body: dict[str, Any] = reply.json()
-    return body
 
 
 # -- submit, status, idempotency ---------------------------------------------------------------
@@ -143,7 +62,7 @@ def test_run_then_status_in_queue(client: httpx.Client, ep: str) -> None:
     assert client.get(f"/{ep}-other/status/{job_id}").status_code == 404
 
 
-def test_full_lifecycle_through_worker(client: httpx.Client, ep: str, worker: Worker) -> None:
+def test_full_lifecycle_through_worker(client: httpx.Client, ep: str, worker: RawWorker) -> None:
     job_id = submit(client, ep, {"x": 1}, s3Config={"bucketName": "b"})
     job = worker.take()
     assert job["id"] == job_id and job["input"] == {"x": 1}
@@ -183,7 +102,7 @@ def test_cancel_queued_job(client: httpx.Client, ep: str) -> None:
 
 
 def test_retry_failed_job_and_refuse_completed(
-    client: httpx.Client, ep: str, worker: Worker
+    client: httpx.Client, ep: str, worker: RawWorker
 ) -> None:
     failed_id = submit(client, ep)
     worker.take()
@@ -203,7 +122,7 @@ def test_retry_failed_job_and_refuse_completed(
     assert client.get(f"/{ep}/health").json()["jobs"]["retried"] == 1
 
 
-def test_purge_queue_cancels_only_queued(client: httpx.Client, ep: str, worker: Worker) -> None:
+def test_purge_queue_cancels_only_queued(client: httpx.Client, ep: str, worker: RawWorker) -> None:
     running = submit(client, ep)
     worker.take()
     queued = [submit(client, ep) for _ in range(3)]
@@ -243,7 +162,7 @@ def test_status_wait_returns_early_on_cancel(client: httpx.Client, ep: str) -> N
 
 
 def test_status_wait_returns_early_on_progress(
-    client: httpx.Client, ep: str, worker: Worker
+    client: httpx.Client, ep: str, worker: RawWorker
 ) -> None:
     """The long-poll wakes on a progress update, not only on a state change. Progress is posted
     repeatedly until the poll returns, so it does not matter whether the poll arrived first."""
@@ -252,10 +171,11 @@ def test_status_wait_returns_early_on_progress(
     poll = Background(lambda: client.get(f"/{ep}/status/{job_id}?wait=15000").json())
     step = 0
     deadline = time.monotonic() + 10
-    while not poll.done() and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
         step += 1
         worker.progress(job_id, {"step": step})
-        poll._thread.join(0.2)
+        if poll.done(within_s=0.2):
+            break
     body = poll.join(1)
     assert body["status"] == "IN_PROGRESS"
     assert body["output"]["step"] >= 1
@@ -270,7 +190,7 @@ def test_status_wait_times_out_unchanged(client: httpx.Client, ep: str) -> None:
     assert 0.6 <= time.monotonic() - started < 5
 
 
-def test_status_sync_waits_for_terminal(client: httpx.Client, ep: str, worker: Worker) -> None:
+def test_status_sync_waits_for_terminal(client: httpx.Client, ep: str, worker: RawWorker) -> None:
     job_id = submit(client, ep)
     poll = Background(lambda: client.get(f"/{ep}/status-sync/{job_id}?wait=15000").json())
     worker.take()
@@ -280,7 +200,7 @@ def test_status_sync_waits_for_terminal(client: httpx.Client, ep: str, worker: W
     assert body["status"] == "COMPLETED" and body["output"] == "all"
 
 
-def test_runsync_returns_result_when_done(client: httpx.Client, ep: str, worker: Worker) -> None:
+def test_runsync_returns_result_when_done(client: httpx.Client, ep: str, worker: RawWorker) -> None:
     call = Background(
         lambda: client.post(f"/{ep}/runsync?wait=20000", json={"input": {"q": 1}}).json()
     )
@@ -303,7 +223,7 @@ def test_runsync_gives_up_after_wait(client: httpx.Client, ep: str) -> None:
 # -- stream ------------------------------------------------------------------------------------
 
 
-def test_stream_json_read_consumes(client: httpx.Client, ep: str, worker: Worker) -> None:
+def test_stream_json_read_consumes(client: httpx.Client, ep: str, worker: RawWorker) -> None:
     job_id = submit(client, ep)
     empty = client.get(f"/{ep}/stream/{job_id}").json()
     assert empty == {"id": job_id, "status": "IN_QUEUE", "stream": []}
@@ -320,7 +240,9 @@ def test_stream_json_read_consumes(client: httpx.Client, ep: str, worker: Worker
     assert client.get(f"/{ep}/stream/{job_id}").json()["stream"] == []
 
 
-def test_stream_json_wait_holds_for_a_chunk(client: httpx.Client, ep: str, worker: Worker) -> None:
+def test_stream_json_wait_holds_for_a_chunk(
+    client: httpx.Client, ep: str, worker: RawWorker
+) -> None:
     job_id = submit(client, ep)
     worker.take()
     poll = Background(lambda: client.get(f"/{ep}/stream/{job_id}?wait=15000").json())
@@ -330,24 +252,8 @@ def test_stream_json_wait_holds_for_a_chunk(client: httpx.Client, ep: str, worke
     assert poll.elapsed_s < 5
 
 
-def read_events(response: httpx.Response) -> Iterator[dict[str, str]]:
-    """Parse a server-sent-events body into dicts of its fields (comments skipped)."""
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if event:
-                yield event
-            event = {}
-        elif line.startswith(":"):
-            continue
-        else:
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            event[name] = event[name] + "\n" + value if name in event else value
-
-
 def test_event_stream_pushes_chunks_then_status(
-    client: httpx.Client, ep: str, worker: Worker
+    client: httpx.Client, ep: str, worker: RawWorker
 ) -> None:
     job_id = submit(client, ep)
     worker.take()

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 import pytest
-from harness import ServerProcess, start_server
+from harness import RawWorker, ServerProcess, new_endpoint, start_server, wait_for
 
 from neuroq.api.webhooks import WebhookRefused, forbidden_reason, resolve_target
 
@@ -49,12 +49,13 @@ class Receiver:
             return [h for h in self.hits if isinstance(h.body, dict) and h.body.get("id") == job_id]
 
     def wait_for(self, job_id: str, count: int, timeout_s: float = 15.0) -> list[Hit]:
-        deadline = time.monotonic() + timeout_s
-        while len(hits := self.received(job_id)) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(hits)} of {count} webhook calls in {timeout_s} s")
-            time.sleep(0.02)
-        return hits
+        return wait_for(
+            lambda: self.received(job_id),
+            timeout_s,
+            f"{count} webhook calls for job {job_id}",
+            0.02,
+            until=lambda hits: len(hits) >= count,
+        )
 
 
 @pytest.fixture
@@ -106,43 +107,29 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 def submit(server: ServerProcess, ep: str, **extra: Any) -> str:
-    reply = httpx.post(
-        f"{server.base_url}/{ep}/run",
-        json={"input": {"q": 1}, **extra},
-        headers=server.client_headers,
-    )
-    assert reply.status_code == 200, reply.text
-    return str(reply.json()["id"])
+    with server.client() as client:
+        return harness.submit(client, ep, {"q": 1}, **extra)
 
 
 def status(server: ServerProcess, ep: str, job_id: str) -> dict[str, Any]:
-    reply = httpx.get(f"{server.base_url}/{ep}/status/{job_id}", headers=server.client_headers)
-    body: dict[str, Any] = reply.json()
-    return body
+    with server.client() as client:
+        return harness.status(client, ep, job_id)
 
 
 def take_and_post(server: ServerProcess, ep: str, job_id: str, result: dict[str, Any]) -> None:
-    reply = httpx.get(
-        f"{server.base_url}/{ep}/job-take/wh?job_in_progress=0", headers=server.worker_headers
-    )
-    assert reply.json()["id"] == job_id
-    reply = httpx.post(
-        f"{server.base_url}/{ep}/job-done/wh/{job_id}",
-        content=json.dumps(result).encode(),
-        headers=server.worker_headers,
-    )
-    assert reply.status_code == 200
-
-
-def new_ep() -> str:
-    return "wh-" + uuid.uuid4().hex[:8]
+    worker = RawWorker(server, ep, "wh")
+    try:
+        assert worker.take()["id"] == job_id
+        worker.done(job_id, result)
+    finally:
+        worker.close()
 
 
 def test_receiver_failing_twice_gets_exactly_three_attempts(
     srv: ServerProcess, receiver: Callable[[list[int]], Receiver]
 ) -> None:
     rec = receiver([500, 503, 200])
-    ep = new_ep()
+    ep = new_endpoint("wh")
     job_id = submit(srv, ep, webhook=f"{rec.url}/hook?token=s3cret", s3Config={"accessId": "AK"})
     take_and_post(srv, ep, job_id, {"output": {"text": "hi"}})
     hits = rec.wait_for(job_id, 3)
@@ -166,13 +153,15 @@ def test_always_failing_receiver_is_given_up_after_the_retries(
     srv: ServerProcess, receiver: Callable[[list[int]], Receiver]
 ) -> None:
     rec = receiver([302])  # a redirect is not followed and counts as a failure
-    ep = new_ep()
+    ep = new_endpoint("wh")
     job_id = submit(srv, ep, webhook=f"{rec.url}/hook")
     take_and_post(srv, ep, job_id, {"error": "boom"})
-    deadline = time.monotonic() + 10
-    while f"webhook for job {job_id}" not in srv.log() or "giving up" not in srv.log():
-        assert time.monotonic() < deadline, "the sender never gave up"
-        time.sleep(0.05)
+    wait_for(
+        lambda: f"webhook for job {job_id}" in srv.log() and "giving up" in srv.log(),
+        10,
+        "the sender to give up",
+        0.05,
+    )
     assert len(rec.received(job_id)) == 3
     assert all(h.path == "/hook" for h in rec.hits)
 
@@ -183,7 +172,7 @@ def test_fires_for_every_terminal_state(
 ) -> None:
     rec = receiver([200])
     hook = f"{rec.url}/all"
-    ep_done, ep_cancel, ep_timeout = new_ep(), new_ep(), new_ep()
+    ep_done, ep_cancel, ep_timeout = new_endpoint("wh"), new_endpoint("wh"), new_endpoint("wh")
     completed = submit(srv, ep_done, webhook=hook)
     take_and_post(srv, ep_done, completed, {"output": 1})
     failed = submit(srv, ep_done, webhook=hook)
@@ -191,10 +180,9 @@ def test_fires_for_every_terminal_state(
     cancelled = submit(srv, ep_cancel, webhook=hook)
     httpx.post(f"{srv.base_url}/{ep_cancel}/cancel/{cancelled}", headers=srv.client_headers)
     timed_out = submit(srv, ep_timeout, webhook=hook, policy={"executionTimeout": 5000})
-    reply = httpx.get(
-        f"{srv.base_url}/{ep_timeout}/job-take/wt?job_in_progress=0", headers=srv.worker_headers
-    )
-    assert reply.json()["id"] == timed_out
+    worker = RawWorker(srv, ep_timeout, "wt")
+    assert worker.take()["id"] == timed_out
+    worker.close()
     expected = {
         completed: "COMPLETED",
         failed: "FAILED",
@@ -213,13 +201,12 @@ def test_private_target_refused_when_not_allowed(
     rec = receiver([200])
     server = start_server(tmp_path / "strict", NEUROQ_WEBHOOK_ALLOW_PRIVATE="false")
     try:
-        ep = new_ep()
+        ep = new_endpoint("wh")
         job_id = submit(server, ep, webhook=f"{rec.url}/hook/secret-path")
         take_and_post(server, ep, job_id, {"output": 1})
-        deadline = time.monotonic() + 10
-        while f"webhook for job {job_id} refused" not in server.log():
-            assert time.monotonic() < deadline, "no refusal logged"
-            time.sleep(0.05)
+        wait_for(
+            lambda: f"webhook for job {job_id} refused" in server.log(), 10, "a refusal logged"
+        )
         assert "loopback" in server.log()
         assert "secret-path" not in server.log()
         assert rec.hits == []

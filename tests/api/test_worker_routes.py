@@ -7,22 +7,18 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import ServerProcess, start_server
+from harness import SDK_POST_HEADERS, ServerProcess, start_server, wait_for_async
 
 TAKE_HOLD_S = 3.0
 STOP_HOLD_S = 1.5
 AUTH_DELAY_S = 0.4
 MAX_RESULT_BYTES = 64 * 1024
-
-# What the SDK puts on result and stream posts (spec 2.3): JSON text under a form content type.
-SDK_POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +32,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     )
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def ep() -> str:
-    return "ep-" + uuid.uuid4().hex[:10]
 
 
 class Api:
@@ -78,27 +69,17 @@ class Api:
         until: Callable[[dict[str, Any]], bool],
         timeout_s: float = 15.0,
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            body = await self.status(ep, job_id)
-            if until(body):
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"condition not met within {timeout_s} s; last: {body}")
-            await asyncio.sleep(0.1)
+        what = f"job {job_id}'s status to meet the condition"
+        return await wait_for_async(lambda: self.status(ep, job_id), timeout_s, what, until=until)
 
     async def wait_health(
         self, ep: str, until: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0
     ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            reply = await self.client.get(f"/{ep}/health")
-            body: dict[str, Any] = reply.json()
-            if until(body):
-                return body
-            if time.monotonic() > deadline:
-                raise AssertionError(f"health condition not met within {timeout_s} s: {body}")
-            await asyncio.sleep(0.05)
+        async def health() -> dict[str, Any]:
+            body: dict[str, Any] = (await self.client.get(f"/{ep}/health")).json()
+            return body
+
+        return await wait_for_async(health, timeout_s, f"{ep}'s health", 0.05, until=until)
 
     async def take(self, ep: str, worker: str, query: str = "?job_in_progress=0") -> httpx.Response:
         return await self.worker.get(f"/{ep}/job-take/{worker}{query}")

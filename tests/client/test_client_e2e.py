@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from harness import ServerProcess, WorkerProcess, start_worker
+from harness import ServerProcess, WorkerProcess, start_worker, wait_for_async
 
 from neuroq import AsyncEndpoint, Endpoint, async_send_and_wait, send_and_wait
 from neuroq.errors import AuthenticationError, JobFailed, JobTimeout, NotFoundError
@@ -75,10 +75,13 @@ class Client:
         return await async_send_and_wait(input_data, timeout, **kw)
 
     async def wait_for_state(self, job: Any, state: str, timeout_s: float = 20.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while (current := await self.call(job.status)) != state:
-            assert time.monotonic() < deadline, f"job stayed {current}, never {state}"
-            await asyncio.sleep(0.05)
+        await wait_for_async(
+            lambda: self.call(job.status),
+            timeout_s,
+            f"the job to be {state}",
+            0.05,
+            until=lambda current: current == state,
+        )
 
     async def close(self) -> None:
         for ep in self.endpoints:

@@ -16,61 +16,22 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import shlex
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import urlsplit
 
 import harness
-import httpx
-from harness import ServerProcess
-
-REPO: Path = harness.REPO
+from harness import ServerProcess, wait_for
 
 WORKERS = Path(__file__).resolve().parent / "workers"
 #: the SDK integer-divides RUNPOD_PING_INTERVAL by 1000; below 1000 it crashes (spec 2.1)
 PING_INTERVAL_MS = 1000
-
-T = TypeVar("T")
-
-
-def wait_for(
-    condition: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1
-) -> T:
-    """Poll `condition` until it returns something truthy, or fail naming `what`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)
-
-
-def worker_env_lines(
-    server: ServerProcess, url: str, endpoint: str, worker_id: str
-) -> dict[str, str]:
-    """Run `neuroq worker-env` the way a user would and parse its `export NAME=value` lines."""
-    env = {**os.environ, "NEUROQ_WORKER_KEYS": server.worker_key}
-    cmd = [sys.executable, "-m", "neuroq", "worker-env", "--endpoint", endpoint]
-    cmd += ["--url", url, "--worker-id", worker_id]
-    out = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, check=True)
-    values: dict[str, str] = {}
-    for line in out.stdout.splitlines():
-        words = shlex.split(line)
-        assert len(words) == 2 and words[0] == "export", f"unexpected worker-env line: {line!r}"
-        name, _, value = words[1].partition("=")
-        values[name] = value
-    return values
 
 
 @dataclass
@@ -110,17 +71,12 @@ def start_sdk_worker(
 ) -> SdkWorker:
     """Start `workers/<script>` as an SDK worker on `endpoint`; `url` may point at a proxy."""
     home = tmp_dir / f"home-{worker_id}"
-    home.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNPOD_")}
-    env.update(worker_env_lines(server, url or server.url, endpoint, worker_id))
-    assert env["RUNPOD_SKIP_AUTO_SYSTEM_CHECKS"] == "true"  # offline hosts die without it
+    env = harness.sdk_worker_env(server, endpoint, worker_id, home, url)
     events_path = tmp_dir / f"events-{worker_id}.jsonl"
     env.update(
         {
-            "HOME": str(home),
             "RUNPOD_PING_INTERVAL": str(PING_INTERVAL_MS),
             "RUNPOD_LOG_LEVEL": "DEBUG",
-            "PYTHONUNBUFFERED": "1",
             "COMPAT_EVENTS": str(events_path),
             "PYTHONPATH": str(WORKERS),
             **extra_env,
@@ -136,9 +92,7 @@ class Api:
 
     def __init__(self, server: ServerProcess) -> None:
         self.server = server
-        self.http = httpx.Client(
-            base_url=server.base_url, headers=server.client_headers, timeout=60.0
-        )
+        self.http = server.client()
 
     def health(self, endpoint: str) -> dict[str, Any]:
         reply = self.http.get(f"/{endpoint}/health")
@@ -147,30 +101,28 @@ class Api:
         return body
 
     def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        reply = self.http.get(f"/{endpoint}/status/{job_id}")
-        assert reply.status_code == 200, reply.text
-        body: dict[str, Any] = reply.json()
-        return body
+        return harness.status(self.http, endpoint, job_id)
 
     def wait_status(
         self, endpoint: str, job_id: str, states: set[str], timeout_s: float = 30.0
     ) -> dict[str, Any]:
         """Poll /status until the job is in one of `states`."""
-
-        def check() -> dict[str, Any] | None:
-            body = self.status(endpoint, job_id)
-            return body if body["status"] in states else None
-
-        return wait_for(check, timeout_s, f"job {job_id} on {endpoint} to reach {states}")
+        return wait_for(
+            lambda: self.status(endpoint, job_id),
+            timeout_s,
+            f"job {job_id} on {endpoint} to reach {states}",
+            until=lambda body: body["status"] in states,
+        )
 
     def wait_workers(self, endpoint: str, count: int, timeout_s: float = 60.0) -> None:
         """Wait until `count` workers are idle or running on the endpoint (they have polled)."""
-
-        def check() -> bool:
-            workers = self.health(endpoint)["workers"]
-            return workers["idle"] + workers["running"] >= count
-
-        wait_for(check, timeout_s, f"{count} SDK worker(s) polling on {endpoint}", 0.2)
+        wait_for(
+            lambda: self.health(endpoint)["workers"],
+            timeout_s,
+            f"{count} SDK worker(s) polling on {endpoint}",
+            0.2,
+            until=lambda workers: workers["idle"] + workers["running"] >= count,
+        )
 
 
 @dataclass

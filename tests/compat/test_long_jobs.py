@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 import runpod
-from harness import ServerProcess, start_server, start_worker
-from sdk_harness import Api, start_sdk_worker, wait_for, worker_env_lines
+from harness import ServerProcess, start_server, start_worker, wait_for, worker_env
+from sdk_harness import Api, start_sdk_worker
 
 LEASE_S = 2.0
 JOB_S = 10 * LEASE_S
@@ -51,7 +51,7 @@ def test_ten_lease_jobs_survive_on_heartbeats(
     server: ServerProcess, sdk: None, api: Api, tmp_path: Path
 ) -> None:
     named = start_sdk_worker(server, "async_worker.py", "long-named", "pod-named", tmp_path)
-    template = worker_env_lines(server, server.url, "long-anon", "pod-anon")
+    template = worker_env(server, server.url, "long-anon", "pod-anon")
     anon_take = template["RUNPOD_WEBHOOK_GET_JOB"].replace("$ID", "$RUNPOD_POD_ID")
     anonymous = start_sdk_worker(
         server,

@@ -21,14 +21,13 @@ import httpx
 import pytest
 import requests
 import runpod
-from harness import start_server
+from harness import start_server, wait_for
 from sdk_harness import (
     Api,
     CountingProxy,
     SdkWorker,
     WebhookReceiver,
     start_sdk_worker,
-    wait_for,
 )
 
 ASYNC, SYNC, GEN, AGEN = "c-async", "c-sync", "c-gen", "c-agen"

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import runpod
-from harness import start_server
+from harness import start_server, wait_for
 from runpod.endpoint.runner import Job
 from sdk_harness import (
     Api,
@@ -28,7 +28,6 @@ from sdk_harness import (
     SdkWorker,
     WebhookReceiver,
     start_sdk_worker,
-    wait_for,
 )
 
 CANCEL = "w-cancel"  # async handler; cases 10, 11, 12

@@ -4,8 +4,6 @@ sessions), and a small client for the tests."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +18,15 @@ from harness import ServerProcess, WorkerProcess
 
 HANDLER = "neuroq.handler:handler"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+#: the request users send (docs/handler.md): it must keep working unchanged
+SEED_REQUEST = {
+    "action": "generate",
+    "mode": "layered",
+    "prompt": "ChatGPTについて教えて",
+    "max_length": 80,
+    "temperature": 0.7,
+    "repetition_penalty": 2.5,
+}
 #: a model small enough to train in a second or two on a CPU
 TINY = {"embed_dim": 16, "hidden_dim": 32, "num_heads": 2, "num_layers": 1, "max_seq_len": 32}
 
@@ -59,12 +66,13 @@ class Harness:
         return result
 
     def wait_done(self, endpoint: str, job_id: str, timeout_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            result = self.status(endpoint, job_id, wait_ms=2000)
-            if result["status"] in TERMINAL:
-                return result
-        raise TimeoutError(f"job {job_id} did not finish in {timeout_s} s")
+        return harness.wait_for(
+            lambda: self.status(endpoint, job_id, wait_ms=2000),  # a long-poll: no pause needed
+            timeout_s,
+            f"job {job_id} to finish",
+            0,
+            until=lambda result: result["status"] in TERMINAL,
+        )
 
     def call(self, endpoint: str, input_: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
         return self.wait_done(endpoint, self.run(endpoint, input_), timeout_s)
@@ -96,37 +104,8 @@ def start_sdk_worker(h: Harness, endpoint: str) -> WorkerProcess:
     """`python -m neuroq.handler` (RunPod's SDK) with the environment `neuroq worker-env` prints.
     The SDK forks a heartbeat process that outlives its parent, so end it with `kill()`, which
     ends the whole process group."""
-    env = dict(os.environ)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "neuroq",
-            "worker-env",
-            "--endpoint",
-            endpoint,
-            "--url",
-            h.server.url,
-        ],
-        capture_output=True,
-        text=True,
-        env={**env, "NEUROQ_WORKER_KEYS": h.server.worker_key},
-        check=True,
-    ).stdout
-    for line in out.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        env[name] = value.strip("'")
-    home = h.log_dir / "home"
-    home.mkdir(parents=True, exist_ok=True)
-    env.update(
-        {
-            "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-            "HOME": str(home),
-            "NEUROQ_DATA_DIR": str(h.data_dir),
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
+    env = harness.sdk_worker_env(h.server, endpoint, f"sdk-{endpoint}", h.log_dir / "home")
+    env["NEUROQ_DATA_DIR"] = str(h.data_dir)
     log_path = h.log_dir / f"sdk-{endpoint}.log"
-    return WorkerProcess(
-        harness.spawn([sys.executable, "-m", "neuroq.handler"], log_path, env), log_path
-    )
+    cmd = [sys.executable, "-m", "neuroq.handler"]
+    return WorkerProcess(harness.spawn(cmd, log_path, env), log_path)

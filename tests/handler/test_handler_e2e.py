@@ -12,20 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from handler_harness import TINY, Harness, make_harness, start_sdk_worker
-from harness import REPO
+from handler_harness import SEED_REQUEST, TINY, Harness, make_harness, start_sdk_worker
+from harness import REPO, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 EP = "neuroq"
-SEED_REQUEST = {
-    "action": "generate",
-    "mode": "layered",
-    "prompt": "ChatGPTについて教えて",
-    "max_length": 80,
-    "temperature": 0.7,
-    "repetition_penalty": 2.5,
-}
 # A tiny corpus that a TINY model turns into enough windows for a few steps per epoch.
 TEXTS = [
     {"user": f"question {i}", "assistant": f"answer number {i} is short and plain"}
@@ -174,15 +166,14 @@ def test_concurrent_generates_are_batched_and_match_solo_runs(harness: Harness, 
 
 
 def _wait_for_progress(harness: Harness, ep: str, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    def progress() -> dict[str, Any] | None:
         result = harness.status(ep, job_id, wait_ms=200)
-        output = result.get("output")
-        if result["status"] == "IN_PROGRESS" and isinstance(output, dict) and "step" in output:
-            return output
         assert result["status"] in ("IN_QUEUE", "IN_PROGRESS"), result
-        time.sleep(0.05)
-    raise TimeoutError("no training progress seen")
+        output = result.get("output")
+        return output if isinstance(output, dict) and "step" in output else None
+
+    found: dict[str, Any] = wait_for(progress, 60, "training progress", 0.05)
+    return found
 
 
 def test_init_train_progress_then_generate_uses_the_checkpoint(harness: Harness, ep: str) -> None:

@@ -8,17 +8,14 @@ The server runs with one-second leases, so a silent worker's job comes back with
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import pytest
-from harness import ServerProcess, start_server
+from harness import SDK_POST_HEADERS, ServerProcess, start_server
 
 LEASE_S = 1.0
-# What the SDK puts on result and stream posts: JSON text under a form content type.
-SDK_POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}
 
 
 @pytest.fixture(scope="module")
@@ -32,11 +29,6 @@ def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     )
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def ep() -> str:
-    return "ep-" + uuid.uuid4().hex[:10]
 
 
 class Raw:

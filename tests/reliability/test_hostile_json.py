@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from harness import ServerProcess, WorkerProcess, start_server, start_worker
+from harness import ServerProcess, WorkerProcess, start_server, start_worker, status, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -108,13 +107,13 @@ def http(stack: tuple[ServerProcess, Path]) -> Iterator[httpx.Client]:
 
 
 def wait_done(http: httpx.Client, endpoint: str, job_id: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 20
-    while True:
-        status: dict[str, Any] = http.get(f"/{endpoint}/status/{job_id}").json()
-        if status["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
-            return status
-        assert time.monotonic() < deadline, f"job never ended: {status}"
-        time.sleep(0.05)
+    return wait_for(
+        lambda: status(http, endpoint, job_id),
+        20,
+        f"job {job_id} to end",
+        0.05,
+        until=lambda body: body["status"] not in ("IN_QUEUE", "IN_PROGRESS"),
+    )
 
 
 def deep_body(depth: int) -> bytes:

@@ -9,17 +9,14 @@ the 100,000-deep bodies that used to raise RecursionError.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from harness import ServerProcess
+from harness import SDK_POST_HEADERS, ServerProcess, new_endpoint
 
 from neuroq.strict_json import MAX_DEPTH
-
-SDK_POST_HEADERS = {"Content-Type": "application/x-www-form-urlencoded", "charset": "utf-8"}
 
 HOSTILE: dict[str, tuple[bytes, str]] = {
     "overflow": (b'{"output": {"loss": 1e309}}', "output.loss"),
@@ -37,7 +34,7 @@ def http(shared_server: ServerProcess) -> Iterator[httpx.Client]:
 
 
 def running(http: httpx.Client, server: ServerProcess) -> tuple[str, str]:
-    ep = "ep-" + uuid.uuid4().hex[:10]
+    ep = new_endpoint()
     reply = http.post(f"/{ep}/run", json={"input": {}}, headers=server.client_headers)
     assert reply.status_code == 200, reply.text
     reply = http.get(f"/{ep}/job-take/w1?job_in_progress=0", headers=server.worker_headers)

@@ -13,7 +13,6 @@ import os
 import secrets
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from harness import (
     postgres_store_url,
     server_env,
     start_server,
+    wait_for,
 )
 
 EP = "faults"
@@ -67,16 +67,17 @@ def _assert_reads_work(client: httpx.Client, job_id: str) -> None:
 
 def _poll_until_accepted(client: httpx.Client, timeout_s: float) -> httpx.Response:
     """Resubmit, as a client honouring 503 would, until accepted; every refusal must be a 503."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def resubmit() -> httpx.Response:
         reply = _run(client)
-        if reply.status_code == 200:
-            return reply
-        assert reply.status_code == 503, reply.text
-        assert "Retry-After" in reply.headers
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still refused after {timeout_s} s: {reply.text}")
-        time.sleep(0.1)
+        if reply.status_code != 200:
+            assert reply.status_code == 503, reply.text
+            assert "Retry-After" in reply.headers
+        return reply
+
+    return wait_for(
+        resubmit, timeout_s, "a submit to be accepted", until=lambda r: r.status_code == 200
+    )
 
 
 def test_size_cap_full_answers_503_keeps_reads_and_recovers(tmp_path: Path) -> None:

@@ -1,10 +1,9 @@
-"""Helpers shared by the scaling tests: loading other test modules by path, and polling."""
+"""Helpers shared by the scaling tests: loading other test modules by path."""
 
 from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,15 +28,3 @@ def scenarios_of(module: ModuleType) -> dict[str, Any]:
     fixtures by where a test is collected, so this module's fixtures (a server on another store)
     replace the original module's while its other fixtures are imported alongside."""
     return {k: v for k, v in vars(module).items() if k.startswith("test_") and callable(v)}
-
-
-def poll_until(check: Any, timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
-    """Call `check` until it returns something truthy; fail naming `what` after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        time.sleep(interval_s)

@@ -20,7 +20,6 @@ from scaling_support import TESTS, load_by_path, scenarios_of
 _jobs = load_by_path("neuroq_tests_api_client_jobs", TESTS / "api" / "test_client_jobs.py")
 
 client = _jobs.client
-ep = _jobs.ep
 worker = _jobs.worker
 globals().update(scenarios_of(_jobs))
 

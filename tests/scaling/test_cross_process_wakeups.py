@@ -10,9 +10,7 @@ and measures from the end of B's reply to the end of A's. Skips without NEUROQ_T
 from __future__ import annotations
 
 import json
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -43,26 +41,15 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any
 
 
 class Side:
-    """One server seen by a client and by a worker (raw HTTP, the RunPod wire forms)."""
+    """One server seen by a client and by a raw-HTTP worker (the RunPod wire forms)."""
 
     def __init__(self, srv: Any, ep: str) -> None:
         self.ep = ep
         self.client = httpx.Client(base_url=srv.base_url, headers=srv.client_headers, timeout=60)
-        self.worker = httpx.Client(base_url=srv.base_url, headers=srv.worker_headers, timeout=60)
+        self.worker = harness.RawWorker(srv, ep)
 
     def submit(self) -> str:
-        reply = self.client.post(f"/{self.ep}/run", json={"input": {"n": 1}})
-        assert reply.status_code == 200, reply.text
-        job_id: str = reply.json()["id"]
-        return job_id
-
-    def take(self, worker_id: str) -> httpx.Response:
-        return self.worker.get(f"/{self.ep}/job-take/{worker_id}?gpu=local&job_in_progress=0")
-
-    def post(self, kind: str, worker_id: str, job_id: str, body: Any) -> None:
-        url = f"/{self.ep}/{kind}/{worker_id}/{job_id}?gpu=local&isStream=false"
-        reply = self.worker.post(url, content=json.dumps(body))
-        assert reply.status_code == 200, reply.text
+        return harness.submit(self.client, self.ep)
 
     def close(self) -> None:
         self.client.close()
@@ -70,47 +57,21 @@ class Side:
 
 
 @pytest.fixture
-def sides(servers: tuple[Any, Any]) -> Iterator[tuple[Side, Side]]:
-    ep = "ep-" + uuid.uuid4().hex[:10]
+def sides(servers: tuple[Any, Any], ep: str) -> Iterator[tuple[Side, Side]]:
     a, b = Side(servers[0], ep), Side(servers[1], ep)
     yield a, b
     a.close()
     b.close()
 
 
-class Held:
-    """A blocking call run in a thread; `ended` is when it returned (monotonic)."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.ended: float | None = None
-        self._thread = threading.Thread(target=self._run, args=(fn,), daemon=True)
-        self._thread.start()
-
-    def _run(self, fn: Callable[[], Any]) -> None:
-        try:
-            self.result = fn()
-        except BaseException as exc:
-            self.error = exc
-        self.ended = time.monotonic()
-
-    def join(self) -> Any:
-        self._thread.join(RECHECK_S * 3)
-        assert self.ended is not None, "the held call never returned"
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
 def wake_after(poll: Callable[[], Any], change: Callable[[], Any]) -> tuple[Any, float]:
     """Hold `poll` on one server, run `change` on the other; (poll result, wake-up seconds)."""
-    held = Held(poll)
+    held = harness.Background(poll)
     time.sleep(HOLD_S)  # the scenario itself: the poll must be waiting when the change lands
     assert held.ended is None, "the poll returned before anything changed"
     change()
     changed = time.monotonic()
-    result = held.join()
+    result = held.join(RECHECK_S * 3)
     assert held.ended is not None
     return result, held.ended - changed
 
@@ -128,12 +89,13 @@ def test_status_wait_wakes_on_cancel_elsewhere(sides: tuple[Side, Side]) -> None
 
 def test_runsync_wakes_on_result_posted_elsewhere(sides: tuple[Side, Side]) -> None:
     a, b = sides
-    call = Held(lambda: a.client.post(f"/{a.ep}/runsync?wait=20000", json={"input": 1}))
-    taken = b.take("w-b")  # B's take is itself woken by A's submit
-    assert taken.status_code == 200, taken.text
-    job_id = taken.json()["id"]
+    call = harness.Background(
+        lambda: a.client.post(f"/{a.ep}/runsync?wait=20000", json={"input": 1})
+    )
+    job_id = b.worker.take("w-b")["id"]  # B's take is itself woken by A's submit
     reply, wake_s = wake_after(
-        call.join, lambda: b.post("job-done", "w-b", job_id, {"output": {"ok": 1}})
+        lambda: call.join(RECHECK_S * 3),
+        lambda: b.worker.post("job-done", job_id, {"output": {"ok": 1}}, worker_id="w-b"),
     )
     assert reply.json()["status"] == "COMPLETED" and reply.json()["output"] == {"ok": 1}
     assert wake_s < WAKE_LIMIT_S
@@ -142,7 +104,9 @@ def test_runsync_wakes_on_result_posted_elsewhere(sides: tuple[Side, Side]) -> N
 def test_job_take_wakes_on_submit_elsewhere(sides: tuple[Side, Side]) -> None:
     a, b = sides
     submitted: list[str] = []
-    reply, wake_s = wake_after(lambda: a.take("w-a"), lambda: submitted.append(b.submit()))
+    reply, wake_s = wake_after(
+        lambda: a.worker.take_reply("w-a"), lambda: submitted.append(b.submit())
+    )
     assert reply.status_code == 200 and reply.json()["id"] == submitted[0]
     assert wake_s < WAKE_LIMIT_S
 
@@ -150,9 +114,9 @@ def test_job_take_wakes_on_submit_elsewhere(sides: tuple[Side, Side]) -> None:
 def test_job_stop_wakes_on_cancel_elsewhere(sides: tuple[Side, Side]) -> None:
     a, b = sides
     job_id = b.submit()
-    assert a.take("w-stop").json()["id"] == job_id
+    assert a.worker.take("w-stop")["id"] == job_id
     reply, wake_s = wake_after(
-        lambda: a.worker.get(f"/{a.ep}/job-stop/w-stop?gpu=local"),
+        lambda: a.worker.http.get(f"/{a.ep}/job-stop/w-stop?gpu=local"),
         lambda: b.client.post(f"/{b.ep}/cancel/{job_id}"),
     )
     assert reply.status_code == 200 and reply.json() == {"jobsToStop": [job_id]}
@@ -162,10 +126,10 @@ def test_job_stop_wakes_on_cancel_elsewhere(sides: tuple[Side, Side]) -> None:
 def test_stream_wait_wakes_on_chunk_elsewhere(sides: tuple[Side, Side]) -> None:
     a, b = sides
     job_id = a.submit()
-    assert b.take("w-s").json()["id"] == job_id
+    assert b.worker.take("w-s")["id"] == job_id
     reply, wake_s = wake_after(
         lambda: a.client.get(f"/{a.ep}/stream/{job_id}?wait=15000"),
-        lambda: b.post("job-stream", "w-s", job_id, {"output": "late"}),
+        lambda: b.worker.post("job-stream", job_id, {"output": "late"}, worker_id="w-s"),
     )
     assert reply.json()["stream"] == [{"output": "late"}]
     assert wake_s < WAKE_LIMIT_S
@@ -174,7 +138,7 @@ def test_stream_wait_wakes_on_chunk_elsewhere(sides: tuple[Side, Side]) -> None:
 def test_event_stream_pushes_a_chunk_posted_elsewhere(sides: tuple[Side, Side]) -> None:
     a, b = sides
     job_id = a.submit()
-    assert b.take("w-sse").json()["id"] == job_id
+    assert b.worker.take("w-sse")["id"] == job_id
 
     def first_event() -> str:
         headers = {"Accept": "text/event-stream"}
@@ -185,7 +149,8 @@ def test_event_stream_pushes_a_chunk_posted_elsewhere(sides: tuple[Side, Side]) 
         raise AssertionError("the event stream ended without an event")
 
     data, wake_s = wake_after(
-        first_event, lambda: b.post("job-stream", "w-sse", job_id, {"output": "pushed"})
+        first_event,
+        lambda: b.worker.post("job-stream", job_id, {"output": "pushed"}, worker_id="w-sse"),
     )
     assert json.loads(data) == {"output": "pushed"}
     assert wake_s < WAKE_LIMIT_S

@@ -30,7 +30,7 @@ import harness
 import httpx
 import psycopg
 import pytest
-from scaling_support import poll_until
+from harness import wait_for
 
 HANDLER = str(Path(__file__).with_name("record_handler.py")) + ":handler"
 CLIENT_THREADS = 4
@@ -76,7 +76,7 @@ class Topology:
         # "wa" works slower, so when the kill test stops it mid-load it surely still holds jobs.
         self.start_worker("wa", "a", work_s=0.3)
         self.start_worker("wb", "b")
-        poll_until(lambda: self.workers_seen() >= 2, 60, "both workers to ask for jobs")
+        wait_for(lambda: self.workers_seen() >= 2, 60, "both workers to ask for jobs")
         return self
 
     def workers_seen(self) -> int:
@@ -221,7 +221,7 @@ def wait_all_completed(topo: Topology, job_ids: set[str], timeout_s: float) -> N
         rows = topo.job_rows()
         return all(rows.get(j, ("", 0))[0] == "COMPLETED" for j in job_ids)
 
-    poll_until(done, timeout_s, f"{len(job_ids)} jobs to complete")
+    wait_for(done, timeout_s, f"{len(job_ids)} jobs to complete")
 
 
 def assert_completed_over_http(srv: Any, endpoint: str, job_ids: set[str]) -> dict[str, Any]:
@@ -260,7 +260,7 @@ def test_sigkill_of_one_server_mid_load_loses_nothing(topology: Topology) -> Non
     clients = Clients(topology, total=total).start()
     # Kill A once a share of the load is through and "wa" holds jobs, so A has clients
     # mid-submit and "wa" has work whose results can no longer be delivered.
-    poll_until(
+    wait_for(
         lambda: len(clients.acked) >= total // 3 and topology.running_on("wa") >= 2,
         30,
         "load to build up",
