@@ -7,12 +7,7 @@ topic moved) or `LIVE_HOLD_S` passed, and answers with freshly rendered fragment
 the page's `id`-named parts. Rendering happens only here, so escaping happens only here: every
 value that comes from a job (ids, inputs, outputs, errors, chunks) goes through `h()`.
 
-Sign-in uses the client API key. A correct key (checked in constant time by `Sessions`) gets a
-session cookie that is HttpOnly, SameSite=Strict and holds no key: `expiry.nonce.hmac`, signed
-with the key itself, so it stays valid across restarts and server processes, and dies when the
-key is removed from the configuration. State-changing requests are POST only and must carry the
-session's CSRF token (an HMAC of the session) and, when the browser sends them, an `Origin` /
-`Sec-Fetch-Site` naming this site; the strict cookie alone already stops cross-site posts.
+Sign-in sessions, CSRF tokens and the same-site check live in `sessions`.
 
 Routes: `/`, `/jobs`, `/jobs/{endpoint_id}/{job_id}`, `/playground` (pages), `/login`, `/logout`,
 and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playground` (submit),
@@ -22,14 +17,11 @@ and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playgr
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import html
 import itertools
 import json
 import logging
 import secrets
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +43,7 @@ from neuroq import strict_json
 from neuroq.api import sse
 from neuroq.api.activity import JOBS_CHANGED, Activity
 from neuroq.api.auth import Keys
+from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions, same_site
 from neuroq.api.metrics import Metrics, worker_state
 from neuroq.config import Settings
 from neuroq.jobs import Job, JobStatus, NewJob, is_path_safe, new_job_id, now_ms
@@ -58,8 +51,6 @@ from neuroq.store.base import InvalidTransition, JobStore, job_topic
 
 log = logging.getLogger("neuroq.dashboard")
 
-SESSION_COOKIE = "neuroq_session"
-SESSION_TTL_S = 12 * 3600
 #: longest a live request is held when nothing changes (bounds staleness of heartbeat ages)
 LIVE_HOLD_S = 5.0
 PAGE_SIZE = 25
@@ -94,75 +85,6 @@ _STATUS_CLASS = {s: s.value.lower().replace("_", "-") for s in JobStatus}
 def h(value: object) -> str:
     """HTML-escape anything for text or a quoted attribute."""
     return html.escape(str(value), quote=True)
-
-
-# -- sessions ------------------------------------------------------------------------------------
-
-
-class Sessions:
-    """Issues and checks session and CSRF tokens signed with the client keys."""
-
-    def __init__(self, keys: Keys) -> None:
-        self._keys = tuple(k.encode("utf-8", "surrogateescape") for k in keys.client)
-        #: nonces of sessions logged out in this process (others expire with their token)
-        self._revoked: set[str] = set()
-
-    def _sign(self, key: bytes, purpose: str, payload: str) -> str:
-        return hmac.new(key, f"{purpose}|{payload}".encode(), hashlib.sha256).hexdigest()
-
-    def login(self, presented: str) -> str | None:
-        """A new session token when `presented` is a client key, else None. Every key is
-        compared in full, whether or not an earlier one matched."""
-        candidate = presented.encode("utf-8", "surrogateescape")
-        matched: bytes | None = None
-        for key in self._keys:
-            if hmac.compare_digest(candidate, key):
-                matched = key
-        if matched is None:
-            return None
-        payload = f"{int(time.time()) + SESSION_TTL_S}.{secrets.token_urlsafe(16)}"
-        return f"{payload}.{self._sign(matched, 'session', payload)}"
-
-    def _key_of(self, token: str | None) -> bytes | None:
-        if not token or token.count(".") != 2:
-            return None
-        expiry, nonce, signature = token.split(".")
-        if not expiry.isdigit() or int(expiry) < time.time() or nonce in self._revoked:
-            return None
-        payload = f"{expiry}.{nonce}"
-        matched: bytes | None = None
-        for key in self._keys:
-            if hmac.compare_digest(self._sign(key, "session", payload), signature):
-                matched = key
-        return matched
-
-    def valid(self, token: str | None) -> bool:
-        return self._key_of(token) is not None
-
-    def csrf(self, token: str) -> str:
-        key = self._key_of(token)
-        return "" if key is None else self._sign(key, "csrf", token)
-
-    def csrf_ok(self, token: str | None, presented: str | None) -> bool:
-        if token is None or not presented:
-            return False
-        return hmac.compare_digest(self.csrf(token), presented)
-
-    def logout(self, token: str | None) -> None:
-        if token and token.count(".") == 2:
-            self._revoked.add(token.split(".")[1])
-
-
-def _same_site(request: Request) -> bool:
-    """False when the browser says the request comes from another site. Only the host is
-    compared, so a TLS-terminating proxy in front (https outside, http here) still passes."""
-    fetch_site = request.headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return False
-    origin = request.headers.get("origin")
-    if origin is None:
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 # -- state shared by the routes ------------------------------------------------------------------
@@ -420,7 +342,7 @@ def signed_in_api(handler: Handler, *, changes_state: bool = False) -> Handler:
             return _unauthorized()
         if changes_state:
             presented = request.headers.get("x-csrf-token")
-            if not _same_site(request) or not _dash(request).sessions.csrf_ok(token, presented):
+            if not same_site(request) or not _dash(request).sessions.csrf_ok(token, presented):
                 return JSONResponse(
                     {"error": "refused: missing or wrong CSRF token, or a cross-site request"},
                     403,
@@ -471,7 +393,7 @@ async def login(request: Request) -> Response:
         return _login_form(request, _safe_next(request.query_params.get("next")))
     form = await _form(request)
     next_path = _safe_next(form.get("next"))
-    if not _same_site(request):
+    if not same_site(request):
         return _login_form(
             request, next_path, "Refused: the form was posted from another site.", 403
         )
@@ -496,7 +418,7 @@ async def logout(request: Request) -> Response:
     form = await _form(request)
     token = request.cookies.get(SESSION_COOKIE)
     sessions = _dash(request).sessions
-    if not _same_site(request) or not sessions.csrf_ok(token, form.get("csrf")):
+    if not same_site(request) or not sessions.csrf_ok(token, form.get("csrf")):
         return page(
             request,
             "Sign out",
