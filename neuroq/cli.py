@@ -15,6 +15,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Print the environment an unmodified RunPod worker needs to attach.",
     ),
     "worker": ("neuroq.worker.commands:worker", "Run a handler as a worker attached to a server."),
+    "scaler": (
+        "neuroq.scaler.commands:scaler",
+        "Start and stop workers for a server's configured endpoints, on this machine.",
+    ),
+    "endpoint": (
+        "neuroq.scaler.commands:endpoint",
+        "Configure endpoints: workers, scaling rule, default executionTimeout.",
+    ),
     "send": ("neuroq.client.commands:send", "Submit one job and wait for its result."),
     "train": ("neuroq.model.commands:train", "Train a NeuroQ model on a text corpus."),
     "generate": ("neuroq.model.commands:generate", "Generate text with a NeuroQ checkpoint."),

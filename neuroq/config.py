@@ -76,6 +76,16 @@ class Settings:
     #: how often the dashboard samples queue depth and throughput for its one-hour plots
     dashboard_sample_s: float = 10.0
 
+    # The scaler inside `serve` (neuroq.scaler): starts and stops the workers of endpoints
+    # configured with a handler or a command; other endpoints are plain queues.
+    scaler: bool = True
+    #: the server address the scaler's workers use; empty = this server's host and port
+    scaler_url: str = ""
+    #: how often the scaler looks at queues and workers; a cold start waits up to this long more
+    scaler_interval_s: float = 0.5
+    #: how long a stopped worker may take to finish its jobs before it is killed
+    scaler_stop_grace_s: float = 30.0
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api import client_routes, dashboard, metrics, worker_routes
+from neuroq.api import client_routes, dashboard, endpoint_routes, metrics, worker_routes
 from neuroq.api.activity import Activity
 from neuroq.api.auth import load_keys
 from neuroq.api.background import run_background
@@ -60,6 +60,10 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
             asyncio.create_task(board.history.run(store, counters), name="neuroq-history"),
         ]
         tasks[0].add_done_callback(_report_background_exit)
+        if settings.scaler:
+            from neuroq.scaler.local import run_in_server
+
+            tasks.append(asyncio.create_task(run_in_server(app), name="neuroq-scaler"))
         try:
             yield
         finally:
@@ -72,6 +76,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *client_routes.ROUTES,
         *worker_routes.ROUTES,
+        *endpoint_routes.ROUTES,
         *metrics.ROUTES,
         *dashboard.ROUTES,
     ]

@@ -64,6 +64,11 @@ KEEP_ALIVE_S = 75
     show_default=True,
     help="Concurrency of each --worker.",
 )
+@click.option(
+    "--scaler/--no-scaler",
+    default=None,
+    help="Start and stop the workers of configured endpoints [NEUROQ_SCALER, on].",
+)
 def serve(
     host: str | None,
     port: int | None,
@@ -72,6 +77,7 @@ def serve(
     handlers: tuple[str, ...],
     endpoint: str,
     concurrency: int,
+    scaler: bool | None,
 ) -> None:
     """Run the job server (and optionally local workers)."""
     from neuroq.api.app import create_app
@@ -83,7 +89,9 @@ def serve(
     if handlers and not is_path_safe(endpoint):
         raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
     try:
-        settings = Settings.from_env(host=host, port=port, data_dir=data_dir, store=store)
+        settings = Settings.from_env(
+            host=host, port=port, data_dir=data_dir, store=store, scaler=scaler
+        )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     try:
@@ -241,6 +249,7 @@ def worker_env(endpoint: str, url: str, worker_id: str | None, data_dir: Path | 
     Use as `eval "$(neuroq worker-env --endpoint ep)"` before starting the worker."""
     from neuroq.api.auth import load_keys
     from neuroq.jobs import is_path_safe, new_worker_id
+    from neuroq.scaler.processes import runpod_worker_env
 
     if not is_path_safe(endpoint):
         raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
@@ -255,18 +264,6 @@ def worker_env(endpoint: str, url: str, worker_id: str | None, data_dir: Path | 
         settings = Settings.from_env(data_dir=data_dir)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    base = f"{url.rstrip('/')}/v2/{endpoint}"
-    # The SDK substitutes $ID (job-take) and $RUNPOD_POD_ID / $ID (posts) itself and appends
-    # "&name=value", so every template carries a "?" already.
-    values = {
-        "RUNPOD_WEBHOOK_GET_JOB": f"{base}/job-take/$ID?gpu=local",
-        "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/job-done/$RUNPOD_POD_ID/$ID?gpu=local",
-        "RUNPOD_WEBHOOK_POST_STREAM": f"{base}/job-stream/$RUNPOD_POD_ID/$ID?gpu=local",
-        "RUNPOD_WEBHOOK_PING": f"{base}/ping/$RUNPOD_POD_ID",
-        "RUNPOD_POD_ID": worker_id,
-        "RUNPOD_AI_API_KEY": load_keys(settings).worker[0],
-        "RUNPOD_PING_INTERVAL": "10000",
-        "RUNPOD_SKIP_AUTO_SYSTEM_CHECKS": "true",
-    }
+    values = runpod_worker_env(url, endpoint, worker_id, load_keys(settings).worker[0])
     for name, value in values.items():
         click.echo(f"export {name}={shlex.quote(value)}")
