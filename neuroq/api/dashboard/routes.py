@@ -16,13 +16,10 @@ and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playgr
 
 from __future__ import annotations
 
-import asyncio
 import html
-import itertools
 import json
 import logging
 import secrets
-from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +40,7 @@ from neuroq import strict_json
 from neuroq.api import sse
 from neuroq.api.activity import JOBS_CHANGED, Activity
 from neuroq.api.auth import Keys
+from neuroq.api.dashboard.history import PLOT_WINDOW_MS, History
 from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions, same_site
 from neuroq.api.metrics import Metrics, worker_state
 from neuroq.config import Settings
@@ -56,8 +54,6 @@ LIVE_HOLD_S = 5.0
 PAGE_SIZE = 25
 #: at most this many stream chunks are shown on a job page (the newest)
 CHUNKS_SHOWN = 500
-PLOT_WINDOW_MS = 3_600_000
-RATE_WINDOW_MS = 300_000
 MAX_FORM_BYTES = 64 * 1024
 MAX_PROMPT_CHARS = 20_000
 #: time filters of the job list: form value -> (label, window in ms; None = no bound)
@@ -88,54 +84,6 @@ def h(value: object) -> str:
 
 
 # -- state shared by the routes ------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    at_ms: int
-    queued: int
-    running: int
-    finished: int
-
-
-class History:
-    """Queue depth, jobs running and jobs finished, sampled in memory for the one-hour plots.
-    Per process: a restart starts the plots afresh."""
-
-    def __init__(self, interval_s: float) -> None:
-        self.interval_s = interval_s
-        self.samples: deque[Sample] = deque(maxlen=int(PLOT_WINDOW_MS / 1000 / interval_s) + 2)
-        #: (at_ms, per (endpoint, status) finished totals), for rates over RATE_WINDOW_MS
-        self.finished: deque[tuple[int, dict[tuple[str, str], int]]] = deque(
-            maxlen=int(RATE_WINDOW_MS / 1000 / interval_s) + 2
-        )
-
-    def record(self, at_ms: int, counts: dict[str, dict[str, int]], metrics: Metrics) -> None:
-        queued = sum(c.get(JobStatus.IN_QUEUE.value, 0) for c in counts.values())
-        running = sum(c.get(JobStatus.IN_PROGRESS.value, 0) for c in counts.values())
-        self.samples.append(Sample(at_ms, queued, running, sum(metrics.finished.values())))
-        self.finished.append((at_ms, dict(metrics.finished)))
-
-    def rate_per_min(self, metrics: Metrics, endpoint_id: str, status: str, at_ms: int) -> float:
-        """Jobs per minute that reached `status` over the rate window (or since the first
-        sample, when the server is younger than that)."""
-        if not self.finished:
-            return 0.0
-        then_ms, then = next(
-            ((t, c) for t, c in self.finished if t >= at_ms - RATE_WINDOW_MS), self.finished[-1]
-        )
-        elapsed_min = max(at_ms - then_ms, 1000) / 60_000
-        key = (endpoint_id, status)
-        return (metrics.finished.get(key, 0) - then.get(key, 0)) / elapsed_min
-
-    async def run(self, store: JobStore, metrics: Metrics) -> None:
-        while True:
-            try:
-                at = now_ms()
-                self.record(at, await store.job_counts(at), metrics)
-            except Exception:
-                log.exception("dashboard sample failed; trying again in %.0f s", self.interval_s)
-            await asyncio.sleep(self.interval_s)
 
 
 @dataclass
@@ -262,17 +210,8 @@ def svg_plot(points: list[tuple[int, float]], now: int, title: str, unit: str) -
 
 
 def plots(history: History, metrics: Metrics, counts: dict[str, dict[str, int]], now: int) -> str:
-    samples = list(history.samples)
-    queued_now = sum(c.get(JobStatus.IN_QUEUE.value, 0) for c in counts.values())
-    depth = [(s.at_ms, float(s.queued)) for s in samples] + [(now, float(queued_now))]
-    throughput: list[tuple[int, float]] = []
-    finished_now = sum(metrics.finished.values())
-    marks = [(s.at_ms, s.finished) for s in samples] + [(now, finished_now)]
-    for (t0, f0), (t1, f1) in itertools.pairwise(marks):
-        if t1 - t0 >= 1000:
-            throughput.append((t1, (f1 - f0) / ((t1 - t0) / 60_000)))
-    return svg_plot(depth, now, "Queue depth", "jobs") + svg_plot(
-        throughput, now, "Throughput", "jobs/min"
+    return svg_plot(history.depth(counts, now), now, "Queue depth", "jobs") + svg_plot(
+        history.throughput(metrics, now), now, "Throughput", "jobs/min"
     )
 
 
