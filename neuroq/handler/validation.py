@@ -188,7 +188,8 @@ TRAIN_PARAMS = {  # -> TrainOptions
 
 SAMPLING_PARAMS = {  # -> SamplingParams
     "max_length": Param(int_in(1, MAX_LENGTH_CAP), aliases=("max_tokens",)),
-    "temperature": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True)),
+    # 0 is greedy decoding (see _sampling); the schedule bounds must stay positive.
+    "temperature": Param(number_in(0.0, TEMPERATURE_CAP)),
     "temp_min": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True)),
     "temp_max": Param(number_in(0.0, TEMPERATURE_CAP, low_open=True)),
     "top_k": Param(int_in(0, TOP_K_CAP)),
@@ -299,9 +300,25 @@ def _request(action: str, params: dict[str, Any]) -> Request:
         **_given(
             params, ("prompt", "model", "mode", "session_id", "stream", "train_before_generate")
         ),
-        sampling=SamplingParams(**_given(params, SAMPLING_PARAMS)),
+        sampling=_sampling(_given(params, SAMPLING_PARAMS)),
         architecture=architecture,
         # `seed` is the sampling seed here, and it seeds a train_before_generate run too: one
         # seed makes the whole request reproducible.
         training=TrainOptions(**_given(params, TRAIN_PARAMS)),
     )
+
+
+def _sampling(values: dict[str, Any]) -> SamplingParams:
+    """`temperature: 0` asks for greedy decoding, which the sampler has no temperature for (it
+    divides by it): keeping only the top candidate (`top_k=1`) draws the most likely token after
+    the repetition penalty whatever the seed, so the other filters and the temperature no
+    longer matter."""
+    if values.get("temperature") == 0:
+        if "temp_min" in values:
+            raise InputError(
+                "temp_min",
+                "cannot be combined with temperature 0 (greedy decoding); "
+                "leave out temp_min and temp_max",
+            )
+        values = {**values, "temperature": 1.0, "top_k": 1}
+    return SamplingParams(**values)

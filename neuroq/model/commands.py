@@ -14,6 +14,8 @@ from typing import Any
 import click
 
 MODES = ("layered", "brain")
+#: sampling.MAX_LENGTH_CAP, restated so that `--help` needs no torch (a test holds them equal)
+MAX_LENGTH_CAP = 150
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -194,8 +196,20 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
     default=None,
     help="Checkpoint directory (default: the model shipped with the package).",
 )
-@click.option("--max-length", type=int, default=100, show_default=True)
-@click.option("--temperature", type=float, default=0.7, show_default=True)
+@click.option(
+    "--max-length",
+    type=int,
+    default=100,
+    show_default=True,
+    help=f"Longest reply in tokens, 1-{MAX_LENGTH_CAP}.",
+)
+@click.option(
+    "--temperature",
+    type=float,
+    default=0.7,
+    show_default=True,
+    help="Randomness, 0-10; 0 = greedy: always the most likely token (the seed does not matter).",
+)
 @click.option("--top-k", type=int, default=40, show_default=True)
 @click.option("--top-p", type=float, default=0.9, show_default=True)
 @click.option("--repetition-penalty", type=float, default=2.0, show_default=True)
@@ -236,6 +250,10 @@ def generate(
     from neuroq.model.engine import Engine
     from neuroq.model.sampling import SamplingParams
 
+    if temperature == 0:
+        # Greedy: with one candidate left the draw is the most likely token; the sampler itself
+        # has no temperature 0 (it divides by it).
+        temperature, top_k = 1.0, 1
     try:
         params = SamplingParams(
             max_length=max_length,

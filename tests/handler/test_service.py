@@ -326,3 +326,16 @@ async def test_status_does_not_list_a_run_in_progress(
         assert [m["name"] for m in status["models"]] == ["default", "mine"]
     finally:
         svc.sessions.close()
+
+
+async def test_temperature_zero_decodes_greedily(service: Service) -> None:
+    request = {"prompt": "Pythonについて教えて", "max_length": 30, "temperature": 0}
+    first = await generated(service, {**request, "seed": 1})
+    assert first.strip()
+    assert first == await generated(service, {**request, "seed": 2})  # no randomness left
+    assert first == await generated(service, {**request, "seed": 3, "top_k": 50, "top_p": 0.5})
+    reply = await call(service, {**request, "temp_min": 0.5, "temp_max": 1.0})
+    assert reply == {
+        "error": "temp_min: cannot be combined with temperature 0 (greedy decoding); "
+        "leave out temp_min and temp_max"
+    }

@@ -124,3 +124,20 @@ def test_invalid_model_option_combination_is_named(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 2, result.output
     assert "embed_dim" in result.output
+
+
+def test_generate_help_states_the_length_cap() -> None:
+    from neuroq.model.sampling import MAX_LENGTH_CAP
+
+    proc = neuroq("generate", "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert f"1-{MAX_LENGTH_CAP}" in proc.stdout
+    assert "greedy" in proc.stdout
+
+
+def test_generate_temperature_zero_is_greedy() -> None:
+    args = ("generate", "Pythonについて教えて", "--max-length", "30", "--temperature", "0")
+    first = neuroq(*args, "--seed", "1")
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip()
+    assert neuroq(*args, "--seed", "2").stdout == first.stdout
