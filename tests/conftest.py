@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ServerProcess, leftover_processes, new_endpoint, start_server
+from harness import ServerProcess, leftover_processes, new_endpoint, start_server, store_env
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,20 +34,32 @@ def no_process_outlives_the_session() -> Iterator[None]:
     pytest.fail(f"{len(left)} process(es) outlived the tests that started them:\n{lines}")
 
 
+@pytest.fixture(scope="module")
+def backend() -> str:
+    """The store of the servers `server` and `shared_server` start (and of any server fixture
+    that asks for it): SQLite. A module runs on both stores by overriding this fixture with
+    `params=STORE_BACKENDS`; the PostgreSQL cases skip without NEUROQ_TEST_POSTGRES_URL."""
+    return "sqlite"
+
+
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
+def server(tmp_path: Path, backend: str) -> Iterator[ServerProcess]:
     """A fresh server for one test."""
-    proc = start_server(tmp_path / "server")
-    yield proc
-    proc.stop()
+    with store_env(backend) as env:
+        proc = start_server(tmp_path / "server", **env)
+        yield proc
+        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, backend: str
+) -> Iterator[ServerProcess]:
     """One server for a whole test module; tests use distinct endpoint ids to stay apart."""
-    proc = start_server(tmp_path_factory.mktemp("server"))
-    yield proc
-    proc.stop()
+    with store_env(backend) as env:
+        proc = start_server(tmp_path_factory.mktemp(f"server-{backend}"), **env)
+        yield proc
+        proc.stop()
 
 
 @pytest.fixture

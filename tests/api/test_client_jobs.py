@@ -1,6 +1,10 @@
 """Client routes over real HTTP against a real server process: submit, status (and its ?wait
 long-poll), idempotency, cancel, retry, purge, health, runsync, and both stream forms. The worker
-side is played with raw HTTP on the worker routes, exactly as the RunPod SDK speaks them."""
+side is played with raw HTTP on the worker routes, exactly as the RunPod SDK speaks them.
+
+Every scenario runs twice, on a server whose store is SQLite and then on one whose store is a
+PostgreSQL schema of its own (the `backend` parameter; skipped without NEUROQ_TEST_POSTGRES_URL),
+so a scenario added here is checked on both stores."""
 
 from __future__ import annotations
 
@@ -11,12 +15,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from harness import (
+    STORE_BACKENDS,
     Background,
     RawWorker,
     ServerProcess,
     read_events,
     start_server,
     status,
+    store_env,
     submit,
 )
 
@@ -24,16 +30,23 @@ TAKE_HOLD_S = 5.0
 STATUS_MAX_WAIT_MS = 20_000
 
 
+@pytest.fixture(scope="module", params=STORE_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = start_server(
-        tmp_path_factory.mktemp("client-jobs"),
-        NEUROQ_JOB_TAKE_HOLD_S=str(TAKE_HOLD_S),
-        NEUROQ_STATUS_MAX_WAIT_MS=str(STATUS_MAX_WAIT_MS),
-        NEUROQ_RUNSYNC_DEFAULT_WAIT_MS="2000",
-    )
-    yield proc
-    proc.stop()
+def srv(tmp_path_factory: pytest.TempPathFactory, backend: str) -> Iterator[ServerProcess]:
+    with store_env(backend) as env:
+        proc = start_server(
+            tmp_path_factory.mktemp(f"client-jobs-{backend}"),
+            NEUROQ_JOB_TAKE_HOLD_S=str(TAKE_HOLD_S),
+            NEUROQ_STATUS_MAX_WAIT_MS=str(STATUS_MAX_WAIT_MS),
+            NEUROQ_RUNSYNC_DEFAULT_WAIT_MS="2000",
+            **env,
+        )
+        yield proc
+        proc.stop()
 
 
 @pytest.fixture
