@@ -24,8 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
-from urllib.parse import parse_qs, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import (
@@ -36,10 +35,22 @@ from starlette.responses import (
 )
 from starlette.routing import BaseRoute, Route
 
-from neuroq import strict_json
 from neuroq.api import sse
 from neuroq.api.activity import JOBS_CHANGED, Activity
 from neuroq.api.auth import Keys
+from neuroq.api.dashboard.forms import (
+    PAGE_SIZE,
+    SINCE_CHOICES,
+    BadInput,
+    FilterError,
+    JobFilter,
+    build_generate_input,
+    field_id,
+    parse_filter,
+    read_form,
+    read_json_body,
+    safe_next,
+)
 from neuroq.api.dashboard.history import PLOT_WINDOW_MS, History
 from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions, same_site
 from neuroq.api.metrics import Metrics, worker_state
@@ -51,18 +62,8 @@ log = logging.getLogger("neuroq.dashboard")
 
 #: longest a live request is held when nothing changes (bounds staleness of heartbeat ages)
 LIVE_HOLD_S = 5.0
-PAGE_SIZE = 25
 #: at most this many stream chunks are shown on a job page (the newest)
 CHUNKS_SHOWN = 500
-MAX_FORM_BYTES = 64 * 1024
-MAX_PROMPT_CHARS = 20_000
-#: time filters of the job list: form value -> (label, window in ms; None = no bound)
-SINCE_CHOICES: dict[str, tuple[str, int | None]] = {
-    "": ("any time", None),
-    "15m": ("last 15 min", 15 * 60_000),
-    "1h": ("last hour", 3_600_000),
-    "24h": ("last 24 h", 86_400_000),
-}
 _STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
 _SECURITY_HEADERS = {
     # No inline script or style anywhere, so the policy can forbid them outright: an output
@@ -294,14 +295,7 @@ def signed_in_api(handler: Handler, *, changes_state: bool = False) -> Handler:
 # -- sign in and out -----------------------------------------------------------------------------
 
 
-def _safe_next(value: str | None) -> str:
-    """Only a local path may be a post-login target (no `//host` or scheme: no open redirect)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
-def _login_form(
+def _loginread_form(
     request: Request, next_path: str, error: str = "", status_code: int = 200
 ) -> HTMLResponse:
     message = f'<p class="error" role="alert">{h(error)}</p>' if error else ""
@@ -317,29 +311,19 @@ def _login_form(
     return page(request, "Sign in", body, status_code=status_code)
 
 
-async def _form(request: Request) -> dict[str, str]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            break
-    fields = parse_qs(body[:MAX_FORM_BYTES].decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
-
-
 async def login(request: Request) -> Response:
     if request.method == "GET":
-        return _login_form(request, _safe_next(request.query_params.get("next")))
-    form = await _form(request)
-    next_path = _safe_next(form.get("next"))
+        return _loginread_form(request, safe_next(request.query_params.get("next")))
+    form = await read_form(request)
+    next_path = safe_next(form.get("next"))
     if not same_site(request):
-        return _login_form(
+        return _loginread_form(
             request, next_path, "Refused: the form was posted from another site.", 403
         )
     token = _dash(request).sessions.login(form.get("key", "").strip())
     if token is None:
         log.warning("dashboard sign-in refused: wrong API key")
-        return _login_form(request, next_path, "That API key is not valid.", 401)
+        return _loginread_form(request, next_path, "That API key is not valid.", 401)
     response = RedirectResponse(next_path, status_code=303)
     response.set_cookie(
         SESSION_COOKIE,
@@ -354,7 +338,7 @@ async def login(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
-    form = await _form(request)
+    form = await read_form(request)
     token = request.cookies.get(SESSION_COOKIE)
     sessions = _dash(request).sessions
     if not same_site(request) or not sessions.csrf_ok(token, form.get("csrf")):
@@ -445,46 +429,6 @@ async def overview(request: Request) -> Response:
 
 
 # -- job list ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class JobFilter:
-    endpoint_id: str | None
-    status: str | None
-    since: str
-    offset: int
-
-    def query(self, **changes: Any) -> str:
-        values = {
-            "endpoint": self.endpoint_id or "",
-            "status": self.status or "",
-            "since": self.since,
-            "offset": self.offset,
-        }
-        values.update(changes)
-        return urlencode({k: v for k, v in values.items() if v not in ("", 0)})
-
-
-class FilterError(ValueError):
-    pass
-
-
-def parse_filter(request: Request) -> JobFilter:
-    """The job list's query parameters; FilterError names the bad one."""
-    params = request.query_params
-    endpoint_id = params.get("endpoint", "").strip() or None
-    if endpoint_id is not None and not is_path_safe(endpoint_id):
-        raise FilterError("endpoint: use 1-128 characters of A-Z a-z 0-9 _ -")
-    status = params.get("status", "").strip() or None
-    if status is not None and status not in JobStatus.__members__:
-        raise FilterError(f"status: expected one of {', '.join(JobStatus.__members__)}")
-    since = params.get("since", "")
-    if since not in SINCE_CHOICES:
-        raise FilterError(f"since: expected one of {', '.join(k for k in SINCE_CHOICES if k)}")
-    raw_offset = params.get("offset", "0") or "0"
-    if not raw_offset.isdigit() or int(raw_offset) > 1_000_000:
-        raise FilterError("offset: expected a whole number of jobs to skip, at most 1000000")
-    return JobFilter(endpoint_id, status, since, int(raw_offset))
 
 
 def _job_row(job: Job) -> str:
@@ -737,52 +681,26 @@ async def live_job(request: Request) -> Response:
 # -- actions -------------------------------------------------------------------------------------
 
 
-async def _json_body(request: Request) -> dict[str, Any]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES + MAX_PROMPT_CHARS * 4:
-            raise _BadInput("body: too large")
-    try:
-        value = strict_json.loads(body or b"{}", "body")
-    except strict_json.JSONRejected as exc:
-        raise _BadInput(str(exc)) from None
-    if not isinstance(value, dict):
-        raise _BadInput("body: expected a JSON object")
-    return value
-
-
-class _BadInput(ValueError):
-    pass
-
-
-def _field_id(body: dict[str, Any], name: str) -> str:
-    value = body.get(name)
-    if not isinstance(value, str) or not is_path_safe(value):
-        raise _BadInput(f"{name}: expected 1-128 characters of A-Z a-z 0-9 _ -")
-    return value
-
-
 async def action(request: Request) -> Response:
     name = request.path_params["name"]
     dash = _dash(request)
     try:
-        body = await _json_body(request)
-        endpoint_id = _field_id(body, "endpoint_id")
+        body = await read_json_body(request)
+        endpoint_id = field_id(body, "endpoint_id")
         if name == "purge":
             removed = await dash.store.purge_queue(endpoint_id, now_ms())
             log.info(
                 "dashboard purged %d queued job(s)", removed, extra={"endpoint_id": endpoint_id}
             )
             return JSONResponse({"message": f"Purged {removed} queued job(s) of {endpoint_id}."})
-        job_id = _field_id(body, "job_id")
+        job_id = field_id(body, "job_id")
         if name == "cancel":
             job = await dash.store.cancel(endpoint_id, job_id, now_ms())
         elif name == "retry":
             job = await dash.store.retry(endpoint_id, job_id, now_ms())
         else:
             return JSONResponse({"error": f"unknown action {name!r}: cancel, retry or purge"}, 404)
-    except _BadInput as exc:
+    except BadInput as exc:
         return JSONResponse({"error": str(exc)}, 400)
     except InvalidTransition as exc:
         return JSONResponse({"error": str(exc)}, 409)
@@ -825,49 +743,11 @@ async def playground_page(request: Request) -> Response:
     return page(request, "Playground", body)
 
 
-def build_generate_input(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    """Endpoint and job input from the playground form; _BadInput names the bad field."""
-    endpoint_id = _field_id(body, "endpoint_id")
-    prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise _BadInput("prompt: required, a non-empty text")
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise _BadInput(f"prompt: at most {MAX_PROMPT_CHARS} characters")
-    # The NeuroQ handler streams its pieces only when asked; other handlers ignore the flag.
-    job_input: dict[str, Any] = {"stream": True}
-    extra = body.get("extra")
-    if isinstance(extra, str) and extra.strip():
-        try:
-            # Strict: a value only Python reads (1e309, NaN) would strand the job at delivery.
-            extra = strict_json.loads(extra, "extra")
-        except strict_json.JSONRejected as exc:
-            # A path into the object comes without its root: "t: ..." is extra.t.
-            where = "" if str(exc).startswith(("extra:", "extra[")) else "extra."
-            raise _BadInput(f"{where}{exc}") from None
-    if extra not in (None, ""):
-        if not isinstance(extra, dict):
-            raise _BadInput("extra: expected a JSON object")
-        job_input.update(extra)
-    job_input.update({"action": "generate", "prompt": prompt})
-    max_length = body.get("max_length")
-    if max_length not in (None, ""):
-        if isinstance(max_length, str) and max_length.strip().isdigit():
-            max_length = int(max_length)
-        if (
-            not isinstance(max_length, int)
-            or isinstance(max_length, bool)
-            or not 1 <= max_length <= 4096
-        ):
-            raise _BadInput("max_length: expected a whole number from 1 to 4096")
-        job_input["max_length"] = max_length
-    return endpoint_id, job_input
-
-
 async def playground_submit(request: Request) -> Response:
     dash = _dash(request)
     try:
-        endpoint_id, job_input = build_generate_input(await _json_body(request))
-    except _BadInput as exc:
+        endpoint_id, job_input = build_generate_input(await read_json_body(request))
+    except BadInput as exc:
         return JSONResponse({"error": str(exc)}, 400)
     new = NewJob(
         endpoint_id=endpoint_id,
