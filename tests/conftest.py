@@ -13,7 +13,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from harness import ServerProcess, leftover_processes, new_endpoint, start_server, store_env
+from harness import (
+    ServerProcess,
+    in_process_app,
+    leftover_processes,
+    new_endpoint,
+    start_server,
+    store_env,
+)
+from starlette.testclient import TestClient
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -60,6 +68,14 @@ def shared_server(
         proc = start_server(tmp_path_factory.mktemp(f"server-{backend}"), **env)
         yield proc
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def app_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The server's app in this process, shared by a module, for route tests that need no real
+    process (see harness.in_process_app); tests use distinct endpoint ids to stay apart."""
+    with in_process_app(tmp_path_factory.mktemp("app")) as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 `start_server` launches `python -m neuroq serve` exactly as a user would, on a free port with its
 own data directory and fixed keys, and returns once the server answers HTTP. Tests talk to it over
 real sockets; `kill()` sends SIGKILL so durability can be checked by restarting on the same data.
+A route test that needs no process (validation, keys, 404s) uses `in_process_app` instead: the
+same app, the same keys, no socket, and a fraction of the start-up time.
 
 Every process a test starts ends with the test, children included. `spawn` starts each one as the
 leader of a process group of its own and `end_group` ends that whole group, because a child can
@@ -31,10 +33,13 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from starlette.testclient import TestClient
 
 API_KEY = "test-client-key"
 WORKER_KEY = "test-worker-key"
@@ -504,6 +509,34 @@ class RawWorker:
 
     def close(self) -> None:
         self.http.close()
+
+
+@contextmanager
+def in_process_app(data_dir: Path, **settings: Any) -> Iterator[TestClient]:
+    """The server's app in this process, for the length of the block: `create_app` with the keys
+    `start_server` uses (plus `settings`, Settings fields), driven by Starlette's TestClient,
+    whose `with` runs the app's lifespan: the store is opened and the background sweeps run
+    before the first request, and both end with the block. The client's base URL is `.../v2`
+    and it sends the client key; an exception in a route is raised in the test."""
+    from starlette.testclient import TestClient
+
+    from neuroq.api.app import create_app
+    from neuroq.config import Settings
+
+    config = Settings(
+        data_dir=data_dir,
+        api_keys=(API_KEY,),
+        worker_keys=(WORKER_KEY,),
+        webhook_allow_private=True,
+        **settings,
+    )
+    client = TestClient(
+        create_app(config),
+        base_url="http://testserver/v2",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    with client:
+        yield client
 
 
 def postgres_store_url(schema: str) -> str:
