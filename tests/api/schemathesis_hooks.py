@@ -1,4 +1,4 @@
-"""Schemathesis hooks for test_client_openapi.py (loaded through SCHEMATHESIS_HOOKS).
+"""Schemathesis hooks for test_openapi.py (loaded through SCHEMATHESIS_HOOKS).
 
 runsync holds its reply for at least 1 s when no worker finishes the job, so generated runsync
 calls are sent to the endpoint a local worker serves, and every `wait` is capped at 1 s; the

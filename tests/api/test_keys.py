@@ -1,5 +1,5 @@
 """Client and worker keys: header forms, separation of the two kinds, and generated keys that
-survive a restart. (The 401 replies over HTTP are checked in test_client_validation.py.)"""
+survive a restart. (The 401 replies are checked in test_client_routes_validation.py.)"""
 
 from __future__ import annotations
 
