@@ -51,7 +51,14 @@ def _client_key(key: str | None, data_dir: Path | None) -> str:
     help="Worker key the started workers use; default: the data directory's generated one.",
 )
 @_DATA_DIR
-@click.option("--interval", "interval_s", type=click.FloatRange(min=0.05), default=0.5)
+@click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(min=0.05),
+    default=0.5,
+    show_default=True,
+    help="Seconds between looks at the server's queues.",
+)
 @click.option(
     "--grace",
     "grace_s",
@@ -60,6 +67,15 @@ def _client_key(key: str | None, data_dir: Path | None) -> str:
     show_default=True,
     help="Seconds a stopped worker gets to finish its jobs before it is killed.",
 )
+@click.option(
+    "--ping-interval",
+    "ping_interval_s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Heartbeat interval of started neuroq workers; keep it under the server's "
+    "NEUROQ_WORKER_LOST_S / 3.",
+)
 def scaler(
     url: str,
     key: str | None,
@@ -67,6 +83,7 @@ def scaler(
     data_dir: Path | None,
     interval_s: float,
     grace_s: float,
+    ping_interval_s: float,
 ) -> None:
     """Start and stop workers for a server's configured endpoints, on this machine."""
     from neuroq.api.auth import load_keys
@@ -87,6 +104,7 @@ def scaler(
         settings.data_dir / "scaler",
         interval_s=interval_s,
         stop_grace_s=grace_s,
+        ping_interval_s=ping_interval_s,
     )
     try:
         asyncio.run(runner.run())

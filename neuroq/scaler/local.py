@@ -36,6 +36,8 @@ async def run_in_server(app: Starlette) -> None:
         settings.data_dir / "scaler",
         interval_s=settings.scaler_interval_s,
         stop_grace_s=settings.scaler_stop_grace_s,
+        # three heartbeats per lease, so one lost ping never costs a job
+        ping_interval_s=min(10.0, settings.worker_lost_s / 3),
     )
     app.state.scaler = scaler
     try:

@@ -50,7 +50,9 @@ def runpod_worker_env(
     }
 
 
-def worker_argv(config: EndpointConfig, url: str, worker_id: str, grace_s: float) -> list[str]:
+def worker_argv(
+    config: EndpointConfig, url: str, worker_id: str, grace_s: float, ping_interval_s: float
+) -> list[str]:
     """The command line of one worker of `config`: `neuroq worker` for a handler, else the
     endpoint's own command, unchanged."""
     if config.command is not None:
@@ -72,6 +74,8 @@ def worker_argv(config: EndpointConfig, url: str, worker_id: str, grace_s: float
         str(config.concurrency),
         "--grace",
         str(grace_s),
+        "--ping-interval",
+        str(ping_interval_s),
     ]
 
 
@@ -111,6 +115,8 @@ class WorkerProcess:
     #: asked to stop (drain); it no longer counts towards the fleet
     stopping: bool = False
     stop_sent_s: float = 0.0
+    #: it has reached the server at least once
+    was_ready: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -143,11 +149,12 @@ async def start_worker(
     worker_key: str,
     state_dir: Path,
     grace_s: float,
+    ping_interval_s: float,
     now_ms: int,
 ) -> WorkerProcess:
     marker = f"{state_dir.resolve()}:{worker_id}"
     proc = await asyncio.create_subprocess_exec(
-        *worker_argv(config, url, worker_id, grace_s),
+        *worker_argv(config, url, worker_id, grace_s, ping_interval_s),
         env=worker_environ(config, url, worker_id, worker_key, marker),
         stdin=asyncio.subprocess.DEVNULL,
         start_new_session=True,

@@ -9,7 +9,7 @@ workers (one `Observation`), and for each endpoint with a handler or a command a
   loads; its first contact with the server makes it `ready`;
 - a worker counts as idle from when it was last seen holding a job (or became ready);
 - a worker that exits without being asked is replaced (its jobs return to the queue when its
-  lease lapses); one that keeps dying within `CRASH_WINDOW_S` of starting is restarted with a
+  lease lapses); one that keeps dying before it reaches the server is restarted with a
   doubling back-off, so a broken handler does not spin;
 - a change to an endpoint's handler, command, environment or concurrency drains its workers
   one tick later, and the rule starts new ones; an endpoint deleted or left without a handler
@@ -40,7 +40,7 @@ from neuroq.store.base import QueueStats
 
 log = logging.getLogger("neuroq.scaler")
 
-#: a worker that exits on its own sooner than this after starting counts as a failed start
+#: a worker that exits on its own this soon, before it ever reached the server, failed to start
 CRASH_WINDOW_S = 10.0
 MAX_BACKOFF_S = 30.0
 #: extra time past the drain grace before a stopping worker is killed
@@ -61,6 +61,7 @@ class Scaler:
         *,
         interval_s: float = 0.5,
         stop_grace_s: float = 30.0,
+        ping_interval_s: float = 10.0,
     ) -> None:
         self.source = source
         self.url = url
@@ -68,6 +69,8 @@ class Scaler:
         self.state_dir = state_dir
         self.interval_s = interval_s
         self.stop_grace_s = stop_grace_s
+        #: heartbeats of `neuroq worker`s, well inside the server's worker_lost_s (the lease)
+        self.ping_interval_s = ping_interval_s
         self.procs: dict[str, WorkerProcess] = {}
         #: the last decision per endpoint, for logs and tests
         self.decisions: dict[str, Decision] = {}
@@ -163,6 +166,8 @@ class Scaler:
                     worker.kill_group()
                 continue
             info = obs.workers.get(worker.worker_id)
+            if info is not None and info.state != "initializing":
+                worker.was_ready = True
             if info is None or info.state == "initializing" or info.held_job_ids:
                 worker.idle_since_ms = obs.now_ms
 
@@ -177,7 +182,7 @@ class Scaler:
             lived_s,
         )
         self._lost[ep] = self._lost.get(ep, 0) + 1
-        if lived_s < CRASH_WINDOW_S:
+        if not worker.was_ready and lived_s < CRASH_WINDOW_S:
             streak = self._fail_streak.get(ep, 0) + 1
             self._fail_streak[ep] = streak
             self._not_before_s[ep] = now_s + min(MAX_BACKOFF_S, 2.0 ** (streak - 1))
@@ -229,6 +234,7 @@ class Scaler:
             self.worker_key,
             self.state_dir,
             self.stop_grace_s,
+            self.ping_interval_s,
             now_ms(),
         )
         self.procs[worker_id] = worker

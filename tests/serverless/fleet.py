@@ -70,9 +70,11 @@ def configure(server: ServerProcess, ep: str, **settings: Any) -> dict[str, Any]
     return body
 
 
-def worker_leaders(server: ServerProcess, ep: str) -> dict[str, int]:
-    """worker id -> pid of each live worker process the server's scaler started for `ep`."""
-    prefix = f"{MARKER_VAR}={(server.data_dir / 'scaler').resolve()}:{ep}-".encode()
+def worker_leaders(server: ServerProcess, ep: str, state_dir: Path | None = None) -> dict[str, int]:
+    """worker id -> pid of each live worker process the scaler started for `ep` (the server's
+    own scaler, or the one keeping its pidfiles in `state_dir`)."""
+    state_dir = state_dir or server.data_dir / "scaler"
+    prefix = f"{MARKER_VAR}={state_dir.resolve()}:{ep}-".encode()
     found: dict[str, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
