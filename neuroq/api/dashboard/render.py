@@ -1,0 +1,470 @@
+"""All of the dashboard's HTML: formatting helpers, the page frame, and each page's parts.
+
+Rendering happens only here, so escaping happens only here: every value that comes from a job, a
+worker or a request (ids, inputs, outputs, errors, chunks, filters) goes through `h()` on its way
+into the markup, and everything else is a literal. The functions take what the routes read from
+the store and return HTML text; they do no I/O, so the routes decide what is shown and this module
+only how.
+
+A page's live parts (the `id`-named elements that `static/dashboard.js` replaces) are rendered by
+the same functions for the first page and for every `/ui/live/...` answer. No page has an inline
+script or style, so the policy in SECURITY_HEADERS forbids both: markup that slipped past escaping
+still could not run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from urllib.parse import quote, urlencode, urlsplit
+
+from neuroq.api.activity import WebhookAttempt
+from neuroq.api.dashboard.forms import PAGE_SIZE, SINCE_CHOICES, JobFilter
+from neuroq.api.dashboard.history import PLOT_WINDOW_MS
+from neuroq.api.metrics import worker_state
+from neuroq.jobs import Job, JobStatus
+from neuroq.store.base import WebhookDelivery, WorkerInfo
+
+#: at most this many stream chunks are shown on a job page (the newest)
+CHUNKS_SHOWN = 500
+SECURITY_HEADERS = {
+    # No inline script or style anywhere, so the policy can forbid them outright: an output
+    # that slipped past escaping still could not run.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self';"
+    " script-src 'self'; connect-src 'self'; frame-ancestors 'none'; form-action 'self';"
+    " base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+}
+_STATUS_CLASS = {s: s.value.lower().replace("_", "-") for s in JobStatus}
+_FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+
+
+def h(value: object) -> str:
+    """HTML-escape anything for text or a quoted attribute."""
+    return html.escape(str(value), quote=True)
+
+
+# -- formatting ----------------------------------------------------------------------------------
+
+
+def fmt_time(at_ms: int | None) -> str:
+    if at_ms is None:
+        return "—"
+    moment = datetime.fromtimestamp(at_ms / 1000, UTC)
+    return (
+        f'<time datetime="{moment.isoformat()}" title="{moment:%Y-%m-%d %H:%M:%S} UTC">'
+        f"{moment:%H:%M:%S}</time>"
+    )
+
+
+def fmt_duration(ms: int | float | None) -> str:
+    if ms is None:
+        return "—"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.2f} s"
+    if ms < 3_600_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+def fmt_ago(at_ms: int, now: int) -> str:
+    return f"{fmt_duration(max(0, now - at_ms))} ago"
+
+
+def badge(status: JobStatus | str) -> str:
+    status = JobStatus(status)
+    return f'<span class="badge status-{_STATUS_CLASS[status]}">{h(status.value)}</span>'
+
+
+def pretty_json(text: str | None) -> str:
+    """Indented JSON in a <pre>, escaped; text that is not JSON is shown as it is."""
+    if text is None:
+        return '<p class="muted">none</p>'
+    try:
+        shown = json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+    except ValueError:
+        shown = text
+    return f"<pre>{h(shown)}</pre>"
+
+
+def job_url(endpoint_id: str, job_id: str) -> str:
+    return f"/jobs/{quote(endpoint_id, safe='')}/{quote(job_id, safe='')}"
+
+
+def action_button(
+    action: str, label: str, endpoint_id: str, job_id: str = "", *, danger: bool = False
+) -> str:
+    """A button that `dashboard.js` turns into a confirmed POST to `/ui/action/{action}`."""
+    subject = f"job {job_id}" if job_id else f"every queued job of endpoint {endpoint_id}"
+    confirm = f"{label} {subject}?"
+    return (
+        f'<button type="button" class="{"danger" if danger else "secondary"}"'
+        f' data-action="{h(action)}" data-endpoint="{h(endpoint_id)}" data-job="{h(job_id)}"'
+        f' data-confirm="{h(confirm)}">{h(label)}</button>'
+    )
+
+
+# -- plots ---------------------------------------------------------------------------------------
+
+_PLOT_W, _PLOT_H, _PAD = 600, 150, 22
+
+
+def svg_plot(points: list[tuple[int, float]], now: int, title: str, unit: str) -> str:
+    """A line chart of `points` (at_ms, value) over the last hour, as inline SVG."""
+    top = max((v for _, v in points), default=0.0)
+    scale = top if top > 0 else 1.0
+    start = now - PLOT_WINDOW_MS
+
+    def xy(at_ms: int, value: float) -> str:
+        x = (at_ms - start) / PLOT_WINDOW_MS * _PLOT_W
+        y = _PAD + (1 - value / scale) * (_PLOT_H - 2 * _PAD)
+        return f"{max(0.0, x):.1f},{y:.1f}"
+
+    shown = [(t, v) for t, v in points if t >= start]
+    line = " ".join(xy(t, v) for t, v in shown)
+    base_y = _PLOT_H - _PAD
+    area = ""
+    if len(shown) >= 2:
+        area = f'<polygon class="area" points="{xy(shown[0][0], 0)} {line} {xy(shown[-1][0], 0)}"/>'
+    latest = f"{shown[-1][1]:.3g}" if shown else "no data yet"
+    return (
+        f'<figure class="plot"><figcaption>{h(title)} <span class="muted">now {h(latest)}'
+        f" {h(unit)}</span></figcaption>"
+        f'<svg viewBox="0 0 {_PLOT_W} {_PLOT_H}" role="img"'
+        f' aria-label="{h(title)} over the last hour">'
+        f'<line class="axis" x1="0" y1="{base_y}" x2="{_PLOT_W}" y2="{base_y}"/>'
+        f'<line class="grid" x1="0" y1="{_PAD}" x2="{_PLOT_W}" y2="{_PAD}"/>'
+        f'<text x="4" y="{_PAD - 6}">{h(f"{top:.3g}")} {h(unit)}</text>'
+        f'<text x="4" y="{_PLOT_H - 6}">−60 min</text>'
+        f'<text x="{_PLOT_W - 4}" y="{_PLOT_H - 6}" text-anchor="end">now</text>'
+        f"{area}"
+        + (f'<polyline class="line" points="{line}"/>' if line else "")
+        + "</svg></figure>"
+    )
+
+
+def plots(depth: list[tuple[int, float]], throughput: list[tuple[int, float]], now: int) -> str:
+    """The overview's two plots, from `History.depth` and `History.throughput`."""
+    return svg_plot(depth, now, "Queue depth", "jobs") + svg_plot(
+        throughput, now, "Throughput", "jobs/min"
+    )
+
+
+# -- page frame ----------------------------------------------------------------------------------
+
+
+def document(title: str, body: str, *, path: str, csrf: str | None, live: str | None = None) -> str:
+    """A whole page around `body`. `csrf` is the session's CSRF token, None when signed out
+    (then the page has no navigation); `live` is the URL the script long-polls for fresh parts;
+    `path` marks the current navigation link."""
+    nav = ""
+    if csrf is not None:
+        links = [("/", "Overview"), ("/jobs", "Jobs"), ("/playground", "Playground")]
+        items = "".join(
+            f'<a href="{href}"{" aria-current=page" if path == href else ""}>{label}</a>'
+            for href, label in links
+        )
+        nav = (
+            f"<nav>{items}"
+            f'<form method="post" action="/logout"><input type="hidden" name="csrf"'
+            f' value="{h(csrf)}"><button class="link" type="submit">Log out</button></form></nav>'
+        )
+    live_attr = f' data-live="{h(live)}"' if live else ""
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f'<meta name="csrf-token" content="{h(csrf or "")}">'
+        f"<title>{h(title)} · NeuroQ</title>"
+        '<link rel="icon" href="data:,">'
+        '<link rel="stylesheet" href="/ui/static/dashboard.css">'
+        '<script src="/ui/static/dashboard.js" defer></script></head>'
+        f'<body{live_attr}><header><a class="brand" href="/">NeuroQ</a>{nav}</header>'
+        f'<main><div id="flash" role="status" aria-live="polite"></div>{body}</main>'
+        "</body></html>"
+    )
+
+
+def error_message(message: object) -> str:
+    return f'<p class="error" role="alert">{h(message)}</p>'
+
+
+LOGOUT_REFUSED = '<p class="error">Refused: stale or cross-site form.</p>'
+
+
+# -- sign in -------------------------------------------------------------------------------------
+
+
+def login_body(next_path: str, error: str = "") -> str:
+    message = error_message(error) if error else ""
+    return (
+        '<section class="card narrow"><h1>Sign in</h1>'
+        "<p>Use a client API key of this server (<code>NEUROQ_API_KEYS</code>, or the key"
+        " generated into the data directory).</p>"
+        f'{message}<form method="post" action="/login" class="stack">'
+        f'<input type="hidden" name="next" value="{h(next_path)}">'
+        '<label>API key <input type="password" name="key" autocomplete="current-password"'
+        ' required autofocus></label><button type="submit">Sign in</button></form></section>'
+    )
+
+
+# -- overview ------------------------------------------------------------------------------------
+
+
+def endpoints_table(
+    counts: dict[str, dict[str, int]],
+    workers: list[WorkerInfo],
+    rate: Callable[[str, str], float],
+) -> str:
+    """Every endpoint with jobs or workers: counts by status, `rate(endpoint, status)` per
+    minute for the finished ones, and its purge button."""
+    endpoints = sorted(set(counts) | {w.endpoint_id for w in workers})
+    rows = []
+    for ep in endpoints:
+        c = counts.get(ep, {})
+        n_workers = sum(1 for w in workers if w.endpoint_id == ep)
+        cells = [
+            f'<td><a href="/jobs?{urlencode({"endpoint": ep})}">{h(ep)}</a></td>',
+            f'<td class="num" data-col="queued">{c.get("IN_QUEUE", 0)}</td>',
+            f'<td class="num" data-col="running">{c.get("IN_PROGRESS", 0)}</td>',
+        ]
+        for status in _FINISHED:
+            cells.append(
+                f'<td class="num" data-col="{status.lower()}">{c.get(status, 0)}'
+                f"<small>{rate(ep, status):.1f}/min</small></td>"
+            )
+        cells.append(f'<td class="num">{n_workers}</td>')
+        cells.append(f"<td>{action_button('purge', 'Purge queue', ep, danger=True)}</td>")
+        rows.append(f'<tr data-endpoint="{h(ep)}">{"".join(cells)}</tr>')
+    if not rows:
+        return '<p class="muted">No jobs or workers yet.</p>'
+    return (
+        '<div class="scroll"><table><thead><tr><th>Endpoint</th><th>Queued</th><th>Running</th>'
+        "<th>Completed</th><th>Failed</th><th>Cancelled</th><th>Timed out</th><th>Workers</th>"
+        f"<th></th></tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def workers_table(workers: list[WorkerInfo], now: int) -> str:
+    rows = []
+    for w in workers:
+        jobs = " ".join(
+            f'<a href="{h(job_url(w.endpoint_id, j))}">{h(j)}</a>' for j in w.held_job_ids
+        )
+        state = worker_state(w)
+        rows.append(
+            f'<tr data-worker="{h(w.worker_id)}"><td>{h(w.worker_id)}</td>'
+            f"<td>{h(w.endpoint_id)}</td>"
+            f'<td><span class="badge state-{h(state)}">{h(state)}</span></td>'
+            f'<td class="ids">{jobs or "—"}</td><td>{fmt_ago(w.last_seen_ms, now)}</td></tr>'
+        )
+    if not rows:
+        return '<p class="muted">No worker has been in touch recently.</p>'
+    return (
+        '<div class="scroll"><table><thead><tr><th>Worker</th><th>Endpoint</th><th>State</th>'
+        "<th>Current jobs</th><th>Last heartbeat</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+def overview_body(parts: dict[str, str]) -> str:
+    return (
+        '<section class="card"><h1>Endpoints</h1>'
+        f'<div id="endpoints">{parts["endpoints"]}</div></section>'
+        '<section class="card"><h2>Last hour</h2>'
+        f'<div id="plots" class="plots">{parts["plots"]}</div></section>'
+        '<section class="card"><h2>Workers</h2>'
+        f'<div id="workers">{parts["workers"]}</div></section>'
+    )
+
+
+# -- job list ------------------------------------------------------------------------------------
+
+
+def _job_row(job: Job) -> str:
+    return (
+        f'<tr data-job="{h(job.id)}">'
+        f'<td class="ids"><a href="{h(job_url(job.endpoint_id, job.id))}">'
+        f"{h(job.id)}</a></td><td>{h(job.endpoint_id)}</td><td>{badge(job.status)}</td>"
+        f"<td>{fmt_time(job.created_at_ms)}</td><td>{fmt_duration(job.delay_time_ms)}</td>"
+        f'<td>{fmt_duration(job.execution_time_ms)}</td><td class="num">{job.retries}</td></tr>'
+    )
+
+
+def jobs_list(jobs: list[Job], filt: JobFilter, *, has_next: bool) -> str:
+    """One page of the job list (at most PAGE_SIZE jobs) and its pager; `has_next` says an
+    older page exists."""
+    if jobs:
+        table = (
+            '<div class="scroll"><table><thead><tr><th>Job</th><th>Endpoint</th><th>Status</th>'
+            "<th>Created (UTC)</th><th>Delay</th><th>Execution</th><th>Retries</th></tr></thead>"
+            f"<tbody>{''.join(_job_row(j) for j in jobs)}</tbody></table></div>"
+        )
+    else:
+        table = '<p class="muted">No job matches.</p>'
+    pager = []
+    if filt.offset > 0:
+        prev = filt.query(offset=max(0, filt.offset - PAGE_SIZE))
+        pager.append(f'<a rel="prev" href="/jobs?{h(prev)}">← Newer</a>')
+    if jobs:
+        pager.append(f'<span class="muted">{filt.offset + 1}–{filt.offset + len(jobs)}</span>')
+    if has_next:
+        older = filt.query(offset=filt.offset + PAGE_SIZE)
+        pager.append(f'<a rel="next" href="/jobs?{h(older)}">Older →</a>')
+    return table + f'<div class="pager">{" ".join(pager)}</div>'
+
+
+def _select(name: str, label: str, options: list[tuple[str, str]], current: str) -> str:
+    opts = "".join(
+        f'<option value="{h(v)}"{" selected" if v == current else ""}>{h(text)}</option>'
+        for v, text in options
+    )
+    return f'<label>{h(label)} <select name="{h(name)}">{opts}</select></label>'
+
+
+def jobs_body(filt: JobFilter, endpoints: list[str], parts: dict[str, str]) -> str:
+    """The job list page: the filter form (offering `endpoints`) above the list."""
+    form = (
+        '<form method="get" action="/jobs" class="filters">'
+        + _select(
+            "endpoint",
+            "Endpoint",
+            [("", "all")] + [(e, e) for e in endpoints],
+            filt.endpoint_id or "",
+        )
+        + _select(
+            "status",
+            "Status",
+            [("", "all")] + [(s, s) for s in JobStatus.__members__],
+            filt.status or "",
+        )
+        + _select("since", "Created", [(k, v[0]) for k, v in SINCE_CHOICES.items()], filt.since)
+        + '<button type="submit">Filter</button></form>'
+    )
+    return (
+        f'<section class="card"><h1>Jobs</h1>{form}<div id="jobs">{parts["jobs"]}</div></section>'
+    )
+
+
+# -- job page ------------------------------------------------------------------------------------
+
+
+def _chunk_list(chunks: list[tuple[int, str]]) -> str:
+    if not chunks:
+        return '<p class="muted">none</p>'
+    shown = chunks[-CHUNKS_SHOWN:]
+    note = (
+        f'<p class="muted">showing the last {len(shown)} of {len(chunks)}</p>'
+        if len(shown) < len(chunks)
+        else ""
+    )
+    items = "".join(f'<li value="{seq}"><code>{h(chunk)}</code></li>' for seq, chunk in shown)
+    return f'{note}<ol class="chunks">{items}</ol>'
+
+
+def job_details(
+    job: Job,
+    chunks: list[tuple[int, str]],
+    attempts: list[WebhookAttempt],
+    pending: list[WebhookDelivery],
+    now: int,
+) -> str:
+    """Everything about one job: action buttons, facts, its result so far, input, stream chunks
+    and webhook deliveries (`attempts` seen by this process, `pending` in the outbox)."""
+    endpoint_id, job_id = job.endpoint_id, job.id
+    actions = []
+    if not job.status.is_terminal:
+        actions.append(action_button("cancel", "Cancel", endpoint_id, job_id, danger=True))
+    if job.status in (JobStatus.FAILED, JobStatus.TIMED_OUT):
+        actions.append(action_button("retry", "Retry", endpoint_id, job_id))
+    facts = [
+        ("Status", badge(job.status)),
+        (
+            "Endpoint",
+            f'<a href="/jobs?{h(urlencode({"endpoint": endpoint_id}))}">{h(endpoint_id)}</a>',
+        ),
+        ("Worker", h(job.worker_id) if job.worker_id else "—"),
+        ("Created", fmt_time(job.created_at_ms)),
+        ("Started", fmt_time(job.started_at_ms)),
+        ("Finished", fmt_time(job.finished_at_ms)),
+        ("Delay", fmt_duration(job.delay_time_ms)),
+        (
+            "Execution",
+            fmt_duration(job.execution_time_ms)
+            if job.execution_time_ms is not None or job.started_at_ms is None
+            else f"{fmt_duration(now - job.started_at_ms)} so far",
+        ),
+        ("Retries", str(job.retries)),
+        (
+            "Timeouts",
+            f"execution {fmt_duration(job.policy.execution_timeout_ms)},"
+            f" ttl {fmt_duration(job.policy.ttl_ms)}",
+        ),
+        ("Webhook", h(urlsplit(job.webhook).netloc) if job.webhook else "—"),
+    ]
+    facts_html = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    if job.status is JobStatus.IN_PROGRESS:
+        result_html = f"<h2>Progress</h2>{pretty_json(job.output_json)}"
+    elif job.error_json is not None:
+        result_html = f'<h2>Error</h2><div class="error-box">{pretty_json(job.error_json)}</div>'
+    elif job.status.is_terminal:
+        result_html = f"<h2>Output</h2>{pretty_json(job.output_json)}"
+    else:
+        result_html = '<h2>Output</h2><p class="muted">not started yet</p>'
+    hook_items = [
+        f"<li>attempt {a.attempt} at {fmt_time(a.at_ms)}: "
+        f"{'delivered' if a.ok else 'failed, gave up' if a.final else 'failed, will retry'}</li>"
+        for a in attempts
+    ] + [
+        f"<li>pending: {d.attempts} attempt(s) made, next at {fmt_time(d.next_attempt_at_ms)}</li>"
+        for d in pending
+    ]
+    hooks = f"<ul>{''.join(hook_items)}</ul>" if hook_items else '<p class="muted">none</p>'
+    return (
+        f'<div class="actions">{"".join(actions)}</div>'
+        f'<dl class="facts">{facts_html}</dl>{result_html}'
+        f"<h2>Input</h2>{pretty_json(job.input_json)}"
+        f"<h2>Stream chunks ({len(chunks)})</h2>{_chunk_list(chunks)}"
+        f"<h2>Webhook deliveries</h2>{hooks}"
+    )
+
+
+def job_body(job_id: str, parts: dict[str, str]) -> str:
+    return (
+        f'<section class="card"><h1 class="ids">Job {h(job_id)}</h1>'
+        f'<div id="job">{parts["job"]}</div></section>'
+    )
+
+
+JOB_MISSING = (
+    '<section class="card"><h1>Job not found</h1><p>It is unknown, or was deleted after'
+    ' its retention ran out.</p><p><a href="/jobs">All jobs</a></p></section>'
+)
+
+
+# -- playground ----------------------------------------------------------------------------------
+
+PLAYGROUND = (
+    '<section class="card"><h1>Playground</h1>'
+    "<p>Submits a <code>generate</code> job and shows the text as the worker streams it.</p>"
+    '<form id="playground" class="stack">'
+    '<label>Endpoint <input name="endpoint_id" value="neuroq" required'
+    ' pattern="[A-Za-z0-9_\\-]{1,128}"></label>'
+    '<label>Prompt <textarea name="prompt" rows="4" required></textarea></label>'
+    '<label>Max length <input name="max_length" type="number" min="1" max="4096"'
+    ' placeholder="handler default"></label>'
+    "<details><summary>More input fields</summary>"
+    "<label>Extra input (a JSON object merged into the input)"
+    ' <textarea name="extra" rows="3" placeholder=\'{"temperature": 0.7}\'></textarea>'
+    "</label></details>"
+    '<button type="submit">Generate</button></form>'
+    '<div id="pg-result" class="pg-result" hidden>'
+    '<p><span id="pg-status" class="badge">SUBMITTED</span> <a id="pg-job" href="#">job</a></p>'
+    '<pre id="pg-output" class="generated"></pre></div></section>'
+)
