@@ -1,12 +1,11 @@
-"""The web dashboard served by `neuroq serve` at `/`.
+"""The dashboard's request handlers and ROUTES.
 
-Pages are rendered as HTML by `render` (the only place that escapes); `static/dashboard.js`
-(plain JS, no build step, no CDN) keeps them live. Every page names a live URL: the script
-long-polls it with the version it last saw, the server holds the request until the data changed
-(an `Activity.changes` or job topic moved) or `LIVE_HOLD_S` passed, and answers with freshly
-rendered fragments that replace the page's `id`-named parts.
-
-Sign-in sessions, CSRF tokens and the same-site check live in `sessions`.
+A handler checks the session (`signed_in_page` sends a browser to the login page;
+`signed_in_api` answers 401 and, for a change, also wants the CSRF token and a same-site
+request), reads or changes the store, and hands the records to `render`. Every page names a live
+URL: the script long-polls it with the version it last saw, the server holds the request until
+the data changed (an `Activity.changes` or job topic moved) or `LIVE_HOLD_S` passed, and answers
+with freshly rendered fragments that replace the page's `id`-named parts.
 
 Routes: `/`, `/jobs`, `/jobs/{endpoint_id}/{job_id}`, `/playground` (pages), `/login`, `/logout`,
 and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playground` (submit),
@@ -17,24 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from importlib import resources
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import (
-    HTMLResponse,
-    JSONResponse,
-    RedirectResponse,
-    Response,
-)
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from neuroq.api import sse
-from neuroq.api.activity import JOBS_CHANGED, Activity
-from neuroq.api.auth import Keys
+from neuroq.api.activity import JOBS_CHANGED
 from neuroq.api.dashboard import render
 from neuroq.api.dashboard.forms import (
     PAGE_SIZE,
@@ -49,34 +39,15 @@ from neuroq.api.dashboard.forms import (
     read_json_body,
     safe_next,
 )
-from neuroq.api.dashboard.history import History
-from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, Sessions, same_site
-from neuroq.api.metrics import Metrics
-from neuroq.config import Settings
+from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, same_site
+from neuroq.api.dashboard.state import STATIC_FILES, Dashboard
 from neuroq.jobs import NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import InvalidTransition, JobStore, job_topic
+from neuroq.store.base import InvalidTransition, job_topic
 
 log = logging.getLogger("neuroq.dashboard")
 
 #: longest a live request is held when nothing changes (bounds staleness of heartbeat ages)
 LIVE_HOLD_S = 5.0
-_STATIC = {"dashboard.js": "text/javascript", "dashboard.css": "text/css"}
-
-
-# -- state shared by the routes ------------------------------------------------------------------
-
-
-@dataclass
-class Dashboard:
-    settings: Settings
-    store: JobStore
-    metrics: Metrics
-    activity: Activity
-    sessions: Sessions
-    history: History
-    static: dict[str, bytes]
-    #: tags live versions, so a page that saw another server process never looks up to date
-    instance: str = field(default_factory=lambda: secrets.token_hex(4))
 
 
 def _dash(request: Request) -> Dashboard:
@@ -112,6 +83,8 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 def signed_in_page(handler: Handler) -> Handler:
+    """A page: without a valid session, redirect to the login page, which comes back here."""
+
     async def wrapped(request: Request) -> Response:
         if _session(request) is None:
             return _login_redirect(request)
@@ -121,6 +94,9 @@ def signed_in_page(handler: Handler) -> Handler:
 
 
 def signed_in_api(handler: Handler, *, changes_state: bool = False) -> Handler:
+    """A script's request: 401 without a valid session; one that `changes_state` must also
+    carry the session's CSRF token (`X-CSRF-Token`) and come from this site, else 403."""
+
     async def wrapped(request: Request) -> Response:
         token = _session(request)
         if token is None:
@@ -412,12 +388,7 @@ async def stream(request: Request) -> Response:
     return events
 
 
-# -- static files and installation ---------------------------------------------------------------
-
-
-def _load_static() -> dict[str, bytes]:
-    folder = resources.files(__package__).joinpath("static")
-    return {name: folder.joinpath(name).read_bytes() for name in _STATIC}
+# -- static files ------------------------------------------------------------------------------
 
 
 async def static(request: Request) -> Response:
@@ -427,7 +398,7 @@ async def static(request: Request) -> Response:
         return JSONResponse({"error": f"no static file {name!r}"}, 404)
     return Response(
         files[name],
-        media_type=_STATIC[name],
+        media_type=STATIC_FILES[name],
         headers={"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"},
     )
 
@@ -447,12 +418,3 @@ ROUTES: list[BaseRoute] = [
     Route("/ui/stream/{endpoint_id}/{job_id}", signed_in_api(stream), methods=["GET"]),
     Route("/ui/static/{name}", static, methods=["GET"]),
 ]
-
-
-def create_dashboard(
-    settings: Settings, store: JobStore, metrics: Metrics, activity: Activity, keys: Keys
-) -> Dashboard:
-    """The dashboard's state; the app serves ROUTES with it as `app.state.dashboard` and runs
-    `history.run` for as long as it serves (neuroq.api.app)."""
-    history = History(settings.dashboard_sample_s)
-    return Dashboard(settings, store, metrics, activity, Sessions(keys), history, _load_static())
