@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
@@ -29,7 +30,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuroq.jobs import Job, JobStatus, now_ms
-from neuroq.store.base import JobStore, WorkerInfo
+from neuroq.scaler.source import endpoint_report
+from neuroq.store.base import JobStore, QueueStats, WorkerInfo
 from neuroq.store.events import (
     JobRetried,
     JobsEnded,
@@ -133,6 +135,25 @@ class Metrics:
             buckets=HTTP_BUCKETS_S,
             registry=r,
         )
+        # The scaler's inputs and decision per endpoint (configured or with live jobs).
+        self.endpoint_gauges = {
+            key: Gauge(name, doc, ["endpoint"], registry=r)
+            for key, name, doc in (
+                ("queued", "neuroq_endpoint_queued_jobs", "Jobs waiting in the queue."),
+                ("running", "neuroq_endpoint_running_jobs", "Jobs held by a worker."),
+                (
+                    "oldestQueueDelaySeconds",
+                    "neuroq_endpoint_oldest_queue_delay_seconds",
+                    "How long the job that has waited longest has been queued.",
+                ),
+                ("workers", "neuroq_endpoint_workers", "Live workers known to the server."),
+                (
+                    "desiredWorkers",
+                    "neuroq_endpoint_desired_workers",
+                    "Workers the endpoint's scaler rule wants now (see docs/scaling.md).",
+                ),
+            )
+        }
         self.finished: dict[tuple[str, str], int] = {}
         for final in ("true", "false"):
             self.webhook_failures.labels(final)  # present at 0 before the first failure
@@ -182,6 +203,13 @@ class Metrics:
                 self.workers.labels(endpoint_id, state).set(0)
         for worker in workers:
             self.workers.labels(worker.endpoint_id, worker_state(worker)).inc()
+
+    def set_endpoint_gauges(self, reports: list[dict[str, Any]]) -> None:
+        """Replace the scaler gauges with `endpoint_report`s read at scrape time."""
+        for key, gauge in self.endpoint_gauges.items():
+            gauge.clear()
+            for report in reports:
+                gauge.labels(report["endpoint"]).set(report[key])
 
 
 def worker_state(worker: WorkerInfo) -> str:
@@ -234,8 +262,26 @@ async def metrics_endpoint(request: Request) -> Response:
         )
     store: JobStore = app_state.store
     metrics: Metrics = app_state.metrics
-    metrics.set_state_gauges(await store.job_counts(now_ms()), await store.list_workers())
+    workers = await store.list_workers()
+    metrics.set_state_gauges(await store.job_counts(now_ms()), workers)
+    metrics.set_endpoint_gauges(await _endpoint_reports(store, workers))
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _endpoint_reports(store: JobStore, workers: list[WorkerInfo]) -> list[dict[str, Any]]:
+    configs = {c.endpoint_id: c for c in await store.list_endpoints()}
+    stats = await store.queue_stats()
+    now = now_ms()
+    return [
+        endpoint_report(
+            endpoint_id,
+            configs.get(endpoint_id),
+            stats.get(endpoint_id, QueueStats()),
+            [w for w in workers if w.endpoint_id == endpoint_id],
+            now,
+        )
+        for endpoint_id in sorted(set(configs) | set(stats))
+    ]
 
 
 ROUTES = [Route("/metrics", metrics_endpoint, methods=["GET"])]

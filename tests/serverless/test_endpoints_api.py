@@ -1,0 +1,157 @@
+"""Endpoint settings over HTTP and the CLI: create, read, patch, list, delete under
+`/endpoints`, errors naming the field, the client key required; an endpoint's executionTimeout
+as the default of its jobs; `neuroq endpoint` commands; an unmodified RunPod SDK worker started
+by the scaler as the endpoint's external command; the metrics JSON in the shape KEDA's
+metrics-api scaler reads, and the Prometheus gauges beside it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fleet import SERVER_ENV, client, configure, new_endpoint, wait_for, worker_leaders
+from harness import REPO, ServerProcess, start_server
+
+SDK_WORKER = REPO / "tests" / "compat" / "workers" / "sync_worker.py"
+
+
+@pytest.fixture(scope="module")
+def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = start_server(tmp_path_factory.mktemp("endpoints"), **SERVER_ENV)
+    yield proc
+    proc.stop()
+
+
+def _call(server: ServerProcess, method: str, path: str, **kwargs: object) -> httpx.Response:
+    return httpx.request(
+        method, f"{server.url}{path}", headers=server.client_headers, timeout=10, **kwargs
+    )  # type: ignore[arg-type]
+
+
+def test_settings_round_trip(api_server: ServerProcess) -> None:
+    ep = new_endpoint("cfg")
+    assert _call(api_server, "GET", f"/endpoints/{ep}").status_code == 404
+    created = _call(api_server, "PUT", f"/endpoints/{ep}", json={"workersMax": 2})
+    assert created.status_code == 201 and created.json()["workersMax"] == 2
+    assert created.json()["idleTimeout"] == 5  # the default
+    patched = _call(api_server, "PATCH", f"/endpoints/{ep}", json={"idleTimeout": 9})
+    assert patched.json()["idleTimeout"] == 9 and patched.json()["workersMax"] == 2
+    replaced = _call(api_server, "PUT", f"/endpoints/{ep}", json={"scalerType": "REQUEST_COUNT"})
+    assert replaced.status_code == 200 and replaced.json()["idleTimeout"] == 5
+    listed = _call(api_server, "GET", "/endpoints").json()["endpoints"]
+    assert ep in [item["name"] for item in listed]
+    assert _call(api_server, "DELETE", f"/endpoints/{ep}").json() == {"deleted": ep}
+    assert _call(api_server, "DELETE", f"/endpoints/{ep}").status_code == 404
+    assert _call(api_server, "PATCH", f"/endpoints/{ep}", json={}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"workersMax": -1}, "workersMax"),
+        ({"workersMin": 3, "workersMax": 2}, "workersMin"),
+        ({"scalerType": "CPU"}, "scalerType"),
+        ({"handler": "no-colon"}, "handler"),
+        ({"command": "python w.py"}, "command"),
+        ({"executionTimeout": 1}, "executionTimeout"),
+        ({"env": {"1X": "y"}}, "env.1X"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_bad_settings_are_400_naming_the_field(
+    api_server: ServerProcess, body: dict[str, object], field: str
+) -> None:
+    reply = _call(api_server, "PUT", f"/endpoints/{new_endpoint('bad')}", json=body)
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["field"] == field and reply.json()["error"].startswith(f"{field}: ")
+
+
+def test_routes_need_the_client_key(api_server: ServerProcess) -> None:
+    for method, path in [("GET", "/endpoints"), ("PUT", "/endpoints/x"), ("GET", "/endpoints/x")]:
+        reply = httpx.request(method, f"{api_server.url}{path}", json={}, timeout=10)
+        assert reply.status_code == 401, (method, path)
+    worker = httpx.get(f"{api_server.url}/endpoints", headers=api_server.worker_headers)
+    assert worker.status_code == 401
+
+
+def test_endpoint_execution_timeout_is_the_jobs_default(api_server: ServerProcess) -> None:
+    ep = new_endpoint("timeout")
+    configure(api_server, ep, executionTimeout=5_000)  # no handler: a plain queue with a default
+    with client(api_server) as http:
+        implicit = http.post(f"/{ep}/run", json={"input": 1}).json()["id"]
+        explicit = http.post(
+            f"/{ep}/run", json={"input": 2, "policy": {"executionTimeout": 60_000}}
+        ).json()["id"]
+        take = httpx.get(
+            f"{api_server.base_url}/{ep}/job-take-batch/w-timeout?batch_size=2",
+            headers=api_server.worker_headers,
+            timeout=30,
+        ).json()
+        timeouts = {job["id"]: job["policy"]["executionTimeout"] for job in take}
+        assert timeouts == {implicit: 5_000, explicit: 60_000}
+
+
+def test_endpoint_cli(api_server: ServerProcess) -> None:
+    ep = new_endpoint("cli")
+    base = [sys.executable, "-m", "neuroq", "endpoint"]
+    auth = ["--url", api_server.url, "--key", api_server.api_key]
+
+    def run(*args: str) -> object:
+        out = subprocess.run([*base, *args, *auth], capture_output=True, text=True, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    created = run("create", ep, "--handler", "m:f", "--workers-max", "0", "--env", "A=b")
+    assert created == {**created, "handler": "m:f", "workersMax": 0, "env": {"A": "b"}}
+    updated = run("update", ep, "--idle-timeout", "7")
+    assert updated == {**created, "idleTimeout": 7, "updatedAt": updated["updatedAt"]}  # type: ignore[index]
+    assert ep in [item["name"] for item in run("list")]  # type: ignore[attr-defined]
+    bad = subprocess.run([*base, "update", ep, "--workers-min", "9", *auth],
+                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert bad.returncode != 0 and "workersMin: 9 is more than workersMax 0" in bad.stderr
+    assert run("delete", ep) == {"deleted": ep}
+
+
+def test_unmodified_runpod_sdk_worker_as_the_endpoint_command(
+    api_server: ServerProcess, tmp_path: Path
+) -> None:
+    ep = new_endpoint("sdk")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "COMPAT_EVENTS": str(tmp_path / "events.jsonl")}
+    configure(
+        api_server, ep, command=[sys.executable, str(SDK_WORKER)], env=env,
+        workersMax=1, idleTimeout=1,
+    )  # fmt: skip
+    with client(api_server) as http:
+        reply = http.post(f"/{ep}/runsync", json={"input": {"seconds": 0, "value": 7}}).json()
+    assert reply["status"] == "COMPLETED", reply
+    assert reply["output"] == {"slept": 0, "value": 7}
+    assert reply["workerId"].startswith(f"{ep}-")
+    wait_for(
+        lambda: worker_leaders(api_server, ep), 30, "SDK worker stopped", until=lambda w: not w
+    )
+
+
+def test_metrics_json_has_the_shape_keda_reads(api_server: ServerProcess) -> None:
+    ep = new_endpoint("keda")
+    configure(api_server, ep, workersMax=5, scalerType="REQUEST_COUNT", scalerValue=2)
+    with client(api_server) as http:
+        for n in range(3):
+            http.post(f"/{ep}/run", json={"input": n})
+    report = _call(api_server, "GET", f"/endpoints/{ep}/metrics").json()
+    # KEDA metrics-api: valueLocation is a GJSON path into this object; the value a number
+    assert report["desiredWorkers"] == 2 and report["queued"] == 3 and report["jobs"] == 3
+    for key in ("queued", "running", "jobs", "oldestQueueDelaySeconds", "workers",
+                "desiredWorkers"):  # fmt: skip
+        assert isinstance(report[key], int | float) and not isinstance(report[key], bool), key
+    assert report["oldestQueueDelaySeconds"] >= 0
+    scrape = _call(api_server, "GET", "/metrics").text
+    assert f'neuroq_endpoint_desired_workers{{endpoint="{ep}"}} 2.0' in scrape
+    assert f'neuroq_endpoint_queued_jobs{{endpoint="{ep}"}} 3.0' in scrape
+    assert f'neuroq_endpoint_oldest_queue_delay_seconds{{endpoint="{ep}"}}' in scrape
