@@ -1,4 +1,4 @@
-"""The handler's actions: health, status, init, train, generate, clear_session.
+"""The handler's actions: health, status, init, train, generate, clear_session, reset_model.
 
 `Service.handle(job)` validates the input into a request dataclass, runs one action and returns
 the result object (spec §6.1 field names: `status`, `mode`, `prompt`, `generated`, `vocab_size`,
@@ -23,10 +23,12 @@ from neuroq.handler.batching import MicroBatcher
 from neuroq.handler.models import ModelNotFound, ModelRegistry, dialogues_from
 from neuroq.handler.requests import (
     DEFAULT_NAMES,
+    PROTECTED,
     ClearSessionRequest,
     GenerateRequest,
     HealthRequest,
     InitRequest,
+    ResetModelRequest,
     StatusRequest,
     TrainRequest,
     model_name,
@@ -37,7 +39,8 @@ from neuroq.handler.streaming import piece_stream
 from neuroq.handler.validation import InputError, validate
 from neuroq.model.checkpoint import CheckpointError
 from neuroq.model.engine import Engine
-from neuroq.model.tokenizer import TokenizerError
+from neuroq.model.model import NeuroQConfig
+from neuroq.model.tokenizer import MODEL_FILE, Tokenizer, TokenizerError
 from neuroq.model.train import ProgressEvent
 
 log = logging.getLogger("neuroq.handler")
@@ -93,6 +96,8 @@ class Service:
                     return await self.init(request)
                 case TrainRequest():
                     return await self.train(job, request)
+                case ResetModelRequest():
+                    return await self.reset_model(request)
                 case GenerateRequest():
                     return await self.generate(job, request)
         except (InputError, ModelNotFound) as exc:
@@ -136,6 +141,7 @@ class Service:
 
     async def init(self, request: InitRequest) -> dict[str, Any]:
         name = model_name(request.model, request.mode)
+        _check_overwrite(name, request.overwrite, "init")
         model = await asyncio.to_thread(self.models.init, name, request.mode, request.architecture)
         return {
             "status": "success",
@@ -148,7 +154,11 @@ class Service:
 
     async def train(self, job: dict[str, Any], request: TrainRequest) -> dict[str, Any]:
         name = model_name(request.model, request.mode)
-        config, tokenizer = self.models.train_config(name, request.mode, request.architecture)
+        _check_overwrite(name, request.overwrite, "train")
+        if request.from_model is None:
+            config, tokenizer = self.models.train_config(name, request.mode, request.architecture)
+        else:
+            config, tokenizer = self._fine_tune_base(request.from_model, request)
         dialogues = dialogues_from(request.training.texts)
         stop = threading.Event()
         last = [0.0]
@@ -183,6 +193,7 @@ class Service:
                 request.training,
                 progress=progress,
                 should_stop=stop.is_set,
+                from_model=request.from_model,
             )
         )
         try:
@@ -206,14 +217,56 @@ class Service:
             "eval_loss": result.eval_loss,
             "tokens_per_s": round(result.tokens_per_s, 1),
             "vocab_size": config.vocab_size,
+            **({"from_model": request.from_model} if request.from_model is not None else {}),
         }
+
+    def _fine_tune_base(self, source: str, request: TrainRequest) -> tuple[NeuroQConfig, Any]:
+        """The architecture and tokenizer of the checkpoint to fine-tune, which the request
+        must not contradict: its weights only fit that architecture."""
+        if not self.models.exists(source):
+            raise ModelNotFound(f"from_model: no checkpoint named {source!r}")
+        given = request.architecture.overrides()
+        if given:
+            raise InputError(
+                next(iter(given)),
+                f"fine-tuning keeps the architecture of {source!r}; leave out the model "
+                f"parameters ({', '.join(given)})",
+            )
+        config = self.models.config(source)
+        if request.mode is not None and config.mode != request.mode:
+            raise InputError(
+                "mode", f"model {source!r} is a {config.mode} model, not {request.mode}"
+            )
+        return config, Tokenizer.load(self.models.path(source) / MODEL_FILE)
+
+    async def reset_model(self, request: ResetModelRequest) -> dict[str, Any]:
+        name = request.model
+        if name not in PROTECTED:
+            shipped = ", ".join(repr(n) for n in PROTECTED)
+            raise InputError(
+                "model", f"only {shipped} has a shipped version to go back to, not {name!r}"
+            )
+        reset = await asyncio.to_thread(self.models.reset, name)
+        message = (
+            f"model {name!r} is the shipped one again; the trained copy was deleted"
+            if reset
+            else f"model {name!r} is already the shipped one"
+        )
+        return {"status": "success", "model": name, "reset": reset, "message": message}
 
     async def generate(self, job: dict[str, Any], request: GenerateRequest) -> dict[str, Any]:
         mode = request.mode
         name = model_name(request.model, mode)
         trained: dict[str, Any] | None = None
         if request.train_before_generate:
-            before = TrainRequest(name, mode, request.architecture, request.training)
+            before = TrainRequest(
+                name,
+                mode,
+                request.architecture,
+                request.training,
+                overwrite=request.overwrite,
+                from_model=request.from_model,
+            )
             trained = await self.train(job, before)
         if not self.models.exists(name):
             hint = f'; send {{"action": "train", "mode": "{mode}"}} first' if mode else ""
@@ -256,6 +309,18 @@ class Service:
         if trained is not None:
             output["training"] = {k: trained[k] for k in ("epochs", "steps", "eval_loss")}
         return output
+
+
+def _check_overwrite(name: str, overwrite: bool, action: str) -> None:
+    """A shipped model is replaced only on request: every generate without `model` answers
+    from it, so a train or init job that merely left out `model` must not change them all."""
+    if name in PROTECTED and not overwrite:
+        raise InputError(
+            "model",
+            f'{name!r} is the model every request without "model" uses, and {action} would '
+            f'replace it; name a new model ("model": "my-model") or send "overwrite": true '
+            f'({{"action": "reset_model"}} brings the shipped one back)',
+        )
 
 
 def _device() -> str:

@@ -35,6 +35,7 @@ from neuroq.model.checkpoint import (
     WEIGHTS_FILE,
     CheckpointError,
     load_checkpoint,
+    read_config,
     save_checkpoint,
 )
 from neuroq.model.corpus import Dialogue, load_corpus
@@ -211,6 +212,10 @@ class ModelRegistry:
         self._loaded.pop(name, None)
         return model
 
+    def config(self, name: str) -> NeuroQConfig:
+        """The architecture of an existing checkpoint (its config.json only)."""
+        return read_config(self.path(name))
+
     def train_config(
         self, name: str, mode: str | None, architecture: Architecture
     ) -> tuple[NeuroQConfig, Tokenizer]:
@@ -233,10 +238,14 @@ class ModelRegistry:
         *,
         progress: Callable[[ProgressEvent], None],
         should_stop: Callable[[], bool],
+        from_model: str | None = None,
     ) -> TrainResult:
-        """Train into a staging directory; publish it as `name` only if the run completed."""
+        """Train into a staging directory; publish it as `name` only if the run completed.
+        With `from_model`, training starts from that checkpoint's weights (fine-tuning) and
+        `config`/`tokenizer` must be its own."""
         self.root.mkdir(parents=True, exist_ok=True)
         staging = self.root / f".staging-{name}-{uuid.uuid4().hex[:12]}"
+        origin = {"from_model": from_model} if from_model is not None else {}
         try:
             result = train(
                 dialogues,
@@ -248,7 +257,8 @@ class ModelRegistry:
                 progress=progress,
                 should_stop=should_stop,
                 terminal=TerminalProgress(io.StringIO()),
-                extra_meta={"trained_by": "handler"},
+                init_from=self.path(from_model) if from_model is not None else None,
+                extra_meta={"trained_by": "handler", **origin},
             )
             if not result.stopped:
                 with self._train_lock(name):
@@ -256,6 +266,20 @@ class ModelRegistry:
             return result
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def reset(self, name: str) -> bool:
+        """Delete the data directory's checkpoint `name`, so that a shipped model of that name
+        serves again; False when there was none. Readers see the old files or, after a short
+        wait, the shipped ones (the aside name is one `_swapping` knows)."""
+        own = self.root / name
+        with self._train_lock(name):
+            if not own.is_dir():
+                return False
+            aside = self.root / f".old-{name}-{uuid.uuid4().hex[:12]}"
+            os.replace(own, aside)
+            shutil.rmtree(aside, ignore_errors=True)
+        self._loaded.pop(name, None)
+        return True
 
     def _train_lock(self, name: str) -> threading.Lock:
         return self._train_locks.setdefault(name, threading.Lock())

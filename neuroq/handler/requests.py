@@ -17,6 +17,9 @@ from neuroq.model.sampling import SamplingParams
 DEFAULT_MODE = "layered"
 #: the model a request without `model` uses, per mode
 DEFAULT_NAMES = {"layered": "default", "brain": "brain"}
+#: names that ship with the package: a train or init job replaces one only with `overwrite`,
+#: since every request without `model` would answer from the result
+PROTECTED = ("default",)
 
 #: a training text: a reply alone, or a {"user": ..., "assistant": ...} exchange
 Text = str | dict[str, str]
@@ -97,13 +100,15 @@ class ClearSessionRequest:
 
 @dataclass(frozen=True)
 class InitRequest:
-    """Write an untrained checkpoint. `model` None means the mode's default name."""
+    """Write an untrained checkpoint. `model` None means the mode's default name; replacing
+    `default` needs `overwrite` (see PROTECTED)."""
 
     action: ClassVar[str] = "init"
 
     model: str | None = None
     mode: str = DEFAULT_MODE
     architecture: Architecture = field(default_factory=Architecture)
+    overwrite: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,20 @@ class TrainRequest:
     mode: str | None = None
     architecture: Architecture = field(default_factory=Architecture)
     training: TrainOptions = field(default_factory=TrainOptions)
+    #: replacing `default` needs this (see PROTECTED)
+    overwrite: bool = False
+    #: a checkpoint to fine-tune (its weights, architecture and tokenizer); None: fresh weights
+    from_model: str | None = None
+
+
+@dataclass(frozen=True)
+class ResetModelRequest:
+    """Delete the data directory's trained copy of `default`, so the shipped model serves
+    again (the only name with a shipped version)."""
+
+    action: ClassVar[str] = "reset_model"
+
+    model: str = "default"
 
 
 @dataclass(frozen=True)
@@ -135,6 +154,8 @@ class GenerateRequest:
     train_before_generate: bool = False
     architecture: Architecture = field(default_factory=Architecture)
     training: TrainOptions = field(default_factory=TrainOptions)
+    overwrite: bool = False
+    from_model: str | None = None
 
 
 Request = (
@@ -143,5 +164,6 @@ Request = (
     | ClearSessionRequest
     | InitRequest
     | TrainRequest
+    | ResetModelRequest
     | GenerateRequest
 )

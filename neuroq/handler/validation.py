@@ -22,6 +22,7 @@ from neuroq.handler.requests import (
     HealthRequest,
     InitRequest,
     Request,
+    ResetModelRequest,
     StatusRequest,
     TrainOptions,
     TrainRequest,
@@ -34,7 +35,7 @@ from neuroq.model.sampling import (
     SamplingParams,
 )
 
-ACTIONS = ("health", "status", "init", "train", "generate", "clear_session")
+ACTIONS = ("health", "status", "init", "train", "generate", "clear_session", "reset_model")
 #: actions of later original revisions that downloaded data or spawned OpenAI jobs (spec §6.2)
 OFFLINE_UNAVAILABLE = ("pretrain", "pretrain_openai", "pretrain_status")
 MODES = ("layered", "brain")
@@ -184,6 +185,8 @@ TRAIN_PARAMS = {  # -> TrainOptions
     "learning_rate": Param(number_in(0.0, 1.0, low_open=True), aliases=("lr",)),
     "seq_length": Param(int_in(2, 2048), aliases=("seq_len",)),
     "seed": Param(int_in(0, 2**31 - 1)),
+    "overwrite": Param(boolean),
+    "from_model": Param(MODEL_NAME),
 }
 
 SAMPLING_PARAMS = {  # -> SamplingParams
@@ -213,7 +216,11 @@ SCHEMAS: dict[str, dict[str, Param]] = {
     "health": {},
     "status": {},
     "clear_session": {"session_id": SESSION_ID},
-    "init": {"model": Param(MODEL_NAME, aliases=("checkpoint",)), **MODEL_PARAMS},
+    "init": {
+        "model": Param(MODEL_NAME, aliases=("checkpoint",)),
+        **MODEL_PARAMS,
+        "overwrite": Param(boolean),
+    },
     "train": {"model": Param(MODEL_NAME, aliases=("checkpoint",)), **MODEL_PARAMS, **TRAIN_PARAMS},
     "generate": {
         "model": Param(MODEL_NAME, aliases=("checkpoint",)),
@@ -221,6 +228,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         **MODEL_PARAMS,
         **{k: v for k, v in TRAIN_PARAMS.items() if k != "seed"},
     },
+    "reset_model": {"model": Param(MODEL_NAME, aliases=("checkpoint",))},
 }
 REQUIRED = {"generate": ("prompt",), "clear_session": ("session_id",)}
 
@@ -287,24 +295,23 @@ def _request(action: str, params: dict[str, Any]) -> Request:
         return StatusRequest()
     if action == "clear_session":
         return ClearSessionRequest(params["session_id"])
+    if action == "reset_model":
+        return ResetModelRequest(**_given(params, ("model",)))
     architecture = Architecture(**_given(params, MODEL_PARAMS))
+    # The model to write and how, apart from the numbers of the run itself.
+    target = ("model", "mode", "overwrite", "from_model")
+    training = TrainOptions(**_given(params, set(TRAIN_PARAMS) - set(target)))
     if action == "init":
-        return InitRequest(**_given(params, ("model", "mode")), architecture=architecture)
+        return InitRequest(**_given(params, target[:3]), architecture=architecture)
     if action == "train":
-        return TrainRequest(
-            **_given(params, ("model", "mode")),
-            architecture=architecture,
-            training=TrainOptions(**_given(params, TRAIN_PARAMS)),
-        )
+        return TrainRequest(**_given(params, target), architecture=architecture, training=training)
     return GenerateRequest(
-        **_given(
-            params, ("prompt", "model", "mode", "session_id", "stream", "train_before_generate")
-        ),
+        **_given(params, ("prompt", *target, "session_id", "stream", "train_before_generate")),
         sampling=_sampling(_given(params, SAMPLING_PARAMS)),
         architecture=architecture,
         # `seed` is the sampling seed here, and it seeds a train_before_generate run too: one
         # seed makes the whole request reproducible.
-        training=TrainOptions(**_given(params, TRAIN_PARAMS)),
+        training=training,
     )
 
 

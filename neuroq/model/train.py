@@ -304,6 +304,7 @@ def train(
     weight_decay: float = 0.01,
     warmup_steps: int | None = None,
     resume: bool = False,
+    init_from: str | Path | None = None,
     device: str | torch.device | None = None,
     progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -315,11 +316,13 @@ def train(
 
     `epochs` is the total: resuming a checkpoint that has 3 epochs with `epochs=5` runs 2 more.
     With `resume`, the checkpoint's config and tokenizer are used and `config`/`tokenizer` are
-    ignored. `progress` receives a `ProgressEvent` after every step (throttle it on the receiving
-    side); `terminal` draws the progress line (None: stderr; pass `TerminalProgress(io)` to
-    redirect). `precision` is "auto" (bfloat16 autocast on CPUs with native bf16, else float32),
-    "bf16" or "fp32" (see `resolve_precision`). Returns the figures also stored in the
-    checkpoint's meta.json.
+    ignored. `init_from` is a checkpoint directory to fine-tune: its weights, config and
+    tokenizer are the starting point (not `config`/`tokenizer`), with a fresh optimizer and
+    schedule, and `out_dir` gets the result. `progress` receives a `ProgressEvent` after every
+    step (throttle it on the receiving side); `terminal` draws the progress line (None: stderr;
+    pass `TerminalProgress(io)` to redirect). `precision` is "auto" (bfloat16 autocast on CPUs
+    with native bf16, else float32), "bf16" or "fp32" (see `resolve_precision`). Returns the
+    figures also stored in the checkpoint's meta.json.
     """
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
@@ -337,7 +340,13 @@ def train(
     start_step = 0
     start_epoch = 0
     rng_tensors: dict[str, torch.Tensor] | None = None
-    if resume:
+    if resume and init_from is not None:
+        raise ValueError("init_from: cannot be combined with resume (resume continues out_dir)")
+    if init_from is not None:
+        model, tokenizer, _ = load_checkpoint(init_from, device=dev)
+        config = model.config
+        torch.manual_seed(seed)  # dropout draws, as for a fresh model
+    elif resume:
         model, tokenizer, meta = load_checkpoint(out, device=dev)
         config = model.config
         start_step = int(meta.get("steps", 0))

@@ -89,7 +89,8 @@ EXACT_ERRORS = [
     ({"prompt": "hi", "max_length": 500}, "max_length: must be an integer in [1, 150], got 500"),
     (
         {"action": "dance"},
-        "action: must be one of health, status, init, train, generate, clear_session; got 'dance'",
+        "action: must be one of health, status, init, train, generate, clear_session, reset_model; "
+        "got 'dance'",
     ),
     ({"prompt": "x" * 5000}, "prompt: is 5000 characters long; the limit is 4000"),
     ({"prompt": "hi", "model": "x"}, "model: no checkpoint named 'x'"),

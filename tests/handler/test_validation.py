@@ -14,6 +14,7 @@ from neuroq.handler.requests import (
     GenerateRequest,
     HealthRequest,
     InitRequest,
+    ResetModelRequest,
     StatusRequest,
     TrainOptions,
     TrainRequest,
@@ -85,6 +86,13 @@ def test_a_generate_seed_also_seeds_its_training() -> None:
             InitRequest(mode="brain", architecture=Architecture(num_neurons=64, dropout=0.0)),
         ),
         ({"action": "train", "epochs": 2}, TrainRequest(training=TrainOptions(epochs=2))),
+        (
+            {"action": "train", "model": "m", "from_model": "default", "overwrite": False},
+            TrainRequest(model="m", from_model="default"),
+        ),
+        ({"action": "init", "overwrite": True}, InitRequest(overwrite=True)),
+        ({"action": "reset_model"}, ResetModelRequest()),
+        ({"action": "reset_model", "checkpoint": "default"}, ResetModelRequest("default")),
     ],
 )
 def test_each_action_has_its_request(input_: dict[str, Any], expected: object) -> None:
