@@ -1,0 +1,209 @@
+"""The scaler's costs: cold start, and a burst served by a fleet scaled from zero against a fleet
+of the same size started beforehand.
+
+    python bench/bench_scaler.py [--jobs 200] [--job-ms 100] [--trials 5]
+
+- `cold_start`: an endpoint at zero workers (`neuroq.demo_handlers:noop`, the scaler's default
+  0.5 s interval) gets one `runsync`; the time to its result, median of `--trials`, each from
+  zero again (the idle timeout is 1 s).
+- `burst`: `--jobs` jobs of `--job-ms` each (`neuroq.demo_handlers:sleep`) submitted at once.
+  `scaled`: workersMin 0, workersMax 4, REQUEST_COUNT 1, so the scaler starts four workers at
+  the first look; `fixed`: four `neuroq worker` processes started and ready before the burst.
+  Completion is from the first submit to the last result; worker-seconds integrate the number
+  of live worker processes (sampled every 20 ms) from the submit until they are gone (scaled,
+  idle timeout 1 s) or until the last result (fixed, which runs on afterwards).
+
+Prints one JSON object. Every process shares the machine's cores, so figures are indicative.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from bench_jobs import API_KEY, bench_env, start_server, stop
+
+from neuroq.client import AsyncEndpoint
+from neuroq.scaler.processes import MARKER_VAR
+
+FLEET = 4
+
+
+def _configure(url: str, ep: str, **settings: Any) -> None:
+    reply = httpx.put(
+        f"{url}/endpoints/{ep}", json=settings, headers={"Authorization": API_KEY}, timeout=10
+    )
+    reply.raise_for_status()
+
+
+def _scaled_workers(state_dir: Path, ep: str) -> int:
+    """Live worker processes the scaler started for `ep` (found by their marker)."""
+    prefix = f"{MARKER_VAR}={state_dir.resolve()}:{ep}-".encode()
+    count = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if stat[0] not in ("Z", "X") and any(v.startswith(prefix) for v in environ.split(b"\0")):
+            count += 1
+    return count
+
+
+def _wait(check: Any, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark state not reached")
+        time.sleep(0.02)
+
+
+async def _burst(url: str, ep: str, jobs: int, job_ms: int) -> float:
+    """Submit every job at once and wait for all; seconds from the first submit to the last."""
+    endpoint = AsyncEndpoint(ep, api_key=API_KEY, base_url=f"{url}/v2")
+    started = time.monotonic()
+    submitted = await asyncio.gather(
+        *(endpoint.run({"seconds": job_ms / 1000, "n": n}) for n in range(jobs))
+    )
+    finals = await asyncio.gather(*(job.wait(120) for job in submitted))
+    elapsed = time.monotonic() - started
+    assert all(f["status"] == "COMPLETED" for f in finals), finals
+    await endpoint.aclose()
+    return elapsed
+
+
+async def _cold_start(url: str) -> float:
+    """Seconds from a runsync at zero workers to its result."""
+    async with AsyncEndpoint("cold", api_key=API_KEY, base_url=f"{url}/v2") as endpoint:
+        started = time.monotonic()
+        reply = await endpoint.run_sync({}, 60)
+        elapsed = time.monotonic() - started
+    assert reply["status"] == "COMPLETED", reply
+    return elapsed
+
+
+class _Sampler:
+    """Integrates a process count over time in a thread (worker-seconds)."""
+
+    def __init__(self, count: Any) -> None:
+        self.worker_s = 0.0
+        self._count = count
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self._stop.wait(0.02):
+            now = time.monotonic()
+            self.worker_s += self._count() * (now - last)
+            last = now
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.worker_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--job-ms", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=5)
+    args = parser.parse_args()
+    env = bench_env()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "data"
+        state_dir = data_dir / "scaler"
+        server, url = start_server(data_dir, env)
+        fixed_workers: list[subprocess.Popen[bytes]] = []
+        try:
+            # cold start to the first result
+            _configure(url, "cold", handler="neuroq.demo_handlers:noop", idleTimeout=1)
+            cold: list[float] = []
+            for _ in range(args.trials):
+                _wait(lambda: _scaled_workers(state_dir, "cold") == 0)
+                cold.append(asyncio.run(_cold_start(url)))
+
+            # the burst, scaled from zero
+            _configure(
+                url,
+                "scaled",
+                handler="neuroq.demo_handlers:sleep",
+                workersMax=FLEET,
+                idleTimeout=1,
+                scalerType="REQUEST_COUNT",
+                scalerValue=1,
+            )
+            sampler = _Sampler(lambda: _scaled_workers(state_dir, "scaled"))
+            scaled_s = asyncio.run(_burst(url, "scaled", args.jobs, args.job_ms))
+            _wait(lambda: _scaled_workers(state_dir, "scaled") == 0)
+            scaled_worker_s = sampler.stop()
+
+            # the same burst on a fleet started beforehand
+            fixed_workers = [_start_sleep_worker(url, env) for _ in range(FLEET)]
+            _wait(lambda: _ready_workers(url, "fixed") == FLEET)
+            fixed_s = asyncio.run(_burst(url, "fixed", args.jobs, args.job_ms))
+        finally:
+            for proc in fixed_workers:
+                stop(proc)
+            stop(server)
+    ideal_s = args.jobs * args.job_ms / 1000 / FLEET
+    print(
+        json.dumps(
+            {
+                "cold_start_s": {
+                    "median": round(statistics.median(cold), 3),
+                    "trials": [round(c, 3) for c in cold],
+                },
+                "burst": {
+                    "jobs": args.jobs,
+                    "job_ms": args.job_ms,
+                    "ideal_s": ideal_s,
+                    "scaled_0_to_4_s": round(scaled_s, 3),
+                    "fixed_4_s": round(fixed_s, 3),
+                    "ratio": round(scaled_s / fixed_s, 3),
+                    "target_ratio": 1.3,
+                    "scaled_worker_s": round(scaled_worker_s, 2),
+                    "fixed_worker_s_during_burst": round(FLEET * fixed_s, 2),
+                },
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "load_avg": [round(x, 2) for x in os.getloadavg()],
+                    "python": platform.python_version(),
+                },
+            },
+            indent=2,
+        )
+    )
+
+
+def _start_sleep_worker(url: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "neuroq", "worker", "neuroq.demo_handlers:sleep", "--url", url]
+    cmd += ["--endpoint", "fixed"]
+    return subprocess.Popen(cmd, env=env)
+
+
+def _ready_workers(url: str, ep: str) -> int:
+    reply = httpx.get(f"{url}/v2/{ep}/health", headers={"Authorization": API_KEY}, timeout=10)
+    workers: dict[str, int] = reply.json()["workers"]
+    return workers["ready"] + workers["running"]
+
+
+if __name__ == "__main__":
+    main()
