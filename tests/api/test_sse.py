@@ -1,7 +1,9 @@
 """Both server-sent-event routes held to the same expectations: the client's
 `GET /v2/{ep}/stream/{id}` with `Accept: text/event-stream` (API key) and the dashboard's
 `/ui/stream/{ep}/{id}` (session cookie). They share neuroq.api.sse, and used to drift: a bad
-`Last-Event-ID` was 400 on the first and silently read as 0 on the second."""
+`Last-Event-ID` was 400 on the first and silently read as 0 on the second. Below them, the shared
+parts without a server: event format, header parsing, and the loop against a scripted store
+(keepalives, a job deleted mid-stream)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from neuroq.api import sse
+from neuroq.jobs import Job, JobStatus, Policy
+from neuroq.store.base import Notifier
 
 ROUTES = ["client", "dashboard"]
 
@@ -189,3 +193,61 @@ def test_last_event_id_refuses_a_non_ascii_digit() -> None:
     with pytest.raises(HTTPException) as raised:
         sse.last_event_id(request)
     assert raised.value.status_code == 400 and "Last-Event-ID" in raised.value.detail
+
+
+#: one scripted `read_stream` answer: the job's status and its chunks, or None for a deleted job
+Reply = tuple[JobStatus, list[tuple[int, str]]] | None
+
+
+class ScriptedStore:
+    """Just what the event loop reads: `read_stream` answers from a script, one reply a call."""
+
+    recheck_s = 0.01
+
+    def __init__(self, *replies: Reply) -> None:
+        self.notifier = Notifier()
+        self.replies = list(replies)
+        self.after: list[int | None] = []
+
+    async def read_stream(
+        self, endpoint_id: str, job_id: str, after_seq: int | None = None
+    ) -> tuple[Job, list[tuple[int, str]]] | None:
+        self.after.append(after_seq)
+        reply = self.replies.pop(0)
+        if reply is None:
+            return None
+        status, chunks = reply
+        return Job("j", "ep", status, "{}", Policy(), 0), chunks
+
+
+async def events_of(store: ScriptedStore, last_event_id: str = "") -> list[bytes]:
+    headers = [(b"last-event-id", last_event_id.encode())]
+    request = Request({"type": "http", "headers": headers})
+    response = await sse.job_events(request, store, "ep", "j")  # type: ignore[arg-type]
+    assert response is not None
+    return [bytes(part) async for part in response.body_iterator]  # type: ignore[arg-type]
+
+
+async def test_loop_sends_keepalives_until_the_job_ends(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sse, "KEEPALIVE_S", 0.02)
+    running, done = JobStatus.IN_PROGRESS, JobStatus.COMPLETED
+    quiet: list[Reply] = [(running, [])] * 3  # about one keepalive's worth of rechecks
+    store = ScriptedStore((running, [(4, '"a"')]), *quiet, (done, [(5, '"b"')]))
+    sent = await events_of(store, "3")
+    assert sent[0] == b'id: 4\ndata: "a"\n\n'
+    assert b": keepalive\n\n" in sent
+    assert sent[-2:] == [b'id: 5\ndata: "b"\n\n', sent[-1]]
+    assert sent[-1].startswith(b"event: status\n")
+    # Each read asks only for what came after the last chunk sent, never the consuming read.
+    assert store.after[0] == 3 and store.after[-1] == 4 and None not in store.after
+
+
+async def test_loop_ends_with_an_error_event_when_the_job_is_deleted() -> None:
+    store = ScriptedStore((JobStatus.IN_QUEUE, []), None)
+    sent = await events_of(store)
+    assert sent == [b'event: error\ndata: {"error": "job j no longer exists"}\n\n']
+
+
+async def test_unknown_job_gives_no_stream() -> None:
+    request = Request({"type": "http", "headers": []})
+    assert await sse.job_events(request, ScriptedStore(None), "ep", "j") is None  # type: ignore[arg-type]
