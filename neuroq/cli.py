@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("neuroq.model.commands:train", "Train a NeuroQ model on a text corpus."),
     "generate": ("neuroq.model.commands:generate", "Generate text with a NeuroQ checkpoint."),
     "tokenizer": ("neuroq.model.commands:tokenizer", "Train the SentencePiece tokenizer."),
+    "model": (
+        "neuroq.model.commands:model",
+        "List the models in the data directory; reset 'default' to the shipped one.",
+    ),
 }
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -44,10 +45,34 @@ REQUIRED_FILES = (WEIGHTS_FILE, CONFIG_FILE, MODEL_FILE, META_FILE)
 
 # The checkpoint that ships with the package; `neuroq generate` uses it when none is named.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "default"
+#: a model name: one path segment, so no traversal is possible (matched whole, with fullmatch)
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
 
 class CheckpointError(ValueError):
     """A checkpoint directory is missing a file or its files disagree (the message says which)."""
+
+
+def named_checkpoint(data_dir: str | Path, name: str) -> Path:
+    """Where the model called `name` lives: `<data_dir>/checkpoints/<name>`, which the job
+    handler and `neuroq generate --model` both serve. `default` is the shipped checkpoint until
+    a trained copy exists there."""
+    own = Path(data_dir) / "checkpoints" / name
+    if name == DEFAULT_CHECKPOINT.name and not own.is_dir():
+        return DEFAULT_CHECKPOINT
+    return own
+
+
+def remove_checkpoint(directory: str | Path) -> bool:
+    """Delete a checkpoint directory; False if there was none. It is renamed aside first, so a
+    reader sees the whole checkpoint or none (the handler waits out the aside name)."""
+    target = Path(directory)
+    if not target.is_dir():
+        return False
+    aside = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
+    os.replace(target, aside)
+    shutil.rmtree(aside, ignore_errors=True)
+    return True
 
 
 def save_checkpoint(

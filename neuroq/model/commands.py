@@ -1,12 +1,16 @@
-"""`neuroq train`, `neuroq generate` and `neuroq tokenizer`.
+"""`neuroq train`, `neuroq generate`, `neuroq tokenizer` and `neuroq model`.
 
 Thin: parse and validate options, then call corpus/tokenizer/train/engine. Bad values end in a
 click usage error that names the option; library errors (a corrupt checkpoint, a malformed
 corpus line) are reported as `Error: ...` without a traceback.
+
+Named models (`--model NAME`) live in `<data dir>/checkpoints/NAME`, where the job handler
+serves them too; `default` is the shipped checkpoint until a trained copy is written there.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -16,6 +20,31 @@ import click
 MODES = ("layered", "brain")
 #: sampling.MAX_LENGTH_CAP, restated so that `--help` needs no torch (a test holds them equal)
 MAX_LENGTH_CAP = 150
+
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where named models live, in checkpoints/NAME [NEUROQ_DATA_DIR, .neuroq].",
+)
+
+
+def _data_dir(option: Path | None) -> Path:
+    from neuroq.config import Settings
+
+    return Settings.from_env(data_dir=option).data_dir
+
+
+def _model_name(value: str, hint: str) -> str:
+    from neuroq.model.checkpoint import NAME_RE
+
+    if not NAME_RE.fullmatch(value):
+        raise click.BadParameter(
+            f"must be a model name of 1-64 characters A-Z a-z 0-9 _ - (no paths), got {value!r}",
+            param_hint=hint,
+        )
+    return value
 
 
 def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
@@ -32,8 +61,27 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="A .jsonl ({user, assistant} per line) or .txt file, or 'default' for the shipped corpus.",
 )
 @click.option(
-    "--out", "out_dir", required=True, type=click.Path(path_type=Path), help="Checkpoint directory."
+    "--out", "out_dir", type=click.Path(path_type=Path), help="Checkpoint directory (or --model)."
 )
+@click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="Write the model NAME in the data directory instead, where jobs and "
+    "`neuroq generate --model NAME` find it.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Allow --model default, which replaces the model used when none is named.",
+)
+@click.option(
+    "--from-model",
+    default=None,
+    help="Fine-tune this model (a name in the data directory, or a checkpoint directory): start "
+    "from its weights, architecture and tokenizer instead of fresh ones.",
+)
+@data_dir_option
 @click.option("--mode", type=click.Choice(MODES), default="layered", show_default=True)
 @click.option("--epochs", type=int, default=5, show_default=True, callback=_positive)
 @click.option("--batch-size", type=int, default=16, show_default=True, callback=_positive)
@@ -77,7 +125,11 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
 )
 def train(
     corpus: str,
-    out_dir: Path,
+    out_dir: Path | None,
+    model_name: str | None,
+    overwrite: bool,
+    from_model: str | None,
+    data_dir: Path | None,
     mode: str,
     epochs: int,
     batch_size: int,
@@ -94,11 +146,45 @@ def train(
     """Train a NeuroQ model and write a checkpoint directory."""
     import torch
 
+    from neuroq.model.checkpoint import CONFIG_FILE, named_checkpoint
     from neuroq.model.corpus import CorpusError, load_corpus
     from neuroq.model.model import NeuroQConfig
     from neuroq.model.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, TokenizerError
     from neuroq.model.train import train as run_training
 
+    if (out_dir is None) == (model_name is None):
+        raise click.UsageError("give either --out DIR or --model NAME")
+    if model_name is not None:
+        if _model_name(model_name, "--model") == "default" and not overwrite:
+            raise click.BadParameter(
+                "'default' is the model `neuroq generate` and jobs without a model use; name "
+                "another model, or add --overwrite to replace it (`neuroq model reset default` "
+                "brings the shipped one back)",
+                param_hint="--model",
+            )
+        out_dir = _data_dir(data_dir) / "checkpoints" / model_name
+    assert out_dir is not None
+    init_from: Path | None = None
+    if from_model is not None:
+        given = [k for k, v in model_options.items() if v is not None]
+        given += ["tokenizer"] * (tokenizer_path is not None) + ["vocab_size"] * bool(vocab_size)
+        if given or resume:
+            clash = "--" + (given[0] if given else "resume").replace("_", "-")
+            raise click.BadParameter(
+                f"fine-tuning keeps the model's architecture and tokenizer; leave out {clash}",
+                param_hint="--from-model",
+            )
+        init_from = Path(from_model)
+        if not init_from.is_dir():
+            init_from = named_checkpoint(
+                _data_dir(data_dir), _model_name(from_model, "--from-model")
+            )
+        if not (init_from / CONFIG_FILE).is_file():
+            raise click.BadParameter(
+                f"no model named {from_model!r} in the data directory, and no checkpoint "
+                f"directory {str(init_from)!r}",
+                param_hint="--from-model",
+            )
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -106,7 +192,7 @@ def train(
     except CorpusError as e:
         raise click.BadParameter(str(e), param_hint="--corpus") from e
     config = tokenizer = None
-    if not resume:
+    if not resume and init_from is None:
         try:
             if tokenizer_path is not None:
                 tokenizer = Tokenizer.load(tokenizer_path)
@@ -135,8 +221,12 @@ def train(
             seq_len=seq_len,
             seed=seed,
             resume=resume,
+            init_from=init_from,
             precision=precision,
-            extra_meta={"corpus": str(corpus)},
+            extra_meta={
+                "corpus": str(corpus),
+                **({"from_model": from_model} if from_model else {}),
+            },
         )
     except ValueError as e:
         raise click.ClickException(str(e)) from e
@@ -191,11 +281,19 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
 @click.command()
 @click.argument("prompt")
 @click.option(
+    "--model",
+    "model_name",
+    default=None,
+    help="A model in the data directory (default: 'default', the shipped model unless a "
+    "trained copy replaced it).",
+)
+@click.option(
     "--checkpoint",
     type=click.Path(path_type=Path),
     default=None,
-    help="Checkpoint directory (default: the model shipped with the package).",
+    help="A checkpoint directory anywhere, instead of --model.",
 )
+@data_dir_option
 @click.option(
     "--max-length",
     type=int,
@@ -234,7 +332,9 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
 )
 def generate(
     prompt: str,
+    model_name: str | None,
     checkpoint: Path | None,
+    data_dir: Path | None,
     max_length: int,
     temperature: float,
     top_k: int,
@@ -246,7 +346,7 @@ def generate(
     compile_step: bool,
 ) -> None:
     """Generate a reply to PROMPT."""
-    from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, CheckpointError, load_checkpoint
+    from neuroq.model.checkpoint import CheckpointError, load_checkpoint, named_checkpoint
     from neuroq.model.engine import Engine
     from neuroq.model.sampling import SamplingParams
 
@@ -267,10 +367,21 @@ def generate(
         # SamplingParams errors start with the field name; show it as the option.
         field, _, why = str(e).partition(": ")
         raise click.BadParameter(why or str(e), param_hint="--" + field.replace("_", "-")) from e
+    if checkpoint is not None and model_name is not None:
+        raise click.UsageError("give either --model or --checkpoint")
+    path, hint = checkpoint, "--checkpoint"
+    if path is None:
+        name = _model_name(model_name or "default", "--model")
+        path, hint = named_checkpoint(_data_dir(data_dir), name), "--model"
+        if not path.is_dir():
+            raise click.BadParameter(
+                f"no model named {name!r} in {path.parent} (`neuroq model list` shows them)",
+                param_hint=hint,
+            )
     try:
-        model, tok, _ = load_checkpoint(checkpoint or DEFAULT_CHECKPOINT)
+        model, tok, _ = load_checkpoint(path)
     except CheckpointError as e:
-        raise click.BadParameter(str(e), param_hint="--checkpoint") from e
+        raise click.BadParameter(str(e), param_hint=hint) from e
     engine = Engine(model, tok, precision=precision, compile=compile_step)
     if stream:
         for piece in engine.stream(prompt, params):
@@ -279,3 +390,51 @@ def generate(
         sys.stdout.write("\n")
     else:
         click.echo(engine.generate([prompt], params)[0].text)
+
+
+@click.group()
+def model() -> None:
+    """Named models in the data directory, which jobs and `neuroq generate --model` serve."""
+
+
+@model.command("list")
+@data_dir_option
+def list_models(data_dir: Path | None) -> None:
+    """Show each model's name, mode, epochs and directory."""
+    from neuroq.model.checkpoint import CONFIG_FILE, DEFAULT_CHECKPOINT, named_checkpoint
+
+    root = _data_dir(data_dir) / "checkpoints"
+    names = {DEFAULT_CHECKPOINT.name}
+    if root.is_dir():
+        names |= {p.name for p in root.iterdir() if not p.name.startswith(".")}
+    for name in sorted(names):
+        path = named_checkpoint(root.parent, name)
+        try:
+            config = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8"))
+            meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # not a complete checkpoint
+        shipped = " (shipped)" if path.resolve() == DEFAULT_CHECKPOINT else ""
+        click.echo(f"{name}\t{config.get('mode')}\t{meta.get('epochs', 0)} epochs\t{path}{shipped}")
+
+
+@model.command()
+@click.argument("name", default="default")
+@data_dir_option
+def reset(name: str, data_dir: Path | None) -> None:
+    """Make NAME (default: 'default') the shipped model again by deleting its trained copy.
+
+    Workers sharing the data directory serve the shipped model from their next job on.
+    """
+    from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, remove_checkpoint
+
+    if name != DEFAULT_CHECKPOINT.name:
+        raise click.BadParameter(
+            f"only {DEFAULT_CHECKPOINT.name!r} has a shipped version to go back to, not {name!r}",
+            param_hint="NAME",
+        )
+    path = _data_dir(data_dir) / "checkpoints" / name
+    if remove_checkpoint(path):
+        click.echo(f"deleted {path}: {name!r} is the shipped model again")
+    else:
+        click.echo(f"{name!r} is already the shipped model (no {path})")

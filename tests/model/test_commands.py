@@ -21,9 +21,13 @@ from neuroq.model.decode import PRECISIONS
 REPO = Path(__file__).resolve().parents[2]
 
 
-def neuroq(*args: str, timeout_s: float = 120) -> subprocess.CompletedProcess[str]:
+def neuroq(
+    *args: str, timeout_s: float = 120, data_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     # One torch thread: on a busy 2-core machine a second one mostly waits.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    if data_dir is not None:
+        env["NEUROQ_DATA_DIR"] = str(data_dir)
     return subprocess.run(
         [sys.executable, "-m", "neuroq", *args],
         capture_output=True,
@@ -141,3 +145,71 @@ def test_generate_temperature_zero_is_greedy() -> None:
     assert first.returncode == 0, first.stderr
     assert first.stdout.strip()
     assert neuroq(*args, "--seed", "2").stdout == first.stdout
+
+
+TINY_ARGS = (
+    "--epochs", "1", "--seq-len", "16", "--embed-dim", "16", "--hidden-dim", "32",
+    "--num-heads", "2", "--num-layers", "1", "--max-seq-len", "32", "--threads", "1",
+    "--precision", "fp32", "--vocab-size", "700",
+)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    corpus = tmp_path_factory.mktemp("corpus") / "corpus.jsonl"
+    write_corpus(corpus, build_synthetic(60, seed=2))
+    return corpus
+
+
+def test_a_model_trained_by_name_is_served_by_name(tmp_path: Path, small_corpus: Path) -> None:
+    proc = neuroq("train", "--corpus", str(small_corpus), "--model", "mine", *TINY_ARGS,
+                  data_dir=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "checkpoints" / "mine" / "model.safetensors").is_file()
+    listed = neuroq("model", "list", data_dir=tmp_path)
+    assert [line.split("\t")[0] for line in listed.stdout.splitlines()] == ["default", "mine"]
+    args = ("generate", "hello", "--model", "mine", "--seed", "1", "--max-length", "5")
+    assert neuroq(*args, data_dir=tmp_path).returncode == 0
+    assert neuroq(*args, "--data-dir", str(tmp_path)).returncode == 0
+    missing = neuroq("generate", "hello", "--model", "nope", data_dir=tmp_path)
+    assert missing.returncode == 2 and "no model named 'nope'" in missing.stderr
+
+
+def test_default_is_replaced_only_with_overwrite_and_reset_restores_it(
+    tmp_path: Path, small_corpus: Path
+) -> None:
+    greedy = ("generate", "ChatGPTについて教えて", "--temperature", "0", "--max-length", "20")
+    shipped = neuroq(*greedy, data_dir=tmp_path).stdout
+    train = ("train", "--corpus", str(small_corpus), "--model", "default", *TINY_ARGS)
+    refused = neuroq(*train, data_dir=tmp_path)
+    assert refused.returncode == 2
+    assert "--model" in refused.stderr and "--overwrite" in refused.stderr
+    assert not (tmp_path / "checkpoints").exists()
+
+    assert neuroq(*train, "--overwrite", data_dir=tmp_path).returncode == 0
+    assert neuroq(*greedy, data_dir=tmp_path).stdout != shipped
+    reset = neuroq("model", "reset", "default", data_dir=tmp_path)
+    assert reset.returncode == 0 and "is the shipped model again" in reset.stdout
+    assert neuroq(*greedy, data_dir=tmp_path).stdout == shipped
+    assert "already the shipped model" in neuroq("model", "reset", data_dir=tmp_path).stdout
+    other = neuroq("model", "reset", "mine", data_dir=tmp_path)
+    assert other.returncode == 2 and "only 'default' has a shipped version" in other.stderr
+
+
+@pytest.mark.slow
+def test_from_model_fine_tunes_the_shipped_model(tmp_path: Path, small_corpus: Path) -> None:
+    proc = neuroq(
+        "train", "--corpus", str(small_corpus), "--model", "tuned", "--from-model", "default",
+        "--epochs", "1", "--seq-len", "16", "--threads", "1", "--lr", "1e-9",
+        data_dir=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    shipped, _, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    tuned, _, meta = load_checkpoint(tmp_path / "checkpoints" / "tuned")
+    assert tuned.config == shipped.config and meta["from_model"] == "default"
+    for a, b in zip(shipped.state_dict().values(), tuned.state_dict().values(), strict=True):
+        assert (a - b).abs().max() < 1e-4
+    clash = CliRunner().invoke(
+        main, ["train", "--model", "x", "--from-model", "default", "--embed-dim", "8"]
+    )
+    assert clash.exit_code == 2 and "leave out --embed-dim" in clash.output
