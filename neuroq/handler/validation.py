@@ -242,6 +242,13 @@ def validate(raw: Any) -> Request:
     """
     if not isinstance(raw, Mapping):
         raise InputError("input", f"must be a JSON object, got {_show(raw)}")
+    if set(raw) == {"input"}:
+        # A RunPod request body sent as the input (e.g. `neuroq send @body.json`, which wraps
+        # its argument in {"input": ...} itself).
+        raise InputError(
+            "input",
+            'the job input is itself {"input": ...}: send the inner object as the input',
+        )
     action = raw.get("action", "generate")
     if action in OFFLINE_UNAVAILABLE:
         raise InputError(

@@ -4,6 +4,9 @@ by leaving out `model`, `overwrite: true` can, `reset_model` brings the shipped 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,3 +140,28 @@ async def test_a_bad_from_model_request_names_the_parameter(
     out = await call(service, {**TRAIN, "model": "tuned", **extra})
     assert set(out) == {"error"}
     assert out["error"].startswith(error), out["error"]
+
+
+async def test_a_request_body_sent_as_the_input_is_named(service: Service) -> None:
+    out = await call(service, {"input": {"prompt": "hi"}})
+    assert out == {
+        "error": 'input: the job input is itself {"input": ...}: send the inner object as the input'
+    }
+
+
+@pytest.mark.slow
+async def test_a_model_trained_by_the_cli_is_served_by_name(service: Service) -> None:
+    corpus = service.data_dir / "corpus.txt"
+    corpus.write_text("\n".join(f"answer number {i} is plain" for i in range(200)) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuroq", "train", "--corpus", str(corpus), "--model", "cli-made",
+         "--data-dir", str(service.data_dir), "--epochs", "1", "--seq-len", "16",
+         "--embed-dim", "16", "--hidden-dim", "32", "--num-heads", "2", "--num-layers", "1",
+         "--max-seq-len", "32", "--vocab-size", "300", "--threads", "1"],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = await call(
+        service, {"prompt": "answer", "model": "cli-made", "max_length": 5, "stream": False}
+    )
+    assert (out["status"], out["model"]) == ("success", "cli-made"), out
