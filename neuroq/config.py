@@ -86,6 +86,10 @@ class Settings:
     #: how long a stopped worker may take to finish its jobs before it is killed
     scaler_stop_grace_s: float = 30.0
 
+    #: OpenAI-compatible routes answer 429 while this many jobs wait in the endpoint's queue, so
+    #: clients back off (the OpenAI SDKs retry after Retry-After); 0 = no limit
+    openai_max_queued: int = 0
+
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -158,6 +162,9 @@ class HandlerSettings:
     #: jobs at once under the RunPod SDK (its concurrency_modifier); `neuroq worker` takes
     #: --concurrency instead
     concurrency: int = 1
+    #: under the RunPod SDK, serve as a generator with return_aggregate_stream, the form RunPod's
+    #: OpenAI-compatible route expects (as worker-vllm does); other actions then output [result]
+    generator: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> HandlerSettings:

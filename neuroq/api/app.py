@@ -22,7 +22,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api import client_routes, dashboard, endpoint_routes, metrics, worker_routes
+from neuroq.api import (
+    client_routes,
+    dashboard,
+    endpoint_routes,
+    metrics,
+    openai_routes,
+    worker_routes,
+)
 from neuroq.api.activity import Activity
 from neuroq.api.auth import load_keys
 from neuroq.api.background import run_background
@@ -75,6 +82,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
     routes: list[BaseRoute] = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
         *client_routes.ROUTES,
+        *openai_routes.ROUTES,
         *worker_routes.ROUTES,
         *endpoint_routes.ROUTES,
         *metrics.ROUTES,

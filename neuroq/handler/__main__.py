@@ -27,14 +27,19 @@ def main() -> int:
     import runpod
 
     from neuroq.config import HandlerSettings
-    from neuroq.handler import RunPodRuntime, make_handler
+    from neuroq.handler import RunPodRuntime, make_generator_handler, make_handler
 
     settings = HandlerSettings.from_env()
+    if settings.generator:  # NEUROQ_GENERATOR=1: the form RunPod's OpenAI route expects
+        handler: object = make_generator_handler(RunPodRuntime(), settings)
+    else:
+        handler = make_handler(RunPodRuntime(), settings)
     runpod.serverless.start(
         {
-            "handler": make_handler(RunPodRuntime(), settings),
+            "handler": handler,
             # Several jobs at once let the micro-batcher share forward passes between them.
             "concurrency_modifier": lambda current: settings.concurrency,
+            "return_aggregate_stream": settings.generator,
         }
     )
     return 0

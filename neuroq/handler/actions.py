@@ -21,6 +21,8 @@ import torch
 from neuroq.config import HandlerSettings, Settings
 from neuroq.handler.batching import MicroBatcher
 from neuroq.handler.models import ModelNotFound, ModelRegistry, dialogues_from
+from neuroq.handler.openai import openai_output
+from neuroq.handler.openai_requests import is_openai_input
 from neuroq.handler.requests import (
     DEFAULT_NAMES,
     PROTECTED,
@@ -78,8 +80,11 @@ class Service:
         torch.set_num_threads(settings.torch_threads)
         return cls(Settings.from_env().data_dir, settings, runtime)
 
-    async def handle(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def handle(self, job: dict[str, Any]) -> dict[str, Any] | list[Any]:
         raw = job.get("input") if isinstance(job, dict) else None
+        if is_openai_input(raw):
+            # An OpenAI request (neuroq/handler/openai.py): the list of worker-vllm's values.
+            return await openai_output(self, job, raw)
         action = "?"
         try:
             request = validate(raw if raw is not None else {})
