@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api import sse
+from neuroq.api import served, sse
 from neuroq.api.schemas import (
     parse_idempotency_key,
     parse_json_object,
@@ -159,7 +159,9 @@ async def run(request: Request) -> Response:
         retention_ms=int(settings.retention_run_s * 1000),
         limit_bytes=settings.max_run_body_bytes,
     )
-    return _status(job)
+    response = _status(job)
+    response.headers.update(await served.warning_headers(request, job.endpoint_id))
+    return response
 
 
 async def runsync(request: Request) -> Response:
@@ -174,10 +176,14 @@ async def runsync(request: Request) -> Response:
         retention_ms=int(max(settings.retention_sync_s * 1000, wait_ms)),
         limit_bytes=settings.max_runsync_body_bytes,
     )
+    # Judged at submit, before the hold, like /run's.
+    warning = await served.warning_headers(request, job.endpoint_id)
     job = await _wait_job(
         _store(request), job, _is_terminal, wait_ms, topic=end_topic(job.id), since=version
     )
-    return _status(job)
+    response = _status(job)
+    response.headers.update(warning)
+    return response
 
 
 def _is_terminal(job: Job) -> bool:

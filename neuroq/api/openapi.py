@@ -2,8 +2,9 @@
 
 Written by hand rather than derived from the handlers, so it states the wire contract (spec
 section 1) and a fuzzer can hold the server to it: tests run schemathesis over this document and
-expect no 5xx and no reply that breaks the schemas below. Keep it in step with client_routes.py
-and schemas.py; the worker protocol (spec section 2) is the SDK's and is not described here.
+expect no 5xx and no reply that breaks the schemas below. Keep it in step with client_routes.py,
+job_list.py and schemas.py; the worker protocol (spec section 2) is the SDK's and is not described
+here.
 """
 
 from __future__ import annotations
@@ -128,8 +129,63 @@ def _job_links() -> Schema:
     return {name: {"operationId": op, "parameters": params} for op, name in targets.items()}
 
 
+_WARNING_HEADER = {
+    "X-NeuroQ-Warning": {
+        "description": "Present when no worker has ever served the endpoint (a misspelt id, or "
+        "no worker started yet): the job waits until one attaches.",
+        "schema": {"type": "string"},
+    }
+}
+
+
 def _submitted(description: str) -> Schema:
-    return {**_ok(description, _ref("StatusObject")), "links": _job_links()}
+    return {
+        **_ok(description, _ref("StatusObject")),
+        "headers": _WARNING_HEADER,
+        "links": _job_links(),
+    }
+
+
+def _job_list_op() -> Schema:
+    """`GET /v2/jobs` (neuroq.api.job_list): not under an endpoint, so no endpoint parameter."""
+    params: list[Schema] = [
+        {
+            "name": "endpoint",
+            "in": "query",
+            "required": False,
+            "description": "Only this endpoint's jobs; every endpoint's when absent.",
+            "schema": {"type": "string", "pattern": _ID_PATTERN},
+        },
+        {
+            "name": "status",
+            "in": "query",
+            "required": False,
+            "description": "Only jobs in this state.",
+            "schema": {"type": "string", "enum": [s.value for s in JobStatus]},
+        },
+        _ms_query("since", "Only jobs created at or after this time (ms since the epoch)."),
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "Page size (default 50).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+        },
+        {
+            "name": "offset",
+            "in": "query",
+            "required": False,
+            "description": "Jobs to skip, newest first (default 0); use nextOffset.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 1_000_000_000},
+        },
+    ]
+    return _operation(
+        "List retained jobs, newest first (no inputs or outputs)",
+        "listJobs",
+        params,
+        _ok("One page of job summaries.", _ref("JobList")),
+        extra_errors=_BAD_REQUEST,
+    )
 
 
 def _paths() -> Schema:
@@ -184,6 +240,7 @@ def _paths() -> Schema:
         "Read stream chunks", "stream", stream_params, stream_ok, extra_errors=_BAD_REQUEST
     )
     return {
+        "/v2/jobs": {"get": _job_list_op()},
         f"{ep}/run": {
             "post": _operation(
                 "Queue a job",
@@ -346,6 +403,39 @@ def _schemas() -> Schema:
             "properties": {
                 "removed": {"type": "integer", "minimum": 0},
                 "status": {"type": "string", "const": "completed"},
+            },
+        },
+        "JobSummary": {
+            "type": "object",
+            "required": ["id", "endpointId", "status", "createdAt", "retries"],
+            "properties": {
+                "id": {"type": "string"},
+                "endpointId": {"type": "string"},
+                "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+                "createdAt": {**ms, "description": "ms since the epoch"},
+                "startedAt": {"type": ["integer", "null"], "minimum": 0},
+                "finishedAt": {"type": ["integer", "null"], "minimum": 0},
+                "delayTime": {"type": ["integer", "null"], "minimum": 0},
+                "executionTime": {"type": ["integer", "null"], "minimum": 0},
+                "workerId": {"type": ["string", "null"]},
+                "retries": {"type": "integer", "minimum": 0},
+                "error": {
+                    "type": ["string", "null"],
+                    "description": "The error, cut to 300 characters; status has all of it.",
+                },
+            },
+        },
+        "JobList": {
+            "type": "object",
+            "required": ["jobs", "limit", "offset", "nextOffset"],
+            "properties": {
+                "jobs": {"type": "array", "items": _ref("JobSummary")},
+                "limit": {"type": "integer", "minimum": 1},
+                "offset": {"type": "integer", "minimum": 0},
+                "nextOffset": {
+                    "type": ["integer", "null"],
+                    "description": "The offset of the next page; null on the last one.",
+                },
             },
         },
         "Health": {

@@ -1,0 +1,85 @@
+"""The submit warning (neuroq.api.served): a job sent to an endpoint no worker has ever served
+gets `X-NeuroQ-Warning` on its /run or /runsync reply; a served or configured endpoint does not.
+The per-endpoint cache keeps the check off the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import WORKER_KEY, in_process_app, new_endpoint
+from starlette.testclient import TestClient
+
+from neuroq.api import served
+from neuroq.endpoints import EndpointConfig
+
+
+@pytest.fixture
+def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    monkeypatch.setattr(served, "CACHE_S", 0.0)  # every submit looks afresh
+    with in_process_app(tmp_path, scaler=False) as client:
+        yield client
+
+
+def test_unserved_endpoint_warns_on_run_and_runsync(app: TestClient) -> None:
+    ep = new_endpoint("typo")
+    reply = app.post(f"/{ep}/run", json={"input": 1})
+    assert reply.status_code == 200
+    warning = reply.headers[served.HEADER]
+    assert ep in warning and "no worker" in warning
+    reply = app.post(f"/{ep}/runsync?wait=1000", json={"input": 1})
+    assert reply.status_code == 200 and reply.json()["status"] == "IN_QUEUE"
+    assert ep in reply.headers[served.HEADER]
+
+
+def test_no_warning_once_a_worker_has_taken_a_job(app: TestClient) -> None:
+    ep = new_endpoint("served")
+    job_id = app.post(f"/{ep}/run", json={"input": 1}).json()["id"]
+    taken = app.get(f"/{ep}/job-take/w-1", headers={"Authorization": WORKER_KEY}).json()
+    assert taken["id"] == job_id
+    reply = app.post(f"/{ep}/run", json={"input": 2})
+    assert served.HEADER not in reply.headers
+
+
+def test_no_warning_for_an_endpoint_whose_workers_the_scaler_starts(app: TestClient) -> None:
+    ep = new_endpoint("configured")
+    put = app.put(
+        f"http://testserver/endpoints/{ep}", json={"handler": "neuroq.demo_handlers:echo"}
+    )
+    assert put.status_code in (200, 201), put.text
+    reply = app.post(f"/{ep}/run", json={"input": 1})
+    assert served.HEADER not in reply.headers
+
+
+class CountingStore:
+    """Answers `health` and `get_endpoint` for an endpoint nobody serves, counting the calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
+        self.calls += 1
+        jobs = {"completed": 0, "failed": 0, "inProgress": 0, "inQueue": 1, "retried": 0}
+        return {"jobs": jobs, "workers": {"idle": 0, "running": 0}}
+
+    async def get_endpoint(self, endpoint_id: str) -> EndpointConfig | None:
+        return None
+
+
+async def test_the_answer_is_cached_per_endpoint_for_a_few_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [100.0]
+    monkeypatch.setattr(served.time, "monotonic", lambda: clock[0])
+    store: Any = CountingStore()
+    cache = served.ServedCache()
+    assert await cache.served(store, "a") is False
+    assert await cache.served(store, "a") is False
+    assert store.calls == 1
+    await cache.served(store, "b")
+    assert store.calls == 2
+    clock[0] += served.CACHE_S + 0.01
+    await cache.served(store, "a")
+    assert store.calls == 3
