@@ -17,6 +17,7 @@ deadline, so a timeout is honoured to within one poll.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import uuid
@@ -27,6 +28,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from neuroq.client import connection
 from neuroq.errors import (
     APIError,
     AuthenticationError,
@@ -59,11 +61,16 @@ MAX_BACKOFF_S = 2.0
 RESEND_BACKOFF = Backoff(MIN_BACKOFF_S, MAX_BACKOFF_S)
 #: attempts per request when failures are transient (connection errors, 408, 429, 5xx)
 MAX_ATTEMPTS = 5
+#: a submit's reply carries this when the server has a word for the caller (neuroq.api.served)
+WARNING_HEADER = "X-NeuroQ-Warning"
+
+log = logging.getLogger("neuroq.client")
 
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """Where and as whom to talk. Arguments win over the environment, which wins over defaults."""
+    """Where and as whom to talk. Arguments win over the environment, which wins over defaults
+    (`neuroq.client.connection` holds the order)."""
 
     endpoint_id: str
     api_key: str | None
@@ -79,16 +86,14 @@ class ClientConfig:
         request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
         env: Mapping[str, str] | None = None,
     ) -> ClientConfig:
+        """Each value by the order in `neuroq.client.connection`, shared with the CLI."""
         env = os.environ if env is None else env
-        endpoint_id = endpoint_id or env.get("RUNPOD_ENDPOINT_ID") or None
-        if not endpoint_id:
-            raise ConfigurationError(
-                "no endpoint id: pass endpoint_id (--endpoint) or set RUNPOD_ENDPOINT_ID"
-            )
+        endpoint_id = connection.endpoint_id(endpoint_id, env)
         if "/" in endpoint_id or endpoint_id.strip() != endpoint_id:
             raise ConfigurationError(f"endpoint id {endpoint_id!r} must be one URL path segment")
-        api_key = api_key or env.get("RUNPOD_API_KEY") or None
-        base_url = normalize_base_url(base_url or env.get("NEUROQ_API_URL") or DEFAULT_BASE_URL)
+        url = connection.server_url(base_url, env)
+        api_key = connection.client_key(api_key, url, env)
+        base_url = normalize_base_url(url)
         if not request_timeout_s > 0:
             raise ConfigurationError(f"request_timeout_s must be > 0, got {request_timeout_s}")
         return cls(endpoint_id, api_key, base_url, request_timeout_s)
@@ -237,6 +242,28 @@ class Routes:
         return Request(
             "GET",
             self._url("health"),
+            headers=self._headers(),
+            timeout_s=self.config.request_timeout_s,
+        )
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        every_endpoint: bool = False,
+    ) -> Request:
+        """`GET /v2/jobs` (our extension): this endpoint's retained jobs, or every endpoint's."""
+        params = {"limit": str(limit), "offset": str(offset)}
+        if not every_endpoint:
+            params["endpoint"] = self.config.endpoint_id
+        if status is not None:
+            params["status"] = status
+        return Request(
+            "GET",
+            f"{self.config.base_url}/jobs",
+            params=params,
             headers=self._headers(),
             timeout_s=self.config.request_timeout_s,
         )
@@ -414,6 +441,25 @@ def output_or_raise(status: Mapping[str, Any]) -> Any:
     raise JobFailed(str(status.get("id", "?")), str(status.get("status")), error_text(status))
 
 
+def submit_warning(headers: Mapping[str, str]) -> str | None:
+    """The server's warning about a submit (no worker has ever served its endpoint, say), logged
+    on the `neuroq.client` logger: a misspelt endpoint would otherwise wait in silence."""
+    warning = headers.get(WARNING_HEADER)
+    if warning:
+        log.warning("%s", warning)
+    return warning or None
+
+
+def wait_timeout(timeout_s: float | None, timeout: float | None) -> float | None:
+    """`timeout` is the runpod SDK's name for `timeout_s` (`job.output(timeout=60)`); accepting
+    both lets SDK code run unchanged."""
+    if timeout is None:
+        return timeout_s
+    if timeout_s is not None and timeout_s != timeout:
+        raise ClientError(f"pass timeout or timeout_s, not both (got {timeout} and {timeout_s})")
+    return timeout
+
+
 def guide_result(status: Mapping[str, Any]) -> dict[str, Any]:
     """The users' guide contract: {"output": ...} on COMPLETED, else {"error": "..."}."""
     if status.get("status") == "COMPLETED":
@@ -470,9 +516,14 @@ class WaitPlan:
     def remaining_s(self, now: float) -> float:
         return math.inf if self.deadline is None else self.deadline - now
 
-    def first(self, now: float) -> Poll:
-        """The first poll goes out at once, even with no time left: one look is always taken."""
-        return Poll(0.0, self._hold_ms(self.remaining_s(now)))
+    def first(self, now: float, *, look: bool = False) -> Poll:
+        """The first poll goes out at once, even with no time left: one look is always taken.
+
+        `look=True` also asks for no hold, for callers that show every state they can (progress
+        displays): the server holds a poll until the job differs from what it was when the poll
+        arrived, so a held first poll would sit on a change made since the caller last looked
+        (a progress step shown one step late)."""
+        return Poll(0.0, None if look else self._hold_ms(self.remaining_s(now)))
 
     def next(
         self, signature: Any, sent_at: float, received_at: float, wait_ms: int | None
@@ -675,12 +726,20 @@ class JobHandleBase:
     """What `Job` and `AsyncJob` share: the id, the endpoint and the last status object seen.
     The handles differ only in whether their methods await."""
 
-    __slots__ = ("_last", "endpoint", "id")
+    __slots__ = ("_last", "endpoint", "id", "warning")
 
-    def __init__(self, endpoint: Any, job_id: str, last: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        endpoint: Any,
+        job_id: str,
+        last: dict[str, Any] | None = None,
+        warning: str | None = None,
+    ):
         self.endpoint = endpoint
         self.id = job_id
         self._last = last
+        #: what the server said about the submit (`X-NeuroQ-Warning`), if anything
+        self.warning = warning
 
     @property
     def last_status(self) -> dict[str, Any] | None:

@@ -57,6 +57,12 @@ class AsyncEndpoint:
 
     async def send(self, request: Request, deadline: float | None = None) -> Any:
         """Perform one request, resending on transient failures as `_core.retry_delay` says."""
+        return (await self._send(request, deadline))[0]
+
+    async def _send(
+        self, request: Request, deadline: float | None = None
+    ) -> tuple[Any, Mapping[str, str]]:
+        """`send`, also returning the reply's headers."""
         attempt = 0
         while True:
             try:
@@ -66,7 +72,7 @@ class AsyncEndpoint:
             else:
                 outcome = _core.read_reply(response.status_code, response.headers, response.content)
             if not isinstance(outcome, _core.Failure):
-                return outcome
+                return outcome, response.headers
             delay = _core.retry_delay(request, outcome, attempt, time.monotonic(), deadline)
             if delay is None:
                 raise outcome.error
@@ -110,8 +116,8 @@ class AsyncEndpoint:
         request = self.routes.run(
             input, webhook=webhook, policy=policy, idempotency_key=idempotency_key
         )
-        reply = await self.send(request)
-        return AsyncJob(self, _core.job_id_of(reply), reply)
+        reply, headers = await self._send(request)
+        return AsyncJob(self, _core.job_id_of(reply), reply, _core.submit_warning(headers))
 
     async def run_sync(
         self,
@@ -132,10 +138,11 @@ class AsyncEndpoint:
             idempotency_key=idempotency_key,
             sync_wait_ms=_core.runsync_hold_ms(timeout_s),
         )
-        reply = await self.send(request)
+        reply, headers = await self._send(request)
+        warning = _core.submit_warning(headers)
         if _core.is_terminal(reply):
             return dict(reply)
-        job = AsyncJob(self, _core.job_id_of(reply), reply)
+        job = AsyncJob(self, _core.job_id_of(reply), reply, warning)
         try:
             return await job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
         except JobTimeout as exc:
@@ -147,6 +154,22 @@ class AsyncEndpoint:
 
     async def purge_queue(self) -> dict[str, Any]:
         reply: dict[str, Any] = await self.send(self.routes.purge_queue())
+        return reply
+
+    async def list_jobs(
+        self,
+        status: str | None = None,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        every_endpoint: bool = False,
+    ) -> dict[str, Any]:
+        """One page of retained jobs, newest first, without inputs or outputs:
+        {"jobs": [...], "nextOffset": n or None, ...} (our server only; docs/api.md)."""
+        request = self.routes.list_jobs(
+            status=status, limit=limit, offset=offset, every_endpoint=every_endpoint
+        )
+        reply: dict[str, Any] = await self.send(request)
         return reply
 
     def job(self, job_id: str) -> AsyncJob:
@@ -177,7 +200,7 @@ class AsyncJob(_core.JobHandleBase):
         timeout_s = self.endpoint.timeout_s if timeout_s is None else timeout_s
         known = _core.status_signature(self._last) if self._last else None
         plan = _core.WaitPlan(timeout_s, time.monotonic(), known, long_poll_ms=long_poll_ms)
-        poll: _core.Poll | None = plan.first(time.monotonic())
+        poll: _core.Poll | None = plan.first(time.monotonic(), look=on_status is not None)
         while poll is not None:
             await asyncio.sleep(poll.delay_s)
             sent_at = time.monotonic()
@@ -192,8 +215,9 @@ class AsyncJob(_core.JobHandleBase):
             poll = plan.next(signature, sent_at, time.monotonic(), poll.wait_ms)
         raise JobTimeout(self.id, timeout_s, self._last)
 
-    async def output(self, timeout_s: float | None = None) -> Any:
-        return _core.output_or_raise(await self.wait(timeout_s))
+    async def output(self, timeout_s: float | None = None, *, timeout: float | None = None) -> Any:
+        """See `neuroq.Job.output`."""
+        return _core.output_or_raise(await self.wait(_core.wait_timeout(timeout_s, timeout)))
 
     async def stream(
         self, timeout_s: float | None = None, *, sse: bool = True

@@ -56,6 +56,12 @@ class Endpoint:
 
     def send(self, request: Request, deadline: float | None = None) -> Any:
         """Perform one request, resending on transient failures as `_core.retry_delay` says."""
+        return self._send(request, deadline)[0]
+
+    def _send(
+        self, request: Request, deadline: float | None = None
+    ) -> tuple[Any, Mapping[str, str]]:
+        """`send`, also returning the reply's headers."""
         attempt = 0
         while True:
             try:
@@ -72,7 +78,7 @@ class Endpoint:
             else:
                 outcome = _core.read_reply(response.status_code, response.headers, response.content)
             if not isinstance(outcome, _core.Failure):
-                return outcome
+                return outcome, response.headers
             delay = _core.retry_delay(request, outcome, attempt, time.monotonic(), deadline)
             if delay is None:
                 raise outcome.error
@@ -91,8 +97,8 @@ class Endpoint:
         request = self.routes.run(
             input, webhook=webhook, policy=policy, idempotency_key=idempotency_key
         )
-        reply = self.send(request)
-        return Job(self, _core.job_id_of(reply), reply)
+        reply, headers = self._send(request)
+        return Job(self, _core.job_id_of(reply), reply, _core.submit_warning(headers))
 
     def run_sync(
         self,
@@ -116,10 +122,11 @@ class Endpoint:
             idempotency_key=idempotency_key,
             sync_wait_ms=_core.runsync_hold_ms(timeout_s),
         )
-        reply = self.send(request)
+        reply, headers = self._send(request)
+        warning = _core.submit_warning(headers)
         if _core.is_terminal(reply):
             return dict(reply)
-        job = Job(self, _core.job_id_of(reply), reply)
+        job = Job(self, _core.job_id_of(reply), reply, warning)
         try:
             return job.wait(max(0.0, timeout_s - (time.monotonic() - started)))
         except JobTimeout as exc:
@@ -131,6 +138,22 @@ class Endpoint:
 
     def purge_queue(self) -> dict[str, Any]:
         reply: dict[str, Any] = self.send(self.routes.purge_queue())
+        return reply
+
+    def list_jobs(
+        self,
+        status: str | None = None,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        every_endpoint: bool = False,
+    ) -> dict[str, Any]:
+        """One page of retained jobs, newest first, without inputs or outputs:
+        {"jobs": [...], "nextOffset": n or None, ...} (our server only; docs/api.md)."""
+        request = self.routes.list_jobs(
+            status=status, limit=limit, offset=offset, every_endpoint=every_endpoint
+        )
+        reply: dict[str, Any] = self.send(request)
         return reply
 
     def job(self, job_id: str) -> Job:
@@ -164,7 +187,7 @@ class Job(_core.JobHandleBase):
         timeout_s = self.endpoint.timeout_s if timeout_s is None else timeout_s
         known = _core.status_signature(self._last) if self._last else None
         plan = _core.WaitPlan(timeout_s, time.monotonic(), known, long_poll_ms=long_poll_ms)
-        poll: _core.Poll | None = plan.first(time.monotonic())
+        poll: _core.Poll | None = plan.first(time.monotonic(), look=on_status is not None)
         while poll is not None:
             time.sleep(poll.delay_s)
             sent_at = time.monotonic()
@@ -179,9 +202,10 @@ class Job(_core.JobHandleBase):
             poll = plan.next(signature, sent_at, time.monotonic(), poll.wait_ms)
         raise JobTimeout(self.id, timeout_s, self._last)
 
-    def output(self, timeout_s: float | None = None) -> Any:
-        """The job's output once COMPLETED; JobFailed for FAILED/CANCELLED/TIMED_OUT."""
-        return _core.output_or_raise(self.wait(timeout_s))
+    def output(self, timeout_s: float | None = None, *, timeout: float | None = None) -> Any:
+        """The job's output once COMPLETED; JobFailed for FAILED/CANCELLED/TIMED_OUT.
+        `timeout` is the runpod SDK's name for `timeout_s`."""
+        return _core.output_or_raise(self.wait(_core.wait_timeout(timeout_s, timeout)))
 
     def stream(self, timeout_s: float | None = None, *, sse: bool = True) -> Iterator[Any]:
         """Yield the job's stream chunks as they arrive, each once, until the job ends.

@@ -3,30 +3,25 @@ calls `run_worker`; everything else lives in runtime.py."""
 
 from __future__ import annotations
 
-import os
-
 import click
 
+from neuroq.client import connection
 from neuroq.worker.handlers import HandlerLoadError
 from neuroq.worker.transport import WorkerAuthError
 
 
 @click.command()
 @click.argument("handler")
+@click.option("--url", metavar="URL", help=connection.URL_HELP)
+@click.option("--endpoint", metavar="ID", help=connection.ENDPOINT_HELP)
+@click.option("--key", metavar="KEY", help=connection.WORKER_KEY_HELP)
 @click.option(
-    "--url",
-    default=lambda: os.environ.get("NEUROQ_URL", "http://127.0.0.1:8000"),
-    show_default="$NEUROQ_URL or http://127.0.0.1:8000",
-    help="Server address, http://HOST:PORT.",
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Jobs this worker runs at once.",
 )
-@click.option("--endpoint", required=True, help="Endpoint id whose jobs this worker takes.")
-@click.option(
-    "--key",
-    envvar="NEUROQ_WORKER_KEY",
-    show_envvar=True,
-    help="Worker key (sent bare in the Authorization header).",
-)
-@click.option("--concurrency", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--worker-id", default=None, help="Stable worker id; a random one by default.")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty and no job runs.")
 @click.option(
@@ -50,11 +45,15 @@ from neuroq.worker.transport import WorkerAuthError
     default=None,
     help="Generators: final output is every chunk (default: the handler's own setting).",
 )
-@click.option("--log-level", default=None, show_default="$NEUROQ_LOG_LEVEL or INFO")
+@click.option(
+    "--log-level",
+    default=None,
+    help="DEBUG, INFO, WARNING or ERROR.  [default: $NEUROQ_LOG_LEVEL or INFO]",
+)
 def worker(
     handler: str,
-    url: str,
-    endpoint: str,
+    url: str | None,
+    endpoint: str | None,
     key: str | None,
     concurrency: int,
     worker_id: str | None,
@@ -64,13 +63,22 @@ def worker(
     aggregate_stream: bool | None,
     log_level: str | None,
 ) -> None:
-    """Run HANDLER (module:function or path/to/file.py:function) as a worker."""
+    """Run HANDLER (module:function or path/to/file.py:function) as a worker.
+
+    The server, endpoint and key are found as for `neuroq send` (docs/client.md, "Settings");
+    next to a local `neuroq serve`, no option is needed."""
     from neuroq.config import Settings
     from neuroq.logs import configure_logging
     from neuroq.worker.runtime import run_worker
 
+    url = connection.server_url(url)
+    endpoint = connection.endpoint_id(endpoint)
+    key = connection.worker_key(key, url)
     if not key:
-        raise click.UsageError("a worker key is required: pass --key or set NEUROQ_WORKER_KEY")
+        raise click.UsageError(
+            "a worker key is required: pass --key, set NEUROQ_WORKER_KEY, or run next to the "
+            "local server that generated .neuroq/worker_key"
+        )
     try:
         configure_logging(Settings.from_env(log_level=log_level), secrets=[key])
     except ValueError as exc:
@@ -78,7 +86,7 @@ def worker(
     try:
         run_worker(
             handler,
-            url,
+            connection.server_origin(url),
             endpoint,
             key,
             concurrency,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
@@ -52,15 +53,19 @@ def test_config_reads_environment_and_arguments_win() -> None:
     )
 
 
-def test_config_defaults_to_local_server() -> None:
+def test_config_defaults_to_local_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no .neuroq/api_key here
     config = ClientConfig.resolve("ep", env={})
     assert config.base_url == "http://127.0.0.1:8000/v2"
     assert config.api_key is None
 
 
-def test_missing_endpoint_names_the_variable() -> None:
-    with pytest.raises(ConfigurationError, match="RUNPOD_ENDPOINT_ID"):
-        ClientConfig.resolve(env={})
+def test_endpoint_defaults_to_the_one_serve_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Was: "no endpoint id" from the library where `neuroq send` just worked."""
+    monkeypatch.chdir(tmp_path)
+    assert ClientConfig.resolve(env={}).endpoint_id == "neuroq"
 
 
 @pytest.mark.parametrize("bad", ["a/b", " padded"])
@@ -150,7 +155,10 @@ def test_job_id_with_slash_is_refused() -> None:
         routes().status("a/b")
 
 
-def test_no_authorization_header_without_key() -> None:
+def test_no_authorization_header_without_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no .neuroq/api_key here
     r = Routes(ClientConfig.resolve("ep", env={}))
     assert "Authorization" not in r.health().headers
 
@@ -440,3 +448,13 @@ def test_sse_refusal_keeps_the_json_poll_chunks() -> None:
     assert _core.sse_refused(406, {}, b"{}").chunks == []
     with pytest.raises(NotFoundError):
         _core.sse_refused(404, {}, b'{"error": "gone"}')
+
+
+def test_a_display_takes_its_first_look_unheld() -> None:
+    """A held first poll would wait for the change after the one made since the last status:
+    `neuroq send` showed each progress step one step late."""
+    plan = WaitPlan(60.0, 0.0, ("IN_QUEUE", "null"))
+    assert plan.first(0.0) == Poll(0.0, 30_000)
+    assert plan.first(0.0, look=True) == Poll(0.0, None)
+    after = plan.next(("IN_PROGRESS", '{"step": 1}'), 0.0, 0.01, None)
+    assert after == Poll(0.0, 30_000)  # from then on, held again
