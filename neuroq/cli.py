@@ -24,6 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Configure endpoints: workers, scaling rule, default executionTimeout.",
     ),
     "send": ("neuroq.client.commands:send", "Submit one job and wait for its result."),
+    "jobs": (
+        "neuroq.client.jobs_commands:jobs",
+        "List, follow, cancel, retry or purge jobs on a server.",
+    ),
     "train": ("neuroq.model.commands:train", "Train a NeuroQ model on a text corpus."),
     "generate": ("neuroq.model.commands:generate", "Generate text with a NeuroQ checkpoint."),
     "tokenizer": ("neuroq.model.commands:tokenizer", "Train the SentencePiece tokenizer."),
@@ -32,6 +36,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "List the models in the data directory; reset 'default' to the shipped one.",
     ),
 }
+
+# An example for each command whose own help shows none, appended to its --help. The client
+# commands (send, jobs) carry theirs in their docstrings.
+EXAMPLES: dict[str, tuple[str, ...]] = {
+    "serve": (
+        "neuroq serve --worker neuroq.handler:handler --endpoint neuroq",
+        "neuroq serve --host 0.0.0.0 --port 8001 --log-level DEBUG",
+    ),
+    "worker-env": ('eval "$(neuroq worker-env --endpoint neuroq --url http://127.0.0.1:8000)"',),
+    "worker": (
+        "neuroq worker my_handler.py:handler --endpoint demo",
+        "neuroq worker neuroq.handler:handler --url http://gpu-host:8000 --concurrency 4",
+    ),
+    "scaler": ("neuroq scaler --url http://127.0.0.1:8000",),
+    "endpoint": ("neuroq endpoint create demo --handler my_handler.py:handler --workers-max 2",),
+    "train": ("neuroq train --corpus default --out checkpoints/mine --epochs 3",),
+    "generate": ('neuroq generate "こんにちは" --stream',),
+    "model": ("neuroq model list",),
+    "tokenizer": ("neuroq tokenizer --corpus default --out checkpoints/tok",),
+}
+
+
+def _with_example(name: str, command: click.Command) -> click.Command:
+    """Append EXAMPLES[name] to the command's help, unless its help has an example already."""
+    examples = EXAMPLES.get(name)
+    if not examples or "Example" in (command.help or "") or command.epilog:
+        return command
+    lines = "\n".join(f"  {example}" for example in examples)
+    command.epilog = f"\b\nExample{'s' if len(examples) > 1 else ''}:\n{lines}"
+    return command
 
 
 class LazyGroup(click.Group):
@@ -44,7 +78,7 @@ class LazyGroup(click.Group):
             return None
         module_name, attr = entry[0].split(":")
         command: click.Command = getattr(importlib.import_module(module_name), attr)
-        return command
+        return _with_example(cmd_name, command)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         # Listing must not import every command (torch, the server): use the static help.
@@ -55,7 +89,16 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup)
 @click.version_option(package_name="neuroq-serverless")
 def main() -> None:
-    """NeuroQ Serverless: a self-hosted, RunPod-compatible job service."""
+    """NeuroQ Serverless: a self-hosted, RunPod-compatible job service.
+
+    `neuroq COMMAND --help` describes a command, with examples. The client and worker commands
+    share one way of finding the server, endpoint and key (docs/client.md, "Settings").
+
+    \b
+    Example:
+      neuroq serve --worker neuroq.handler:handler &
+      neuroq send '{"action": "health"}'
+    """
 
 
 if __name__ == "__main__":

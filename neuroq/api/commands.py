@@ -37,15 +37,21 @@ KEEP_ALIVE_S = 75
 
 
 @click.command()
-@click.option("--host", default=None, help="Interface to listen on [NEUROQ_HOST, 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="TCP port [NEUROQ_PORT, 8000].")
+@click.option(
+    "--host", default=None, help="Interface to listen on.  [default: $NEUROQ_HOST or 127.0.0.1]"
+)
+@click.option("--port", type=int, default=None, help="TCP port.  [default: $NEUROQ_PORT or 8000]")
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Database, generated keys and other state [NEUROQ_DATA_DIR, .neuroq].",
+    help="Database, generated keys and other state.  [default: $NEUROQ_DATA_DIR or .neuroq]",
 )
-@click.option("--store", default=None, help="postgresql://... URL; default SQLite in the data dir.")
+@click.option(
+    "--store",
+    default=None,
+    help="postgresql://... URL.  [default: $NEUROQ_STORE or SQLite in the data dir]",
+)
 @click.option(
     "--worker",
     "handlers",
@@ -67,7 +73,13 @@ KEEP_ALIVE_S = 75
 @click.option(
     "--scaler/--no-scaler",
     default=None,
-    help="Start and stop the workers of configured endpoints [NEUROQ_SCALER, on].",
+    help="Start and stop the workers of configured endpoints.  [default: $NEUROQ_SCALER or on]",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default=None,
+    help="Least severe level logged.  [default: $NEUROQ_LOG_LEVEL or INFO]",
 )
 def serve(
     host: str | None,
@@ -78,6 +90,7 @@ def serve(
     endpoint: str,
     concurrency: int,
     scaler: bool | None,
+    log_level: str | None,
 ) -> None:
     """Run the job server (and optionally local workers)."""
     from neuroq.api.app import create_app
@@ -90,7 +103,12 @@ def serve(
         raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
     try:
         settings = Settings.from_env(
-            host=host, port=port, data_dir=data_dir, store=store, scaler=scaler
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            store=store,
+            scaler=scaler,
+            log_level=log_level.upper() if log_level else None,
         )
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
@@ -241,7 +259,7 @@ def _local_url(settings: Settings, server: uvicorn.Server) -> str:
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where a generated worker key is kept [NEUROQ_DATA_DIR, .neuroq].",
+    help="Where a generated worker key is kept.  [default: $NEUROQ_DATA_DIR or .neuroq]",
 )
 def worker_env(endpoint: str, url: str, worker_id: str | None, data_dir: Path | None) -> None:
     """Print the environment an unmodified RunPod worker needs to attach (spec 2.2).

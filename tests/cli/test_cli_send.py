@@ -1,21 +1,28 @@
 """`neuroq send` as a user runs it: a subprocess against a real server and worker. Checks what
-lands on stdout, on stderr, and the exit code (0 COMPLETED, 1 job failed, 2 usage/transport)."""
+lands on stdout, on stderr, and the exit code (0 COMPLETED, 1 job failed, 2 usage/transport):
+results, chunks, progress, the misspelt-endpoint warning and the hint after --async-submit."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import pty
+import shlex
+import struct
 import subprocess
 import sys
+import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_support import clean_env, neuroq
 from click.testing import CliRunner
 from harness import start_server, start_worker
 
-from neuroq.client.commands import local_server_key
 from neuroq.client.commands import send as send_command
 
 pytestmark = pytest.mark.timeout(120)
@@ -26,7 +33,7 @@ def cli_server(shared_server: Any, tmp_path_factory: pytest.TempPathFactory) -> 
     log_dir = tmp_path_factory.mktemp("workers")
     procs = [
         start_worker(shared_server, f"neuroq.demo_handlers:{name}", f"cli-{name}", log_dir)
-        for name in ("echo", "fail", "stream_sync")
+        for name in ("echo", "fail", "stream_sync", "progress")
     ]
     yield shared_server
     for proc in procs:
@@ -34,17 +41,7 @@ def cli_server(shared_server: Any, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 def send(server: Any, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update({"NEUROQ_API_URL": server.base_url, "RUNPOD_API_KEY": server.api_key})
-    env.pop("RUNPOD_ENDPOINT_ID", None)
-    return subprocess.run(
-        [sys.executable, "-m", "neuroq", "send", *args],
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return neuroq("send", *args, server=server, stdin=stdin)
 
 
 def test_completed_job_prints_output_json_and_exits_0(cli_server: Any) -> None:
@@ -133,34 +130,92 @@ def test_zero_configuration_against_a_local_server(tmp_path: Path) -> None:
         tmp_path / ".neuroq", "--worker", "neuroq.demo_handlers:echo", NEUROQ_API_KEYS=""
     )
     try:
-        env = dict(os.environ)
-        for name in ("RUNPOD_API_KEY", "RUNPOD_ENDPOINT_ID", "NEUROQ_DATA_DIR"):
-            env.pop(name, None)
-        env["NEUROQ_API_URL"] = f"http://localhost:{server.port}"
-        done = subprocess.run(
-            [sys.executable, "-m", "neuroq", "send", '{"action": "health"}'],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        url = f"http://localhost:{server.port}"
+        done = neuroq("send", '{"action": "health"}', cwd=tmp_path, NEUROQ_API_URL=url)
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout) == {"action": "health"}
     finally:
         server.stop()
 
 
-def test_the_local_key_file_is_offered_only_to_this_machine(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    (tmp_path / ".neuroq").mkdir()
-    (tmp_path / ".neuroq" / "api_key").write_text("local-key\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("NEUROQ_DATA_DIR", raising=False)
-    assert local_server_key(None) == "local-key"
-    assert local_server_key("http://localhost:8000/v2") == "local-key"
-    assert local_server_key("https://api.runpod.ai/v2") is None
-    assert local_server_key("http://10.0.0.5:8000/v2") is None
-    monkeypatch.setenv("NEUROQ_DATA_DIR", str(tmp_path / "elsewhere"))
-    assert local_server_key(None) is None
+def test_stream_prints_the_output_of_a_job_that_streams_nothing(cli_server: Any) -> None:
+    """Was: `--stream` printed nothing at all for a handler that yields no chunks (health,
+    train, any plain handler)."""
+    done = send(cli_server, "--endpoint", "cli-echo", "--stream", '{"action": "health"}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"action": "health"}
+
+
+def test_progress_shows_as_plain_lines_off_a_terminal(cli_server: Any) -> None:
+    """Was: only `IN_PROGRESS 10.5 s`, never what the handler reported."""
+    done = send(cli_server, "--endpoint", "cli-progress", '{"seconds": 1.2}')
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"done": True}
+    assert "IN_PROGRESS" in done.stderr
+    assert ": step=1" in done.stderr and ": step=2" in done.stderr
+
+
+TRAINING_HANDLER = """
+import asyncio
+from neuroq.worker import progress_update
+
+async def handler(job):
+    for step in range(1, 4):
+        progress_update(job, {"step": step, "total_steps": 3, "loss": 1.5 / step})
+        await asyncio.sleep(0.7)
+    return {"trained": True}
+"""
+
+
+def test_progress_is_a_live_bar_on_a_terminal(cli_server: Any, tmp_path: Path) -> None:
+    handler = tmp_path / "training.py"
+    handler.write_text(TRAINING_HANDLER)
+    worker = start_worker(cli_server, f"{handler}:handler", "cli-training", tmp_path)
+    master, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    env = {"NEUROQ_API_URL": cli_server.base_url, "RUNPOD_API_KEY": cli_server.api_key}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "neuroq", "send", "--endpoint", "cli-training", "{}"],
+            env=clean_env(**env),
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+        )
+        os.close(terminal)
+        drawn = b""
+        with contextlib.suppress(OSError):  # EIO once the command has exited
+            while chunk := os.read(master, 4096):
+                drawn += chunk
+        stdout = proc.communicate(timeout=60)[0]
+    finally:
+        os.close(master)
+        worker.stop()
+    assert proc.returncode == 0, drawn
+    assert json.loads(stdout) == {"trained": True}
+    text = drawn.decode(errors="replace")
+    assert "%|" in text and "2/3 loss=0.75" in text
+
+
+def test_a_misspelt_endpoint_is_warned_about_on_stderr(cli_server: Any) -> None:
+    done = send(cli_server, "--endpoint", "cli-ehco", "--async-submit", "1")
+    assert done.returncode == 0
+    assert len(done.stdout.split()) == 1  # stdout stays the id alone
+    assert "Warning: no worker has served endpoint 'cli-ehco'" in done.stderr
+
+
+def test_no_warning_for_a_served_endpoint(cli_server: Any) -> None:
+    done = send(cli_server, "--endpoint", "cli-echo", "1")
+    assert done.returncode == 0
+    assert "Warning" not in done.stderr
+
+
+def test_async_submit_says_how_to_follow_the_job_and_that_command_works(cli_server: Any) -> None:
+    done = send(cli_server, "--endpoint", "cli-echo", "--async-submit", '{"n": 7}')
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.strip()
+    hint = done.stderr.split("follow it: ", 1)[1].strip()
+    assert hint == f"neuroq jobs status {job_id} --wait --endpoint cli-echo"
+    followed = neuroq(*shlex.split(hint)[1:], server=cli_server)
+    assert followed.returncode == 0, followed.stderr
+    final = json.loads(followed.stdout)
+    assert final["status"] == "COMPLETED" and final["output"] == {"n": 7}
