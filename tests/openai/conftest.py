@@ -5,7 +5,8 @@ started once each and only when a test needs them (each on its own endpoint):
 - `fake_ep` / `fake_list_ep`: fake_vllm_worker.py under RunPod's SDK, yielding raw SSE strings
   or lists of chunk dicts;
 - `sdk_neuroq_ep`: `python -m neuroq.handler` under RunPod's SDK in its generator form
-  (NEUROQ_GENERATOR=1), as it would run on hosted RunPod.
+  (NEUROQ_GENERATOR=1), as it would run on hosted RunPod; `sdk_coroutine_ep` in its default
+  form.
 
 Every process is ended when the session's fixtures end (tests/conftest.py checks it).
 """
@@ -62,3 +63,15 @@ def sdk_neuroq_ep(workers: Workers) -> str:
         )
 
     return workers.once("neuroq-sdk", start)
+
+
+@pytest.fixture(scope="session")
+def sdk_coroutine_ep(workers: Workers) -> str:
+    """`python -m neuroq.handler` as it is by default: the coroutine handler, which posts its
+    OpenAI values to the stream itself."""
+
+    def start() -> WorkerProcess:
+        data = str(workers.root / "data")
+        return workers.sdk("neuroq-sdk-co", ["-m", "neuroq.handler"], NEUROQ_DATA_DIR=data)
+
+    return workers.once("neuroq-sdk-co", start)
