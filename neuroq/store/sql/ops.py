@@ -21,6 +21,7 @@ from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
 from neuroq.store import events
 from neuroq.store.base import (
+    FinishedMinute,
     Holder,
     InvalidTransition,
     QueueStats,
@@ -490,6 +491,32 @@ def jobs_by_ids(job_ids: list[str], now_ms: int) -> Op[list[Job]]:
 def job_webhooks(job_id: str) -> Op[list[WebhookDelivery]]:
     rows = yield Stmt("dash_job_webhooks", {"id": job_id})
     return Outcome([WebhookDelivery(*row) for row in rows])
+
+
+def finished_minutes(since_ms: int, now_ms: int) -> Op[list[FinishedMinute]]:
+    rows = yield Stmt("dash_finished_minutes", {"since": since_ms, "now": now_ms})
+
+    def number(value: Any) -> float | None:  # PostgreSQL's AVG is a Decimal
+        return None if value is None else float(value)
+
+    def whole(value: Any) -> int | None:
+        return None if value is None else int(value)
+
+    return Outcome(
+        [
+            FinishedMinute(
+                endpoint_id=str(row[0]),
+                at_ms=since_ms + int(row[1]) * 60_000,
+                finished=int(row[2]),
+                completed=int(row[3]),
+                mean_execution_ms=number(row[4]),
+                max_execution_ms=whole(row[5]),
+                mean_delay_ms=number(row[6]),
+                max_delay_ms=whole(row[7]),
+            )
+            for row in rows
+        ]
+    )
 
 
 # -- endpoints ---------------------------------------------------------------------------------

@@ -334,3 +334,16 @@ SELECT {job} FROM jobs WHERE id IN {ids} AND {retained}
 -- Webhook deliveries of a job still waiting in the outbox.
 SELECT id, job_id, url, body_json, attempts, next_attempt_at_ms
 FROM webhook_outbox WHERE job_id = :id ORDER BY id
+
+-- name: dash_finished_minutes
+-- Retained jobs that finished since :since, per endpoint and minute (0 = the minute starting at
+-- :since): how many, how many COMPLETED, and the mean and longest execution and delay in ms.
+SELECT endpoint_id, CAST((finished_at_ms - :since) / 60000 AS BIGINT) AS minute, COUNT(*),
+       SUM(CASE WHEN status = 'COMPLETED' THEN 1 ELSE 0 END),
+       AVG(finished_at_ms - started_at_ms), MAX(finished_at_ms - started_at_ms),
+       AVG(started_at_ms - created_at_ms), MAX(started_at_ms - created_at_ms)
+FROM jobs
+WHERE finished_at_ms >= :since AND finished_at_ms <= :now AND {retained}
+  AND status IN ('COMPLETED', 'FAILED', 'CANCELLED', 'TIMED_OUT')
+GROUP BY endpoint_id, minute
+ORDER BY endpoint_id, minute

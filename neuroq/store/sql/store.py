@@ -12,6 +12,7 @@ from typing import TypeVar
 from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, NewJob, now_ms
 from neuroq.store.base import (
+    FinishedMinute,
     Holder,
     Notifier,
     QueueStats,
@@ -215,3 +216,6 @@ class OpStore:
 
     async def job_webhooks(self, job_id: str) -> list[WebhookDelivery]:
         return await self._run(ops.job_webhooks(job_id), write=False)
+
+    async def finished_minutes(self, since_ms: int, now_ms: int) -> list[FinishedMinute]:
+        return await self._run(ops.finished_minutes(since_ms, now_ms), write=False, heavy=True)
