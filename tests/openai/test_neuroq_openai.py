@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -76,6 +78,20 @@ def test_greedy_chat_equals_the_engine_and_counts_tokens_exactly(
     assert reply.usage.prompt_tokens == len(tokenizer.encode(PROMPT)) + 3
     assert reply.usage.completion_tokens == expected.num_tokens
     assert reply.usage.total_tokens == reply.usage.prompt_tokens + expected.num_tokens
+
+
+def test_greedy_chat_equals_neuroq_generate(api: openai.OpenAI) -> None:
+    """`neuroq generate --temperature 0` with OpenAI's defaults (no penalty, top_p 1)."""
+    cmd = [sys.executable, "-m", "neuroq", "generate", PROMPT, "--temperature", "0"]
+    cmd += ["--top-p", "1", "--repetition-penalty", "1", "--max-length", "24"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True)
+    reply = api.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=24,
+        temperature=0,
+    )
+    assert reply.choices[0].message.content == done.stdout.rstrip("\n")
 
 
 def test_streamed_chat_sends_the_role_then_the_same_text(
