@@ -44,6 +44,20 @@ def read_input(argument: str) -> Any:
         ) from None
 
 
+#: the keys of a RunPod request body besides `input`
+REQUEST_KEYS = frozenset({"webhook", "policy", "s3Config"})
+
+
+def split_request(value: Any) -> tuple[Any, dict[str, Any]]:
+    """A RunPod-style request body (`{"input": ..., "policy": ...?, "webhook": ...?}`, as saved
+    from curl or the RunPod console) is sent as that request, not wrapped in another `input`:
+    returns (input, the body's other keys). Anything else is the input itself."""
+    if isinstance(value, dict) and "input" in value and set(value) - {"input"} <= REQUEST_KEYS:
+        extra = {k: v for k, v in value.items() if k != "input"}
+        return value["input"], extra
+    return value, {}
+
+
 class ChunkPrinter:
     """Prints stream chunks as they come: strings raw (token pieces join up), others as JSON
     lines; a newline separates a run of raw text from what follows."""
@@ -99,7 +113,8 @@ def send(
 ) -> None:
     """Submit INPUT as a job's input and print its output as JSON.
 
-    INPUT is JSON (sent as {"input": INPUT}), @FILE.json, or - for standard input. While the job
+    INPUT is JSON (sent as {"input": INPUT}), @FILE.json, or - for standard input; a RunPod request
+    body ({"input": ..., "policy": ...}) is sent as that request. While the job
     runs, its state and progress show on stderr (a live bar on a terminal). Exit code: 0
     COMPLETED, 1 FAILED/CANCELLED/TIMED_OUT or --timeout reached, 2 usage or connection error.
 
@@ -110,10 +125,12 @@ def send(
       echo '{"prompt": "hi"}' | neuroq send - --stream
       neuroq send '{"action": "train"}' --async-submit
     """
-    job_input = read_input(input_arg)
+    job_input, request = split_request(read_input(input_arg))
+    if "s3Config" in request:
+        raise click.BadParameter("s3Config is not supported by neuroq send", param_hint="INPUT")
     started = time.monotonic()
     with cli_shared.open_endpoint(url, endpoint, key, timeout_s) as ep, cli_shared.client_errors():
-        job = ep.run(job_input)
+        job = ep.run(job_input, webhook=request.get("webhook"), policy=request.get("policy"))
         if async_submit:
             click.echo(job.id)
             hint = f"neuroq jobs status {job.id} --wait --endpoint {ep.endpoint_id}"

@@ -78,6 +78,21 @@ def test_input_from_file_and_stdin(cli_server: Any, tmp_path: Path) -> None:
     assert done.exit_code == 0 and json.loads(done.stdout) == ["stdin"]
 
 
+def test_a_runpod_request_body_from_a_file_is_sent_as_that_request(
+    cli_server: Any, tmp_path: Path
+) -> None:
+    """A body saved from curl or the RunPod console is not wrapped in a second `input`."""
+    path = tmp_path / "request.json"
+    body = {"input": {"from": "request"}, "policy": {"executionTimeout": 60_000}}
+    path.write_text(json.dumps(body), encoding="utf-8")
+    done = send(cli_server, "--endpoint", "cli-echo", f"@{path}")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"from": "request"}
+    # an object that merely has an `input` key among others is an input like any other
+    done = send(cli_server, "--endpoint", "cli-echo", '{"input": 1, "other": 2}')
+    assert json.loads(done.stdout) == {"input": 1, "other": 2}
+
+
 def test_stream_prints_text_chunks_as_they_come(cli_server: Any) -> None:
     done = send(cli_server, "--endpoint", "cli-stream_sync", "--stream", '{"text": "a b c"}')
     assert done.returncode == 0, done.stderr
