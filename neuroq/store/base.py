@@ -200,6 +200,34 @@ class Holder:
     attempt: int | None = None
 
 
+@dataclass(frozen=True)
+class LogLine:
+    """One captured log record of a job (a handler's log line, or a failure's traceback; it may
+    span several text lines). `attempt` is the job's `retries` when the line was written: the
+    lines of an attempt that was requeued are kept, marked with their attempt."""
+
+    seq: int
+    attempt: int
+    at_ms: int
+    level: str
+    line: str
+
+
+#: the level of the one marker row that says lines of an attempt were dropped at its cap
+TRUNCATED_LEVEL = "TRUNCATED"
+
+
+@dataclass(frozen=True)
+class LogLimits:
+    """How much log text one attempt of a job may keep; past either cap, lines are dropped and
+    one TRUNCATED marker is stored. Lengths are counted in characters."""
+
+    lines: int = 1_000
+    chars: int = 256 * 1024
+    #: a longer line is cut to this, saying how much was cut
+    line_chars: int = 8 * 1024
+
+
 class InvalidTransition(Exception):
     """The job exists but is not in a state that allows this operation."""
 
@@ -312,6 +340,34 @@ class JobStore(Protocol):
         """Append a chunk to the stream of an IN_PROGRESS job held by `holder` (any holder when
         None) and renew that job's lease by `lease_ms` when given; the chunk's seq, or None when
         ignored."""
+        ...
+
+    async def append_logs(
+        self,
+        job_id: str,
+        lines: list[tuple[int, str, str]],
+        now_ms: int,
+        holder: Holder | None = None,
+        *,
+        truncated: bool = False,
+        limits: LogLimits | None = None,
+        late_ms: int = 60_000,
+        lease_ms: int | None = None,
+    ) -> int | None:
+        """Append `(at_ms, level, line)` records to the log of the job's current attempt, if
+        `holder` holds that attempt (any holder when None): while the job is IN_PROGRESS, or for
+        `late_ms` after it ended with the holder still recorded, so lines flushed just after
+        the result still land; a post to a running job renews its lease by `lease_ms` when
+        given. Lines past `limits` (default LogLimits()) are dropped and one TRUNCATED marker is
+        stored per attempt (also when the poster says it dropped lines itself: `truncated`).
+        Returns how many rows were stored, or None when fenced out."""
+        ...
+
+    async def read_logs(
+        self, endpoint_id: str, job_id: str, after_seq: int = 0, limit: int = 1_000
+    ) -> tuple[Job, list[LogLine], bool] | None:
+        """The job, up to `limit` log lines with seq > after_seq in order, and whether any
+        attempt dropped lines at its cap. None when the job is unknown or expired."""
         ...
 
     async def finish(

@@ -44,7 +44,11 @@ from neuroq.store.sql.store import OpStore
 T = TypeVar("T")
 
 #: (version, file) in order: version 1 creates the schema, later ones migrate an older file
-MIGRATIONS: list[tuple[int, str]] = [(1, "sqlite_schema.sql"), (2, "sqlite_0002_endpoints.sql")]
+MIGRATIONS: list[tuple[int, str]] = [
+    (1, "sqlite_schema.sql"),
+    (2, "sqlite_0002_endpoints.sql"),
+    (3, "sqlite_0003_job_logs.sql"),
+]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 #: how long a writer waits for another process's write lock before giving up
 BUSY_TIMEOUT_MS = 10_000

@@ -21,9 +21,12 @@ from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
 from neuroq.store import events
 from neuroq.store.base import (
+    TRUNCATED_LEVEL,
     FinishedMinute,
     Holder,
     InvalidTransition,
+    LogLimits,
+    LogLine,
     QueueStats,
     SweepResult,
     WebhookDelivery,
@@ -181,6 +184,19 @@ def read_stream(
     return Outcome((job, chunks))
 
 
+def read_logs(
+    endpoint_id: str, job_id: str, after_seq: int, limit: int, now_ms: int
+) -> Op[tuple[Job, list[LogLine], bool] | None]:
+    rows = yield Stmt("get", {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms})
+    if not rows:
+        return Outcome(None)
+    job = job_from_row(rows[0])
+    found = yield Stmt("logs_after", {"id": job_id, "after": after_seq, "limit": limit})
+    lines = [LogLine(int(a), int(b), int(c), str(d), str(e)) for a, b, c, d, e in found]
+    marked = yield Stmt("logs_truncated", {"id": job_id, "truncated": TRUNCATED_LEVEL})
+    return Outcome((job, lines, bool(marked[0][0])))
+
+
 _HEALTH_KEYS = {
     JobStatus.COMPLETED.value: "completed",
     JobStatus.FAILED.value: "failed",
@@ -287,6 +303,58 @@ def append_stream(
     seq = int(rows[0][0])
     yield Stmt("stream_insert", {"id": job_id, "seq": seq, "chunk_json": chunk_json})
     return Outcome(seq, {job_topic(job_id)})
+
+
+def clip_line(line: str, limit: int) -> str:
+    """A log line cut to `limit` characters, saying how much was cut; NUL characters (which
+    PostgreSQL text cannot hold) become U+FFFD, so both stores keep the same text."""
+    line = line.replace("\x00", "\ufffd")
+    if len(line) <= limit:
+        return line
+    # the note is sized for the longest count it can show, so the result never passes `limit`
+    keep = max(0, limit - len(f" ... ({len(line)} characters cut)"))
+    return f"{line[:keep]} ... ({len(line) - keep} characters cut)"
+
+
+def append_logs(
+    job_id: str,
+    lines: list[tuple[int, str, str]],
+    now_ms: int,
+    holder: Holder | None,
+    truncated: bool,
+    limits: LogLimits,
+    late_ms: int,
+    lease_ms: int | None,
+) -> Op[int | None]:
+    fence = {
+        "id": job_id,
+        "late_since": now_ms - late_ms,
+        "lease_until": _lease_until(now_ms, lease_ms),
+        **_fence(holder),
+    }
+    rows = yield Stmt("log_fence", fence)
+    if not rows:
+        return Outcome(None)
+    attempt = int(rows[0][0])
+    stats = {"id": job_id, "attempt": attempt, "truncated": TRUNCATED_LEVEL}
+    last_seq, count, chars, markers = (int(v) for v in (yield Stmt("log_stats", stats))[0])
+    if markers:
+        return Outcome(0)  # this attempt reached its cap already
+    kept: list[tuple[int, str, str]] = []
+    for at_ms, level, line in lines:
+        line = clip_line(line, limits.line_chars)
+        if count + len(kept) >= limits.lines or chars + len(line) > limits.chars:
+            truncated = True
+            break
+        kept.append((at_ms, clip_line(level, 16), line))
+        chars += len(line)
+    if truncated:
+        note = f"... truncated: lines past {limits.lines} lines or {limits.chars} characters"
+        kept.append((now_ms, TRUNCATED_LEVEL, note + " for this attempt were dropped"))
+    if kept:
+        params = {"id": job_id, "attempt": attempt, "first": last_seq + 1}
+        yield Stmt("log_insert", {**params, "rows": json.dumps(kept)})
+    return Outcome(len(kept), {job_topic(job_id)} if kept else set())
 
 
 def finish(

@@ -8,13 +8,15 @@
 --   {ids}          a sub-select over the list parameter :ids
 --   {lock}         FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers)
 --   {skip_locked}  FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent takers never block
+--   {log_rows}     the rows of the JSON text :rows ([[at_ms, level, line], ...]) as i (from 0),
+--                  at_ms, level, line
 
 -- name: find_by_key
 -- The job holding an idempotency key on an endpoint, retained or not.
 SELECT {job} FROM jobs WHERE endpoint_id = :endpoint_id AND idempotency_key = :key
 
 -- name: delete_job
--- Drop one record (its stream chunks go with it).
+-- Drop one record (its stream chunks and log lines go with it).
 DELETE FROM jobs WHERE id = :id
 
 -- name: insert_job
@@ -101,6 +103,39 @@ UPDATE jobs SET stream_cursor = :cursor WHERE id = :id
 -- name: delete_chunks
 -- Forget the stream of an attempt that will run again.
 DELETE FROM stream_chunks WHERE job_id = :id
+
+-- name: log_fence
+-- The attempt of a job its poster holds, running or ended since :late_since, renewing a running
+-- job's lease when :lease_until; the row stays locked so one job's appends run one at a time.
+UPDATE jobs
+SET lease_expires_at_ms = CASE WHEN status = 'IN_PROGRESS'
+                               THEN COALESCE(CAST(:lease_until AS BIGINT), lease_expires_at_ms)
+                               ELSE lease_expires_at_ms END
+WHERE id = :id AND worker_id IS NOT NULL AND {held}
+  AND (status = 'IN_PROGRESS' OR finished_at_ms >= :late_since)
+RETURNING retries
+
+-- name: log_stats
+-- The last log seq of a job, and the rows, characters and TRUNCATED markers of one attempt.
+SELECT COALESCE(MAX(seq), 0),
+       COALESCE(SUM(CASE WHEN attempt = :attempt THEN 1 ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN attempt = :attempt THEN LENGTH(line) ELSE 0 END), 0),
+       COALESCE(SUM(CASE WHEN attempt = :attempt AND level = :truncated THEN 1 ELSE 0 END), 0)
+FROM job_logs WHERE job_id = :id
+
+-- name: log_insert
+-- Store log rows, given as a JSON array of [at_ms, level, line], under seqs :first, :first + 1...
+INSERT INTO job_logs (job_id, seq, attempt, at_ms, level, line)
+SELECT :id, :first + r.i, :attempt, r.at_ms, r.level, r.line FROM {log_rows} AS r
+
+-- name: logs_after
+-- Up to :limit log rows of a job past a seq, in order.
+SELECT seq, attempt, at_ms, level, line FROM job_logs
+WHERE job_id = :id AND seq > :after ORDER BY seq LIMIT :limit
+
+-- name: logs_truncated
+-- Whether any attempt of the job dropped log lines at its cap.
+SELECT COUNT(*) FROM job_logs WHERE job_id = :id AND level = :truncated
 
 -- name: finish
 -- IN_PROGRESS -> COMPLETED or FAILED, only from its holder and on the endpoint when named.
@@ -242,7 +277,7 @@ WHERE status = 'IN_PROGRESS' AND (lease_expires_at_ms <= :now OR worker_id IN {i
 RETURNING {job}
 
 -- name: sweep_expired
--- Delete up to :limit records past retention (stream chunks cascade).
+-- Delete up to :limit records past retention (stream chunks and log lines cascade).
 WITH picked AS MATERIALIZED (
     SELECT seq FROM jobs WHERE expires_at_ms <= :now LIMIT :limit)
 DELETE FROM jobs WHERE seq IN (SELECT seq FROM picked)

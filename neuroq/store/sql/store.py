@@ -14,6 +14,8 @@ from neuroq.jobs import Job, NewJob, now_ms
 from neuroq.store.base import (
     FinishedMinute,
     Holder,
+    LogLimits,
+    LogLine,
     Notifier,
     QueueStats,
     SweepResult,
@@ -120,6 +122,28 @@ class OpStore:
     ) -> int | None:
         op = ops.append_stream(job_id, chunk_json, now_ms, holder, lease_ms)
         return await self._run(op, write=True)
+
+    async def append_logs(
+        self,
+        job_id: str,
+        lines: list[tuple[int, str, str]],
+        now_ms: int,
+        holder: Holder | None = None,
+        *,
+        truncated: bool = False,
+        limits: LogLimits | None = None,
+        late_ms: int = 60_000,
+        lease_ms: int | None = None,
+    ) -> int | None:
+        limits = limits or LogLimits()
+        op = ops.append_logs(job_id, lines, now_ms, holder, truncated, limits, late_ms, lease_ms)
+        return await self._run(op, write=True)
+
+    async def read_logs(
+        self, endpoint_id: str, job_id: str, after_seq: int = 0, limit: int = 1_000
+    ) -> tuple[Job, list[LogLine], bool] | None:
+        op = ops.read_logs(endpoint_id, job_id, after_seq, limit, now_ms())
+        return await self._run(op, write=False)
 
     async def finish(
         self,
