@@ -6,6 +6,11 @@ real sockets; `kill()` sends SIGKILL so durability can be checked by restarting 
 A route test that needs no process (validation, keys, 404s) uses `in_process_app` instead: the
 same app, the same keys, no socket, and a fraction of the start-up time.
 
+Helpers the test folders share live here too, once each: `wait_for` (and `wait_for_async`) for
+every poll loop, `Background` for a blocking call held while the test acts, and the raw-HTTP
+halves of the protocol (`submit`, `status`, `RawWorker`, `read_events`, `SDK_POST_HEADERS`) and
+the runpod SDK worker's environment (`worker_env`, `sdk_worker_env`).
+
 Every process a test starts ends with the test, children included. `spawn` starts each one as the
 leader of a process group of its own and `end_group` ends that whole group, because a child can
 outlive its parent (the runpod SDK forks a heartbeat process that kept running for hours after a
