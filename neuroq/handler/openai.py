@@ -20,6 +20,7 @@ sharing forward passes with every other `generate` and chat request running at t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -43,6 +44,7 @@ from neuroq.handler.openai_text import (
     completion_prompt_ids,
     tokens_until,
 )
+from neuroq.handler.streaming import STREAM_INTERVAL_S
 from neuroq.model.checkpoint import CheckpointError
 from neuroq.model.engine import Engine, GenerationResult, StopReason
 from neuroq.model.sampling import SamplingParams
@@ -241,11 +243,14 @@ class _Reply:
         )
 
     async def stream(self, service: Service) -> AsyncIterator[str]:
-        """Raw server-sent events: everything decoded since the previous value, each time."""
+        """Raw server-sent events: everything decoded since the previous value, each time;
+        the first content at once, then at most one value per STREAM_INTERVAL_S until a
+        choice ends."""
         # (choice index, a piece of text | the result | the exception that ended it)
         arrivals: asyncio.Queue[tuple[int, str | GenerationResult | BaseException]] = (
             asyncio.Queue()
         )
+        ended = asyncio.Event()  # some choice has its result
 
         async def run(choice: _Choice) -> None:
             def on_piece(piece: str) -> None:
@@ -259,15 +264,25 @@ class _Reply:
                 arrivals.put_nowait((choice.index, exc))
             else:
                 arrivals.put_nowait((choice.index, result))
+            ended.set()
 
         tasks = [asyncio.create_task(run(c)) for c in self.choices]
         try:
             if self.chat:
                 yield _events(self._role(c) for c in self.choices)
             running = len(self.choices)
+            loop = asyncio.get_running_loop()
+            last_sent = 0.0  # when content last went out (0: not yet)
             while running:
                 chunks = []
                 batch = [await arrivals.get()]
+                pause = STREAM_INTERVAL_S - (loop.time() - last_sent) if last_sent else 0.0
+                if pause > 0 and not ended.is_set():
+                    # At most one value per STREAM_INTERVAL_S once content flows, as `generate`
+                    # streams: each value is an HTTP post, and a post per token cost decoding
+                    # more than half its speed on two cores. The end of a choice goes at once.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(ended.wait(), pause)
                 while not arrivals.empty():
                     batch.append(arrivals.get_nowait())
                 for index, arrival in batch:
@@ -290,6 +305,7 @@ class _Reply:
                     yield _events(chunks) + DONE
                 elif chunks:
                     yield _events(chunks)
+                    last_sent = loop.time()
         finally:
             for task in tasks:
                 task.cancel()  # a cancelled job: each row finishes silently inside its batch
