@@ -6,6 +6,7 @@ own worker runtime speak it.
     POST /v2/{ep}/job-done/{worker}/{job}      final result or progress update
     POST /v2/{ep}/job-done-batch/{worker}      final results of several jobs (our extension)
     POST /v2/{ep}/job-stream/{worker}/{job}    one stream chunk
+    POST /v2/{ep}/job-log/{worker}/{job}       a batch of the job's log lines (our extension)
     GET  /v2/{ep}/job-stop/{worker}            long-poll, {"jobsToStop": [...]} or 204
     GET  /v2/{ep}/ping/{worker}                heartbeat, or a fitness failure report
 
@@ -52,6 +53,10 @@ REOFFER_S = 1.0
 #: results and stream chunks record contact from their worker at most this often (and at most
 #: ten times per lease): a row update per post would double the cost of a result
 RESULT_CONTACT_MS = 1000
+
+#: the most one job-log post may carry (the per-attempt caps, LogLimits, are far below it)
+MAX_LOG_BODY_BYTES = 4 * 1024 * 1024
+MAX_LOG_LINES_PER_POST = 1_000
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -505,6 +510,61 @@ async def job_stream(request: Request) -> Response:
     return JSONResponse({})
 
 
+async def job_log(request: Request) -> Response:
+    """POST /job-log/{worker}/{job}: our extension, a batch of the job's log lines,
+    `{"lines": [{"at": ms, "level": "INFO", "line": "..."}], "truncated": false}`. Fenced like
+    job-stream, except that the holder of the attempt may still post for a minute after its
+    result (its last lines may follow the result). The store cuts long lines, caps each attempt
+    and marks where it dropped lines. A bad body is refused and, unlike a bad result, fails
+    nothing: logs are a side channel."""
+    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    if isinstance(call, Response):
+        return call
+    try:
+        raw = await read_capped(request, MAX_LOG_BODY_BYTES)
+    except BodyTooLarge:
+        return error_response(413, f"job-log body exceeds {MAX_LOG_BODY_BYTES} bytes")
+    now = now_ms()
+    try:
+        lines, truncated = _log_lines(_decode_object(raw, "job-log"), now)
+    except _BadRequest as exc:
+        return error_response(400, str(exc))
+    job_id = call.job_id or ""
+    stored = await call.store.append_logs(
+        job_id, lines, now, call.holder, truncated=truncated, lease_ms=call.lease_ms
+    )
+    if stored is None:
+        job = await call.store.get(call.endpoint_id, job_id)
+        if job is None:
+            return _no_job(call)
+        return _ignored(call, job)
+    await _sign_of_life(request, call, now)
+    return JSONResponse({"stored": stored})
+
+
+def _log_lines(body: dict[str, Any], now: int) -> tuple[list[tuple[int, str, str]], bool]:
+    """The (at_ms, level, line) records of a job-log body; `at` defaults to now and `level`
+    to INFO."""
+    items = body.get("lines", [])
+    if not isinstance(items, list) or len(items) > MAX_LOG_LINES_PER_POST:
+        raise _BadRequest(f"`lines` must be an array of at most {MAX_LOG_LINES_PER_POST} objects")
+    truncated = body.get("truncated", False)
+    if not isinstance(truncated, bool):
+        raise _BadRequest("`truncated` must be true or false")
+    lines: list[tuple[int, str, str]] = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("line"), str):
+            raise _BadRequest(f"lines[{index}] must be an object with a string `line`")
+        at = item.get("at", now)
+        if not isinstance(at, int) or isinstance(at, bool) or not 0 <= at < 2**53:
+            raise _BadRequest(f"lines[{index}].at must be ms since the epoch")
+        level = item.get("level", "INFO")
+        if not isinstance(level, str) or not level:
+            raise _BadRequest(f"lines[{index}].level must be a non-empty string")
+        lines.append((at, level.upper(), item["line"]))
+    return lines, truncated
+
+
 async def _sign_of_life(request: Request, call: WorkerCall, now: int) -> None:
     """Record contact from the worker (so it is not counted lost), unless this process did so
     for it within RESULT_CONTACT_MS (or a tenth of the lease, if shorter). Contact renews no
@@ -613,6 +673,7 @@ ROUTES: list[BaseRoute] = [
     Route("/v2/{endpoint_id}/job-done/{worker_id}/{job_id}", job_done, methods=["POST"]),
     Route("/v2/{endpoint_id}/job-done-batch/{worker_id}", job_done_batch, methods=["POST"]),
     Route("/v2/{endpoint_id}/job-stream/{worker_id}/{job_id}", job_stream, methods=["POST"]),
+    Route("/v2/{endpoint_id}/job-log/{worker_id}/{job_id}", job_log, methods=["POST"]),
     Route("/v2/{endpoint_id}/job-stop/{worker_id}", job_stop, methods=["GET"]),
     Route("/v2/{endpoint_id}/ping/{worker_id}", ping, methods=["GET"]),
 ]
