@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from neuroq.jobs import Job, NewJob
 from neuroq.store.base import Notifier
 from neuroq.store.errors import StoreError, StoreOpenError, StoreUnavailable
 from neuroq.store.events import StoreEvents
@@ -50,6 +51,8 @@ MIGRATIONS: list[tuple[int, str]] = [
     (3, "sqlite_0003_job_logs.sql"),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+#: pages a size cap keeps free of new jobs, for the writes that finish accepted ones
+SUBMIT_HEADROOM_MIN_PAGES = 16
 #: how long a writer waits for another process's write lock before giving up
 BUSY_TIMEOUT_MS = 10_000
 #: commits through the event-loop connection between two WAL checkpoints on the thread (a
@@ -88,6 +91,8 @@ class SQLiteStore(OpStore):
         disk, so an operator can keep the queue from filling the volume it shares."""
         self.path = Path(path)
         self.max_size_bytes = max_size_bytes
+        #: with a size cap: the pages in use past which submits are refused (see submit)
+        self._new_job_pages: int | None = None
         self.notifier = Notifier()
         self.events = StoreEvents()
         self.recheck_s = recheck_s
@@ -190,6 +195,21 @@ class SQLiteStore(OpStore):
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
             pages = max(1, self.max_size_bytes // page_size)
             conn.execute(f"PRAGMA max_page_count = {pages}")
+            self._new_job_pages = pages - max(SUBMIT_HEADROOM_MIN_PAGES, pages // 20)
+
+    async def submit(
+        self, new: NewJob, now_ms: int, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """Under a size cap, new jobs stop a little before the cap (5 %, at least
+        SUBMIT_HEADROOM_MIN_PAGES): what is already accepted can still take, finish, be
+        cancelled, purged and swept, which all need a few pages, so a full queue drains by
+        itself instead of jamming with every write refused."""
+        if self._new_job_pages is not None and self._inline is not None:
+            used = self._inline.execute("PRAGMA page_count").fetchone()[0]
+            free = self._inline.execute("PRAGMA freelist_count").fetchone()[0]
+            if used - free >= self._new_job_pages:
+                raise StoreUnavailable("the job store is out of disk space; retry later", 10)
+        return await super().submit(new, now_ms, idempotency_key)
 
     def _disconnect(self) -> None:
         if self._conn is not None:
