@@ -198,7 +198,11 @@ def test_postgres_connections_lost_answer_503_and_recover(tmp_path: Path) -> Non
                     "error": "the job store's database is unavailable; retry later"
                 }
                 assert int(reply.headers["Retry-After"]) > 0
-            assert refused >= 1
+            # Each dead connection fails the one operation that meets it: a submit here (503),
+            # or a background sweep that got there first (logged once, then resumed).
+            assert refused >= 1 or "paused: the job store's database is unavailable" in (
+                server.log()
+            )
             _poll_until_accepted(client, timeout_s=30)
             assert client.get(f"/{EP}/health").status_code == 200
     finally:
