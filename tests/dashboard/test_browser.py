@@ -233,3 +233,95 @@ def test_fits_a_phone_screen(browser: Any, stack: Stack, tmp_path: Path) -> None
         assert overflow <= 0, f"{path} is {overflow}px wider than a phone screen"
     screenshot(tab, "phone", tmp_path)
     context.close()
+
+
+def signed_in_context(browser: Any, stack: Stack, width: int, height: int) -> Any:
+    context = browser.new_context(
+        base_url=stack.server.url,
+        viewport={"width": width, "height": height},
+        is_mobile=width < 600,
+    )
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    tab.goto("/login")
+    tab.fill("input[name=key]", stack.server.api_key)
+    tab.click("button[type=submit]")
+    tab.wait_for_url(f"{stack.server.url}/")
+    return context, tab
+
+
+@pytest.mark.parametrize(("width", "height", "max_page_px"), [(390, 844, 3500), (1280, 800, 2000)])
+def test_job_list_ids_stay_on_one_line(
+    browser: Any, stack: Stack, tmp_path: Path, width: int, height: int, max_page_px: int
+) -> None:
+    """A full page of 25 jobs: each id on one line, cut with an ellipsis where it does not fit
+    (the whole id in its title and link), and a page a phone can scroll through; the ids used
+    to break after every character, making the page about 8,000 px tall."""
+    endpoint = "dash-list"  # no worker: the jobs stay queued
+    ids = [submit(stack, endpoint, {"n": i}) for i in range(25)]
+    context, tab = signed_in_context(browser, stack, width, height)
+    tab.goto(f"/jobs?endpoint={endpoint}")
+    links = tab.locator("#jobs a.id")
+    assert links.count() == 25
+    line_px = tab.evaluate(
+        "parseFloat(getComputedStyle(document.querySelector('#jobs a.id')).lineHeight) || 20"
+    )
+    for i in range(25):
+        box = links.nth(i).bounding_box()
+        assert box is not None and box["height"] <= 1.5 * line_px, f"id {i} wraps: {box}"
+    first = links.first
+    assert first.get_attribute("title") in ids
+    assert first.get_attribute("href") == f"/jobs/{endpoint}/{first.get_attribute('title')}"
+    page_px = tab.evaluate("document.documentElement.scrollHeight")
+    assert page_px <= max_page_px, f"the job list is {page_px}px tall at {width}px wide"
+    overflow = tab.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    screenshot(tab, f"jobs-{width}", tmp_path)
+    context.close()
+
+
+@pytest.mark.parametrize(("width", "height"), [(390, 844), (1280, 800)])
+def test_overview_plots_throughput_and_latency_per_endpoint(
+    browser: Any, stack: Stack, tmp_path: Path, width: int, height: int
+) -> None:
+    job_id = submit(stack, STREAM_EP, {"count": 1, "delay": 0})
+    deadline = time.monotonic() + 30
+    while status_of(stack, STREAM_EP, job_id) != "COMPLETED" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    context, tab = signed_in_context(browser, stack, width, height)
+    section = tab.locator(f'#plots section[data-endpoint="{STREAM_EP}"]')
+    section.wait_for()
+    figures = section.locator("figure")
+    assert figures.count() == 2
+    assert "Throughput" in figures.nth(0).inner_text() and "Latency" in figures.nth(1).inner_text()
+    assert section.locator("rect.s-ok").count() >= 1
+    assert section.locator("circle.s-exec").count() >= 1
+    # axes: three value labels and five clock times on each plot, inside the plot's box
+    for i in range(2):
+        svg = figures.nth(i).locator("svg")
+        assert svg.locator("text").count() == 8
+        svg_box = svg.bounding_box()
+        assert svg_box is not None and svg_box["width"] <= width
+        assert svg_box["height"] >= 100, "a plot, not a sparkline"
+    screenshot(tab, f"overview-{width}", tmp_path)
+    context.close()
+
+
+def test_json_request_form(page: Any, stack: Stack, tmp_path: Path) -> None:
+    page.goto("/playground")
+    form = page.locator("#json-request")
+    form.locator("input[name=endpoint_id]").fill(STREAM_EP)
+    textarea = form.locator("textarea[name=input]")
+    textarea.fill('{"count": 3,')
+    page.locator("#json-problem", has_text="not valid JSON").wait_for()
+    assert form.locator("button[type=submit]").is_disabled()
+    textarea.fill('{"count": 3, "delay": 0.05}')
+    assert page.locator("#json-problem").is_hidden()
+    form.locator("button[type=submit]").click()
+    page.locator("#json-status", has_text="COMPLETED").wait_for()
+    assert page.locator("#json-output").inner_text().split() == [f'{{"i":{i}}}' for i in range(3)]
+    job_id = page.locator("#json-job").inner_text()
+    assert status_of(stack, STREAM_EP, job_id) == "COMPLETED"
+    screenshot(page, "json-request", tmp_path)

@@ -1,4 +1,4 @@
-"""The sampled history behind the overview's plots and rates, on a hand-made clock."""
+"""The sampled history behind the overview's depth plot and rates, on a hand-made clock."""
 
 from __future__ import annotations
 
@@ -10,17 +10,14 @@ from neuroq.api.metrics import Metrics
 T0 = 1_700_000_000_000
 
 
-def test_depth_and_throughput_series() -> None:
+def test_depth_series() -> None:
     history = History(interval_s=10)
     metrics = Metrics()
     history.record(T0, {"a": {"IN_QUEUE": 3, "IN_PROGRESS": 1}, "b": {"IN_QUEUE": 2}}, metrics)
     metrics.finished[("a", "COMPLETED")] = 6
     history.record(T0 + 60_000, {"a": {"IN_QUEUE": 1}}, metrics)
-    metrics.finished[("a", "COMPLETED")] = 7
-    metrics.finished[("b", "FAILED")] = 2
-    now = T0 + 60_500  # under a second after the last sample: no rate for that interval
+    now = T0 + 60_500
     assert history.depth({}, now) == [(T0, 5.0), (T0 + 60_000, 1.0), (now, 0.0)]
-    assert history.throughput(metrics, now) == [(T0 + 60_000, 6.0)]
     assert history.samples[0].running == 1
 
 

@@ -4,6 +4,7 @@ and the read-only store queries behind it."""
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -195,3 +196,72 @@ async def test_store_views(tmp_path: Path) -> None:
         assert await store.job_webhooks("a-1") == []
     finally:
         await store.close()
+
+
+def test_json_request_form_sends_any_json_input(server: ServerProcess) -> None:
+    with sign_in(server) as ui:
+        page = ui.get("/playground").text
+        assert 'id="json-request"' in page
+        headers = {"X-CSRF-Token": csrf_of(page)}
+        cases = [
+            ({"endpoint_id": "bad id", "input": "{}"}, "endpoint_id:"),
+            ({"endpoint_id": "dh-json", "input": " "}, "input:"),
+            ({"endpoint_id": "dh-json", "input": '{"a": '}, "input: not valid JSON"),
+            ({"endpoint_id": "dh-json", "input": '{"a": NaN}'}, "input.a:"),
+        ]
+        for body, field in cases:
+            reply = ui.post("/ui/submit", json=body, headers=headers)
+            assert reply.status_code == 400 and reply.json()["error"].startswith(field), body
+        assert (
+            ui.post("/ui/submit", json={"endpoint_id": "dh-json", "input": "1"}).status_code == 403
+        )
+        sent = {"prompt": "<b>hi</b>", "n": [1, 2.5, None], "deep": {"ok": True}}
+        ok = ui.post(
+            "/ui/submit",
+            json={"endpoint_id": "dh-json", "input": json.dumps(sent)},
+            headers=headers,
+        ).json()
+        assert ok["url"] == f"/jobs/dh-json/{ok['id']}"
+    stored = httpx.get(
+        f"{server.base_url}/dh-json/status/{ok['id']}", headers=server.client_headers
+    ).json()
+    assert stored["status"] == "IN_QUEUE"
+    taken = httpx.get(
+        f"{server.base_url}/dh-json/job-take/w-json", headers=server.worker_headers, timeout=30
+    ).json()
+    assert taken["id"] == ok["id"] and taken["input"] == sent
+
+
+def test_playground_offers_the_handlers_limits(server: ServerProcess) -> None:
+    """The NeuroQ handler caps max_length at 150 and prompts at 4,000 characters; the form
+    offers no more and the server refuses more, before a worker would fail the job."""
+    from neuroq.api.dashboard import forms
+    from neuroq.handler import validation
+    from neuroq.model.sampling import MAX_LENGTH_CAP
+
+    assert forms.MAX_LENGTH_CAP == MAX_LENGTH_CAP == 150
+    assert forms.MAX_PROMPT_CHARS == validation.MAX_PROMPT_CHARS
+    with sign_in(server) as ui:
+        page = ui.get("/playground").text
+        assert f'name="max_length" type="number" min="1" max="{MAX_LENGTH_CAP}"' in page
+        assert f'maxlength="{validation.MAX_PROMPT_CHARS}"' in page
+        headers = {"X-CSRF-Token": csrf_of(page)}
+        too_long = {"endpoint_id": "dh-pg", "prompt": "x", "max_length": MAX_LENGTH_CAP + 1}
+        reply = ui.post("/ui/playground", json=too_long, headers=headers)
+        assert reply.status_code == 400
+        assert reply.json()["error"] == "max_length: expected a whole number from 1 to 150"
+        longest = {"endpoint_id": "dh-pg", "prompt": "x", "max_length": MAX_LENGTH_CAP}
+        assert ui.post("/ui/playground", json=longest, headers=headers).status_code == 200
+        prompt = {"endpoint_id": "dh-pg", "prompt": "x" * (validation.MAX_PROMPT_CHARS + 1)}
+        reply = ui.post("/ui/playground", json=prompt, headers=headers)
+        assert reply.status_code == 400 and reply.json()["error"].startswith("prompt:")
+
+
+def test_the_server_does_not_import_torch() -> None:
+    """The playground's limits come from the handler without loading torch into the server."""
+    import subprocess
+    import sys
+
+    code = "import neuroq.api.app, sys; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -8,6 +8,7 @@ limit, so an oversized upload is cut off instead of being held in memory.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -17,10 +18,19 @@ from starlette.requests import Request
 from neuroq import strict_json
 from neuroq.jobs import JobStatus, is_path_safe
 
+# The NeuroQ handler's own caps, so the playground offers what the handler accepts. From
+# neuroq.model.commands, which restates the sampler's cap without importing torch: the server
+# must not load torch to draw a form.
+from neuroq.model.commands import MAX_LENGTH_CAP
+
 #: jobs per page of the job list
 PAGE_SIZE = 25
 MAX_FORM_BYTES = 64 * 1024
-MAX_PROMPT_CHARS = 20_000
+#: neuroq.handler.validation.MAX_PROMPT_CHARS, restated for the same reason (a test holds them
+#: equal); a longer prompt would only fail at the worker
+MAX_PROMPT_CHARS = 4000
+#: the JSON request form's input, as text; the client API takes larger bodies
+MAX_JSON_INPUT_BYTES = 1024 * 1024
 #: time filters of the job list: form value -> (label, window in ms; None = no bound)
 SINCE_CHOICES: dict[str, tuple[str, int | None]] = {
     "": ("any time", None),
@@ -96,13 +106,15 @@ async def read_form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-async def read_json_body(request: Request) -> dict[str, Any]:
-    """A posted JSON object, parsed strictly; refused once longer than the playground's largest
-    possible form."""
+async def read_json_body(
+    request: Request, limit: int = MAX_FORM_BYTES + MAX_PROMPT_CHARS * 4
+) -> dict[str, Any]:
+    """A posted JSON object, parsed strictly; refused once longer than `limit` bytes (by
+    default the playground's largest possible form)."""
     body = b""
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FORM_BYTES + MAX_PROMPT_CHARS * 4:
+        if len(body) > limit:
             raise BadInput("body: too large")
     try:
         value = strict_json.loads(body or b"{}", "body")
@@ -152,8 +164,27 @@ def build_generate_input(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         if (
             not isinstance(max_length, int)
             or isinstance(max_length, bool)
-            or not 1 <= max_length <= 4096
+            or not 1 <= max_length <= MAX_LENGTH_CAP
         ):
-            raise BadInput("max_length: expected a whole number from 1 to 4096")
+            raise BadInput(f"max_length: expected a whole number from 1 to {MAX_LENGTH_CAP}")
         job_input["max_length"] = max_length
     return endpoint_id, job_input
+
+
+def build_json_input(body: dict[str, Any]) -> tuple[str, str]:
+    """Endpoint and job input (as compact JSON text) from the JSON request form, whose `input`
+    is the text typed in; any JSON value is a valid input. BadInput names the bad field."""
+    endpoint_id = field_id(body, "endpoint_id")
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise BadInput('input: required, a JSON value such as {"prompt": "hi"}')
+    if len(text.encode()) > MAX_JSON_INPUT_BYTES:
+        raise BadInput(f"input: at most {MAX_JSON_INPUT_BYTES} bytes here; use the API for more")
+    try:
+        # Strict, as the client API is: a value only Python reads (NaN, 1e309) is refused.
+        value = strict_json.loads(text, "input")
+    except strict_json.JSONRejected as exc:
+        # A path into the value comes without its root: "a: ..." is input.a.
+        where = "" if str(exc).startswith(("input:", "input[")) else "input."
+        raise BadInput(f"{where}{exc}") from None
+    return endpoint_id, json.dumps(value, ensure_ascii=False, separators=(",", ":"))

@@ -1,15 +1,15 @@
-"""The in-memory history behind the overview's plots and per-minute rates.
+"""The in-memory history behind the overview's queue-depth plot and per-minute rates.
 
 Sampled by a task the app's lifespan runs (`History.run`), every `dashboard_sample_s`: queue depth
-and jobs running from the store, jobs finished from this process's metrics. It is kept in memory,
-per process, rather than in the store: an hour of plots is not worth a table, so a restart starts
-the plots afresh.
+and jobs running from the store, jobs finished from this process's metrics. The depth of past
+moments is stored nowhere else, and a table for it is not worth it, so this plot starts afresh
+after a restart; the throughput and latency plots read finished jobs from the store instead
+(`JobStore.finished_minutes`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import deque
 from dataclasses import dataclass
@@ -37,8 +37,8 @@ class Sample:
 
 
 class History:
-    """Queue depth, jobs running and jobs finished, sampled in memory for the one-hour plots.
-    Per process: a restart starts the plots afresh."""
+    """Queue depth, jobs running and jobs finished, sampled in memory for the depth plot and the
+    rates. Per process: a restart starts them afresh."""
 
     def __init__(self, interval_s: float) -> None:
         self.interval_s = interval_s
@@ -71,17 +71,6 @@ class History:
         queued_now = sum(c.get(JobStatus.IN_QUEUE.value, 0) for c in counts.values())
         points = [(s.at_ms, float(s.queued)) for s in self.samples]
         return [*points, (now, float(queued_now))]
-
-    def throughput(self, metrics: Metrics, now: int) -> list[tuple[int, float]]:
-        """Jobs finished per minute (at_ms, rate) between consecutive samples, the last interval
-        ending `now`; intervals under a second are skipped, their rates being mostly noise."""
-        marks = [(s.at_ms, s.finished) for s in self.samples]
-        marks.append((now, sum(metrics.finished.values())))
-        return [
-            (t1, (f1 - f0) / ((t1 - t0) / 60_000))
-            for (t0, f0), (t1, f1) in itertools.pairwise(marks)
-            if t1 - t0 >= 1000
-        ]
 
     async def run(self, store: JobStore, metrics: Metrics) -> None:
         """Sample every `interval_s` until cancelled; a failed sample is logged and skipped."""

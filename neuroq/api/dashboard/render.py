@@ -21,11 +21,12 @@ from datetime import UTC, datetime
 from urllib.parse import quote, urlencode, urlsplit
 
 from neuroq.api.activity import WebhookAttempt
+from neuroq.api.dashboard import charts
 from neuroq.api.dashboard.forms import PAGE_SIZE, SINCE_CHOICES, JobFilter
 from neuroq.api.dashboard.history import PLOT_WINDOW_MS
 from neuroq.api.metrics import worker_state
 from neuroq.jobs import Job, JobStatus
-from neuroq.store.base import WebhookDelivery, WorkerInfo
+from neuroq.store.base import FinishedMinute, WebhookDelivery, WorkerInfo
 
 #: at most this many stream chunks are shown on a job page (the newest)
 CHUNKS_SHOWN = 500
@@ -113,48 +114,66 @@ def action_button(
 
 # -- plots ---------------------------------------------------------------------------------------
 
-_PLOT_W, _PLOT_H, _PAD = 600, 150, 22
+
+def _count(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
 
 
-def svg_plot(points: list[tuple[int, float]], now: int, title: str, unit: str) -> str:
-    """A line chart of `points` (at_ms, value) over the last hour, as inline SVG."""
-    top = max((v for _, v in points), default=0.0)
-    scale = top if top > 0 else 1.0
+def _seconds(ms: float) -> str:
+    return "0" if ms == 0 else fmt_duration(ms)
+
+
+def plots(minutes: list[FinishedMinute], depth: list[tuple[int, float]], now: int) -> str:
+    """The overview's plots over the last hour: per endpoint, jobs finished per minute and their
+    mean execution and delay (from `JobStore.finished_minutes`, so they survive a restart);
+    above them the queue depth this process sampled (`History.depth`)."""
     start = now - PLOT_WINDOW_MS
-
-    def xy(at_ms: int, value: float) -> str:
-        x = (at_ms - start) / PLOT_WINDOW_MS * _PLOT_W
-        y = _PAD + (1 - value / scale) * (_PLOT_H - 2 * _PAD)
-        return f"{max(0.0, x):.1f},{y:.1f}"
-
-    shown = [(t, v) for t, v in points if t >= start]
-    line = " ".join(xy(t, v) for t, v in shown)
-    base_y = _PLOT_H - _PAD
-    area = ""
-    if len(shown) >= 2:
-        area = f'<polygon class="area" points="{xy(shown[0][0], 0)} {line} {xy(shown[-1][0], 0)}"/>'
-    latest = f"{shown[-1][1]:.3g}" if shown else "no data yet"
-    return (
-        f'<figure class="plot"><figcaption>{h(title)} <span class="muted">now {h(latest)}'
-        f" {h(unit)}</span></figcaption>"
-        f'<svg viewBox="0 0 {_PLOT_W} {_PLOT_H}" role="img"'
-        f' aria-label="{h(title)} over the last hour">'
-        f'<line class="axis" x1="0" y1="{base_y}" x2="{_PLOT_W}" y2="{base_y}"/>'
-        f'<line class="grid" x1="0" y1="{_PAD}" x2="{_PLOT_W}" y2="{_PAD}"/>'
-        f'<text x="4" y="{_PAD - 6}">{h(f"{top:.3g}")} {h(unit)}</text>'
-        f'<text x="4" y="{_PLOT_H - 6}">−60 min</text>'
-        f'<text x="{_PLOT_W - 4}" y="{_PLOT_H - 6}" text-anchor="end">now</text>'
-        f"{area}"
-        + (f'<polyline class="line" points="{line}"/>' if line else "")
-        + "</svg></figure>"
+    depth_series = [charts.Series("queued, all endpoints", "s-queued", depth)]
+    queue = charts.line_chart(
+        "Queue depth (sampled by this server)", depth_series, start_ms=start, end_ms=now, fmt=_count
     )
-
-
-def plots(depth: list[tuple[int, float]], throughput: list[tuple[int, float]], now: int) -> str:
-    """The overview's two plots, from `History.depth` and `History.throughput`."""
-    return svg_plot(depth, now, "Queue depth", "jobs") + svg_plot(
-        throughput, now, "Throughput", "jobs/min"
-    )
+    by_endpoint: dict[str, list[FinishedMinute]] = {}
+    for minute in minutes:
+        by_endpoint.setdefault(minute.endpoint_id, []).append(minute)
+    sections = []
+    for ep, rows in sorted(by_endpoint.items()):
+        done = charts.Series("completed", "s-ok", [(m.at_ms, m.completed) for m in rows])
+        other = charts.Series(
+            "failed, cancelled or timed out",
+            "s-bad",
+            [(m.at_ms, m.finished - m.completed) for m in rows],
+        )
+        execution = charts.Series(
+            "mean execution",
+            "s-exec",
+            [(m.at_ms, m.mean_execution_ms) for m in rows if m.mean_execution_ms is not None],
+        )
+        delay = charts.Series(
+            "mean delay",
+            "s-delay",
+            [(m.at_ms, m.mean_delay_ms) for m in rows if m.mean_delay_ms is not None],
+        )
+        throughput = charts.bar_chart(
+            "Throughput, jobs/min",
+            [done, other],
+            start_ms=start,
+            end_ms=now,
+            bucket_ms=60_000,
+            fmt=_count,
+        )
+        latency = charts.line_chart(
+            "Latency", [execution, delay], start_ms=start, end_ms=now, fmt=_seconds
+        )
+        sections.append(
+            f'<section class="endpoint-plots" data-endpoint="{h(ep)}"><h3>{h(ep)}</h3>'
+            f'<div class="plots">{throughput}{latency}</div></section>'
+        )
+    if not sections:
+        sections.append(
+            '<p class="muted">No job finished in the last hour (finished jobs count here until'
+            " their retention ends).</p>"
+        )
+    return f'<div class="plots">{queue}</div>{"".join(sections)}'
 
 
 # -- page frame ----------------------------------------------------------------------------------
@@ -254,12 +273,11 @@ def endpoints_table(
 def workers_table(workers: list[WorkerInfo], now: int) -> str:
     rows = []
     for w in workers:
-        jobs = " ".join(
-            f'<a href="{h(job_url(w.endpoint_id, j))}">{h(j)}</a>' for j in w.held_job_ids
-        )
+        jobs = " ".join(id_link(job_url(w.endpoint_id, j), j) for j in w.held_job_ids)
         state = worker_state(w)
         rows.append(
-            f'<tr data-worker="{h(w.worker_id)}"><td>{h(w.worker_id)}</td>'
+            f'<tr data-worker="{h(w.worker_id)}">'
+            f'<td><span class="id" title="{h(w.worker_id)}">{h(w.worker_id)}</span></td>'
             f"<td>{h(w.endpoint_id)}</td>"
             f'<td><span class="badge state-{h(state)}">{h(state)}</span></td>'
             f'<td class="ids">{jobs or "—"}</td><td>{fmt_ago(w.last_seen_ms, now)}</td></tr>'
@@ -278,7 +296,7 @@ def overview_body(parts: dict[str, str]) -> str:
         '<section class="card"><h1>Endpoints</h1>'
         f'<div id="endpoints">{parts["endpoints"]}</div></section>'
         '<section class="card"><h2>Last hour</h2>'
-        f'<div id="plots" class="plots">{parts["plots"]}</div></section>'
+        f'<div id="plots">{parts["plots"]}</div></section>'
         '<section class="card"><h2>Workers</h2>'
         f'<div id="workers">{parts["workers"]}</div></section>'
     )
@@ -287,13 +305,23 @@ def overview_body(parts: dict[str, str]) -> str:
 # -- job list ------------------------------------------------------------------------------------
 
 
+def id_link(href: str, value: str) -> str:
+    """A long id on one line, cut with an ellipsis where the column ends; the whole id is in
+    the tooltip and behind the link."""
+    return f'<a class="id" href="{h(href)}" title="{h(value)}">{h(value)}</a>'
+
+
 def _job_row(job: Job) -> str:
+    # data-label names each cell where a phone shows the rows as cards (dashboard.css)
     return (
         f'<tr data-job="{h(job.id)}">'
-        f'<td class="ids"><a href="{h(job_url(job.endpoint_id, job.id))}">'
-        f"{h(job.id)}</a></td><td>{h(job.endpoint_id)}</td><td>{badge(job.status)}</td>"
-        f"<td>{fmt_time(job.created_at_ms)}</td><td>{fmt_duration(job.delay_time_ms)}</td>"
-        f'<td>{fmt_duration(job.execution_time_ms)}</td><td class="num">{job.retries}</td></tr>'
+        f'<td class="lead">{id_link(job_url(job.endpoint_id, job.id), job.id)}</td>'
+        f'<td class="status">{badge(job.status)}</td>'
+        f'<td data-label="Endpoint">{h(job.endpoint_id)}</td>'
+        f'<td data-label="Created">{fmt_time(job.created_at_ms)}</td>'
+        f'<td data-label="Delay">{fmt_duration(job.delay_time_ms)}</td>'
+        f'<td data-label="Execution">{fmt_duration(job.execution_time_ms)}</td>'
+        f'<td class="num" data-label="Retries">{job.retries}</td></tr>'
     )
 
 
@@ -302,8 +330,9 @@ def jobs_list(jobs: list[Job], filt: JobFilter, *, has_next: bool) -> str:
     older page exists."""
     if jobs:
         table = (
-            '<div class="scroll"><table><thead><tr><th>Job</th><th>Endpoint</th><th>Status</th>'
-            "<th>Created (UTC)</th><th>Delay</th><th>Execution</th><th>Retries</th></tr></thead>"
+            '<div class="scroll"><table class="jobs cards"><thead><tr><th>Job</th><th>Status</th>'
+            "<th>Endpoint</th><th>Created (UTC)</th><th>Delay</th><th>Execution</th>"
+            "<th>Retries</th></tr></thead>"
             f"<tbody>{''.join(_job_row(j) for j in jobs)}</tbody></table></div>"
         )
     else:
@@ -450,21 +479,46 @@ JOB_MISSING = (
 
 # -- playground ----------------------------------------------------------------------------------
 
-PLAYGROUND = (
-    '<section class="card"><h1>Playground</h1>'
-    "<p>Submits a <code>generate</code> job and shows the text as the worker streams it.</p>"
-    '<form id="playground" class="stack">'
-    '<label>Endpoint <input name="endpoint_id" value="neuroq" required'
-    ' pattern="[A-Za-z0-9_\\-]{1,128}"></label>'
-    '<label>Prompt <textarea name="prompt" rows="4" required></textarea></label>'
-    '<label>Max length <input name="max_length" type="number" min="1" max="4096"'
-    ' placeholder="handler default"></label>'
-    "<details><summary>More input fields</summary>"
-    "<label>Extra input (a JSON object merged into the input)"
-    ' <textarea name="extra" rows="3" placeholder=\'{"temperature": 0.7}\'></textarea>'
-    "</label></details>"
-    '<button type="submit">Generate</button></form>'
-    '<div id="pg-result" class="pg-result" hidden>'
-    '<p><span id="pg-status" class="badge">SUBMITTED</span> <a id="pg-job" href="#">job</a></p>'
-    '<pre id="pg-output" class="generated"></pre></div></section>'
-)
+
+def playground(max_length_cap: int, max_prompt_chars: int) -> str:
+    """The playground: a NeuroQ `generate` form, its limits the handler's, and beside it a form
+    that sends any JSON input to any endpoint. No handler declares an input schema, so that one
+    is a JSON text area, checked as JSON as it is typed and again by the server."""
+    generate = (
+        '<section class="card"><h1>Playground</h1>'
+        "<p>Submits a <code>generate</code> job and shows the text as the worker streams it.</p>"
+        '<form id="playground" class="stack">'
+        '<label>Endpoint <input name="endpoint_id" value="neuroq" required'
+        ' pattern="[A-Za-z0-9_\\-]{1,128}"></label>'
+        f'<label>Prompt <textarea name="prompt" rows="4" required maxlength="{max_prompt_chars}">'
+        "</textarea></label>"
+        f'<label>Max length <input name="max_length" type="number" min="1"'
+        f' max="{max_length_cap}" placeholder="handler default; at most {max_length_cap}">'
+        "</label>"
+        "<details><summary>More input fields</summary>"
+        "<label>Extra input (a JSON object merged into the input)"
+        ' <textarea name="extra" rows="3" placeholder=\'{"temperature": 0.7}\'></textarea>'
+        "</label></details>"
+        '<button type="submit">Generate</button></form>'
+        '<div id="pg-result" class="pg-result" hidden>'
+        '<p><span id="pg-status" class="badge">SUBMITTED</span> <a id="pg-job" class="id"'
+        ' href="#">job</a></p><pre id="pg-output" class="generated"></pre></div></section>'
+    )
+    example = h(json.dumps({"action": "generate", "prompt": "Hello", "max_length": 40}))
+    request = (
+        '<section class="card"><h2>JSON request</h2>'
+        "<p>Sends any JSON value as the job's <code>input</code>, as"
+        " <code>POST /v2/{endpoint}/run</code> does. No handler declares an input schema, so"
+        " the input is checked as JSON only; the handler judges the rest.</p>"
+        '<form id="json-request" class="stack">'
+        '<label>Endpoint <input name="endpoint_id" value="neuroq" required'
+        ' pattern="[A-Za-z0-9_\\-]{1,128}"></label>'
+        '<label>Input (JSON) <textarea name="input" rows="8" required spellcheck="false">'
+        f"{example}</textarea></label>"
+        '<p id="json-problem" class="error" role="alert" hidden></p>'
+        '<button type="submit">Send</button></form>'
+        '<div id="json-result" class="pg-result" hidden>'
+        '<p><span id="json-status" class="badge">SUBMITTED</span> <a id="json-job" class="id"'
+        ' href="#">job</a></p><pre id="json-output"></pre></div></section>'
+    )
+    return f'<div class="side-by-side">{generate}{request}</div>'

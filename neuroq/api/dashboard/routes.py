@@ -8,7 +8,8 @@ the data changed (an `Activity.changes` or job topic moved) or `LIVE_HOLD_S` pas
 with freshly rendered fragments that replace the page's `id`-named parts.
 
 Routes: `/`, `/jobs`, `/jobs/{endpoint_id}/{job_id}`, `/playground` (pages), `/login`, `/logout`,
-and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playground` (submit),
+and under `/ui/`: `live/...` (fragments), `action/{cancel|retry|purge}`, `playground` and
+`submit` (the playground's two forms),
 `stream/{endpoint_id}/{job_id}` (server-sent events), `static/...`.
 """
 
@@ -27,18 +28,23 @@ from neuroq.api import sse
 from neuroq.api.activity import JOBS_CHANGED
 from neuroq.api.dashboard import render
 from neuroq.api.dashboard.forms import (
+    MAX_JSON_INPUT_BYTES,
+    MAX_LENGTH_CAP,
+    MAX_PROMPT_CHARS,
     PAGE_SIZE,
     SINCE_CHOICES,
     BadInput,
     FilterError,
     JobFilter,
     build_generate_input,
+    build_json_input,
     field_id,
     parse_filter,
     read_form,
     read_json_body,
     safe_next,
 )
+from neuroq.api.dashboard.history import PLOT_WINDOW_MS
 from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, same_site
 from neuroq.api.dashboard.state import STATIC_FILES, Dashboard
 from neuroq.jobs import NewJob, is_path_safe, new_job_id, now_ms
@@ -173,11 +179,11 @@ async def overview_parts(request: Request) -> dict[str, str]:
         return dash.history.rate_per_min(dash.metrics, endpoint_id, status, now)
 
     depth = dash.history.depth(counts, now)
-    throughput = dash.history.throughput(dash.metrics, now)
+    minutes = await dash.store.finished_minutes(now - PLOT_WINDOW_MS, now)
     return {
         "endpoints": render.endpoints_table(counts, workers, rate),
         "workers": render.workers_table(workers, now),
-        "plots": render.plots(depth, throughput, now),
+        "plots": render.plots(minutes, depth, now),
     }
 
 
@@ -347,18 +353,32 @@ async def action(request: Request) -> Response:
 
 @signed_in_page
 async def playground_page(request: Request) -> Response:
-    return page(request, "Playground", render.PLAYGROUND)
+    return page(request, "Playground", render.playground(MAX_LENGTH_CAP, MAX_PROMPT_CHARS))
 
 
 async def playground_submit(request: Request) -> Response:
-    dash = _dash(request)
     try:
         endpoint_id, job_input = build_generate_input(await read_json_body(request))
     except BadInput as exc:
         return JSONResponse({"error": str(exc)}, 400)
+    return await _submit(request, endpoint_id, json.dumps(job_input, separators=(",", ":")))
+
+
+async def json_submit(request: Request) -> Response:
+    """The JSON request form: any JSON input to any endpoint."""
+    try:
+        body = await read_json_body(request, limit=MAX_JSON_INPUT_BYTES * 2)
+        endpoint_id, input_json = build_json_input(body)
+    except BadInput as exc:
+        return JSONResponse({"error": str(exc)}, 400)
+    return await _submit(request, endpoint_id, input_json)
+
+
+async def _submit(request: Request, endpoint_id: str, input_json: str) -> Response:
+    dash = _dash(request)
     new = NewJob(
         endpoint_id=endpoint_id,
-        input_json=json.dumps(job_input, separators=(",", ":")),
+        input_json=input_json,
         retention_ms=int(dash.settings.retention_run_s * 1000),
         id=new_job_id(),
     )
@@ -415,6 +435,7 @@ ROUTES: list[BaseRoute] = [
     Route("/ui/live/job/{endpoint_id}/{job_id}", signed_in_api(live_job), methods=["GET"]),
     Route("/ui/action/{name}", signed_in_api(action, changes_state=True), methods=["POST"]),
     Route("/ui/playground", signed_in_api(playground_submit, changes_state=True), methods=["POST"]),
+    Route("/ui/submit", signed_in_api(json_submit, changes_state=True), methods=["POST"]),
     Route("/ui/stream/{endpoint_id}/{job_id}", signed_in_api(stream), methods=["GET"]),
     Route("/ui/static/{name}", static, methods=["GET"]),
 ]

@@ -109,11 +109,13 @@
     return chunkText(output);
   }
 
-  function playground(form) {
-    const result = document.getElementById("pg-result");
-    const status = document.getElementById("pg-status");
-    const link = document.getElementById("pg-job");
-    const out = document.getElementById("pg-output");
+  // Submit a form's job and follow it: stream chunks as they come, then the final status.
+  // `ids` names the result elements; `body` builds the request; `final` shows a final output.
+  function jobForm(form, url, ids, body, final) {
+    const result = document.getElementById(ids + "-result");
+    const status = document.getElementById(ids + "-status");
+    const link = document.getElementById(ids + "-job");
+    const out = document.getElementById(ids + "-output");
     let source = null;
     const setStatus = (value) => {
       status.textContent = value;
@@ -122,20 +124,15 @@
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       if (source) source.close();
-      const fields = new FormData(form);
       const button = form.querySelector("button[type=submit]");
       button.disabled = true;
       out.textContent = "";
       try {
-        const job = await post("/ui/playground", {
-          endpoint_id: fields.get("endpoint_id"),
-          prompt: fields.get("prompt"),
-          max_length: fields.get("max_length") || null,
-          extra: fields.get("extra") || null,
-        });
+        const job = await post(url, body(new FormData(form)));
         result.hidden = false;
         link.href = job.url;
         link.textContent = job.id;
+        link.title = job.id;
         setStatus("IN_QUEUE");
         let streamed = false;
         source = new EventSource(job.stream);
@@ -145,10 +142,10 @@
           out.textContent += chunkText(JSON.parse(msg.data));
         };
         source.addEventListener("status", (msg) => {
-          const final = JSON.parse(msg.data);
-          setStatus(final.status);
-          if (final.error !== undefined) out.textContent += "\n[error] " + outputText(final.error);
-          else if (!streamed) out.textContent = outputText(final.output);
+          const done = JSON.parse(msg.data);
+          setStatus(done.status);
+          if (done.error !== undefined) out.textContent += "\n[error] " + outputText(done.error);
+          else if (!streamed) out.textContent = final(done.output);
           source.close();
           button.disabled = false;
         });
@@ -168,10 +165,56 @@
     });
   }
 
+  function playground(form) {
+    jobForm(
+      form,
+      "/ui/playground",
+      "pg",
+      (fields) => ({
+        endpoint_id: fields.get("endpoint_id"),
+        prompt: fields.get("prompt"),
+        max_length: fields.get("max_length") || null,
+        extra: fields.get("extra") || null,
+      }),
+      outputText,
+    );
+  }
+
+  // The JSON request form: the input is checked as JSON while it is typed, and the server
+  // checks it again.
+  function jsonRequest(form) {
+    const input = form.elements["input"];
+    const problem = document.getElementById("json-problem");
+    const button = form.querySelector("button[type=submit]");
+    const check = () => {
+      let message = "";
+      try {
+        JSON.parse(input.value);
+      } catch (err) {
+        message = "input is not valid JSON: " + err.message;
+      }
+      problem.textContent = message;
+      problem.hidden = !message;
+      input.setCustomValidity(message);
+      button.disabled = !!message;
+    };
+    input.addEventListener("input", check);
+    check();
+    jobForm(
+      form,
+      "/ui/submit",
+      "json",
+      (fields) => ({ endpoint_id: fields.get("endpoint_id"), input: fields.get("input") }),
+      (output) => (output === undefined ? "" : JSON.stringify(output, null, 2)),
+    );
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
     const url = document.body.dataset.live;
     if (url) live(url);
     const form = document.getElementById("playground");
     if (form) playground(form);
+    const request = document.getElementById("json-request");
+    if (request) jsonRequest(request);
   });
 })();
