@@ -1,4 +1,5 @@
-"""`neuroq jobs`: look at and act on jobs from the terminal (list, status, cancel, retry, purge).
+"""`neuroq jobs`: look at and act on jobs from the terminal (list, status, logs, cancel, retry,
+purge).
 
 Each subcommand is one client call; `list` reads our `GET /v2/jobs` route, the others RunPod's
 per-job routes, so all but `list` work against hosted RunPod too. Results go to stdout (JSON,
@@ -15,9 +16,10 @@ from typing import Any
 import click
 
 from neuroq.client import cli_shared
+from neuroq.client._core import Request
 from neuroq.client.cli_shared import EXIT_COMPLETED, EXIT_JOB_FAILED
 from neuroq.errors import JobTimeout
-from neuroq.jobs import JobStatus
+from neuroq.jobs import TERMINAL, JobStatus
 
 _STATES = click.Choice([s.value for s in JobStatus], case_sensitive=False)
 
@@ -30,6 +32,7 @@ def jobs() -> None:
     Examples:
       neuroq jobs list --status FAILED
       neuroq jobs status JOB_ID --wait
+      neuroq jobs logs JOB_ID --follow
       neuroq jobs cancel JOB_ID --endpoint demo
     """
 
@@ -161,6 +164,52 @@ def status(
             sys.exit(EXIT_JOB_FAILED)
     cli_shared.print_json(final)
     sys.exit(EXIT_COMPLETED if final.get("status") == "COMPLETED" else EXIT_JOB_FAILED)
+
+
+@jobs.command()
+@click.argument("job_id")
+@cli_shared.connection_options
+@click.option("--follow", is_flag=True, help="Keep printing new lines until the job has ended.")
+def logs(job_id: str, url: str | None, endpoint: str | None, key: str | None, follow: bool) -> None:
+    """Print what JOB_ID's handler logged, and a failure's traceback (our server only).
+
+    \b
+    Examples:
+      neuroq jobs logs 8c1f...-e1
+      neuroq jobs logs 8c1f...-e1 --follow
+    """
+    after = 0
+    with cli_shared.open_endpoint(url, endpoint, key) as ep, cli_shared.client_errors():
+        while True:
+            request = Request(
+                "GET",
+                ep.routes._url("logs", job_id),
+                params={"after": str(after), "limit": str(LOG_PAGE)},
+                headers=ep.routes._headers(),
+            )
+            page: dict[str, Any] = ep.send(request)
+            lines = page.get("lines", [])
+            for item in lines:
+                click.echo(_log_line(item))
+            after = page.get("nextAfter", after)
+            if len(lines) == LOG_PAGE:
+                continue  # more is waiting
+            # one read after the end, for lines posted just after the result
+            if not follow or (page.get("status") in _ENDED and not lines):
+                break
+            time.sleep(1.0)
+    if page.get("truncated"):
+        click.echo("(some lines were dropped at the per-job cap)", err=True)
+
+
+LOG_PAGE = 1_000
+_ENDED = {s.value for s in TERMINAL}
+
+
+def _log_line(item: dict[str, Any]) -> str:
+    at = datetime.fromtimestamp(item.get("at", 0) / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
+    attempt = f" [attempt {item['attempt']}]" if item.get("attempt") else ""
+    return f"{at} {item.get('level', '')}{attempt} {item.get('line', '')}"
 
 
 @jobs.command()

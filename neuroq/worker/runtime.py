@@ -18,6 +18,8 @@ It speaks the RunPod 1.12 worker protocol (see transport.py) but differs from th
   A final post that has started is shielded from cancellation and awaited before exit.
 - Progress updates are posted in order and always before the job's final result (the SDK can
   deliver them after it, runpod/runpod-python#250).
+- What the handler logs while it runs, and the traceback of a failure, are posted to the job's
+  log in batches (job_log.py), the rest before the final result.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import contextvars
 import logging
 import signal
 import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,6 +50,7 @@ from neuroq.worker.handlers import (
     stream_error,
     stream_final_body,
 )
+from neuroq.worker.job_log import CURRENT, JobLog, install_capture
 from neuroq.worker.threads import DaemonThreads
 from neuroq.worker.transport import RequestFailed, Transport, WorkerAuthError
 
@@ -58,6 +62,10 @@ STREAM_BUFFER = 32
 POST_DRAIN_S = 30.0
 #: how long shutdown lets a take in flight finish, so a reply already on its way is read
 TAKE_SETTLE_S = 0.5
+#: how long a job's log lines gather before they are posted together
+LOG_BATCH_S = 0.25
+#: the longest a final result waits for the job's last log lines to be posted
+LOG_FLUSH_S = 10.0
 
 # job id -> the running job, so module-level `progress_update(job, ...)` finds its worker.
 _ACTIVE: dict[str, _RunningJob] = {}
@@ -78,6 +86,9 @@ class _RunningJob:
     #: set on stop, for sync handlers that poll `stop_requested(job)` and for the stream thread
     stop_event: threading.Event = field(default_factory=threading.Event)
     last_progress: asyncio.Task[None] | None = None
+    #: the handler's captured log lines, and the task posting them
+    log: JobLog | None = None
+    log_post: asyncio.Task[None] | None = None
 
     @property
     def id(self) -> str:
@@ -186,6 +197,7 @@ class Worker:
         self._loop = asyncio.get_running_loop()
         self._hurry = asyncio.Event()
         slots = asyncio.Semaphore(self.concurrency)
+        install_capture()
         log.info(
             "worker %s started: handler %s (%s), concurrency %d%s",
             self.worker_id,
@@ -303,36 +315,100 @@ class Worker:
             return
         assert self._loop is not None
         rj = _RunningJob(job=job, worker=self, started_s=self._loop.time(), has_slot=has_slot)
+        loop = self._loop
+        # called from handler threads too; closed loop = exiting, nobody posts anymore
+        rj.log = JobLog(lambda: _call_soon(loop, self._log_ready, rj))
         self._jobs[job_id] = rj
         _ACTIVE[job_id] = rj
         rj.task = asyncio.create_task(self._run_job(rj, slots), name=f"job-{job_id}")
 
     async def _run_job(self, rj: _RunningJob, slots: asyncio.Semaphore) -> None:
         log.info("job %s started", rj.id)
+        CURRENT.set(rj.log)  # this task's context: the handler's records go to the job's log
         try:
             try:
                 result = await self._execute(rj)
             except asyncio.CancelledError:
                 if rj.stopped:
                     self._finish_log(rj, "stopped", "stopped by the server; no result posted")
+                    if self._logs_unsent(rj):
+                        self._track(asyncio.create_task(self._flush_logs(rj)))
                 else:
                     self._finish_log(rj, "abandoned", "abandoned at shutdown; the server requeues")
                 return
             if rj.stopped or result is None:
                 self._finish_log(rj, "stopped", "stopped by the server; late result dropped")
+                if self._logs_unsent(rj):
+                    self._track(asyncio.create_task(self._flush_logs(rj)))
                 return
             if rj.last_progress is not None:
                 await rj.last_progress  # progress never lands after the final result
+            # the last lines (a traceback, say) before the result, so a reader that sees the
+            # job end sees its whole log; bounded, and shielded like the result post. A job
+            # that logged nothing costs no task switch here.
+            if self._logs_unsent(rj):
+                await asyncio.shield(self._track(asyncio.create_task(self._flush_logs(rj))))
             post = asyncio.create_task(self._post_final(rj, result), name=f"done-{rj.id}")
             self._posts.add(post)
             post.add_done_callback(self._posts.discard)
             # Shielded: cancelling the job now must not leave its result half-posted.
             await asyncio.shield(post)
         finally:
+            if rj.log is not None:
+                rj.log.close()
             self._jobs.pop(rj.id, None)
             _ACTIVE.pop(rj.id, None)
             if rj.has_slot:
                 slots.release()
+
+    def _track(self, task: asyncio.Task[None]) -> asyncio.Task[None]:
+        """Keep a post task referenced until it ends; shutdown waits for these."""
+        self._posts.add(task)
+        task.add_done_callback(self._posts.discard)
+        return task
+
+    def _log_ready(self, rj: _RunningJob) -> None:
+        """Lines arrived in the job's empty log buffer: start a poster unless one runs (it
+        posts until the buffer is empty, so lines added meanwhile go with it)."""
+        if rj.log_post is None or rj.log_post.done():
+            rj.log_post = self._track(asyncio.create_task(self._post_logs(rj)))
+
+    def _logs_unsent(self, rj: _RunningJob) -> bool:
+        if rj.log is None:
+            return False
+        posting = rj.log_post is not None and not rj.log_post.done()
+        return posting or rj.log.pending or rj.log.dropped
+
+    async def _post_logs(self, rj: _RunningJob) -> None:
+        CURRENT.set(None)  # what posting logs (aiohttp, retries) is never part of the job's log
+        assert rj.log is not None
+        while rj.log.pending:
+            await asyncio.sleep(LOG_BATCH_S)
+            await self._send_logs(rj, rj.log.take())
+
+    async def _flush_logs(self, rj: _RunningJob) -> None:
+        """Post what is left of the job's log, after any batch in flight, within LOG_FLUSH_S."""
+        CURRENT.set(None)
+        log_ = rj.log
+        if log_ is None:
+            return
+        log_.close()
+        poster = rj.log_post
+        try:
+            async with asyncio.timeout(LOG_FLUSH_S):
+                if poster is not None and not poster.done():
+                    await asyncio.wait({poster})
+                await self._send_logs(rj, log_.take(last=True))
+        except TimeoutError:
+            log.warning("job %s: its last log lines were not posted in time", rj.id)
+
+    async def _send_logs(self, rj: _RunningJob, body: bytes | None) -> None:
+        if body is None:
+            return
+        try:
+            await self.transport.log(rj.id, body, rj.attempt)
+        except (RequestFailed, WorkerAuthError) as exc:
+            log.warning("job %s: log lines lost: %s", rj.id, exc)
 
     def _finish_log(self, rj: _RunningJob, outcome: str, message: str) -> None:
         assert self._loop is not None
@@ -373,6 +449,8 @@ class Worker:
             raise
         except Exception as exc:
             assert self._loop is not None
+            if rj.log is not None:
+                rj.log.add("ERROR", "".join(traceback.format_exception(exc)).rstrip(), final=True)
             log.error(
                 "job %s: handler raised %s after %.2f s",
                 rj.id,
@@ -614,6 +692,11 @@ class Worker:
             await asyncio.wait(leftover, timeout=5.0)
         if self._posts:
             await asyncio.wait(set(self._posts), timeout=POST_DRAIN_S)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
+    with contextlib.suppress(RuntimeError):  # the loop is closed: we are exiting
+        loop.call_soon_threadsafe(fn, *args)
 
 
 def _unencodable(exc: Exception) -> str:

@@ -7,6 +7,7 @@ URL forms are those a RunPod 1.12 worker requests, so the server has one code pa
     POST {base}/job-done/{wid}/{job_id}?isStream=true|false      body: JSON text
     POST {base}/job-done-batch/{wid}     body: [{"id": job_id, "result": JSON text}, ...]
     POST {base}/job-stream/{wid}/{job_id}?isStream=false         body: {"output": chunk}
+    POST {base}/job-log/{wid}/{job_id}       body: {"lines": [...], "truncated"?: true}
     GET  {base}/job-stop/{wid}                                   -> {"jobsToStop": [...]} | 204
     GET  {base}/ping/{wid}?job_id=a,b
 
@@ -15,6 +16,9 @@ errors, 408, 429 and 5xx with a capped backoff (honouring Retry-After), so no lo
 spins. Which failures are retried and how long to wait is the policy the client follows too
 (`neuroq.http_retry`); how long to keep trying, and that a refused key stops the worker, is
 decided here.
+
+job-log (the handler's captured log lines, see job_log.py) is our extension too: a server without
+it (a plain 404 or 405, not our JSON error) gets no more log posts from this worker.
 
 job-done-batch is our server's extension: final results that finish while an earlier one is
 still being posted wait for that post and then go together in one request (`finish`). A lone
@@ -41,6 +45,8 @@ USER_AGENT = "neuroq-worker/0.1"
 MAX_BATCH = 100
 #: results larger than this, or batches that would grow beyond it, are posted on their own
 MAX_BATCH_BYTES = 1_000_000
+#: log lines are a side channel: they are given up sooner than results
+LOG_RETRY_S = 30.0
 #: slower than the client's: a server restarting under many workers should not be stormed
 WORKER_BACKOFF = Backoff(first_s=0.5, max_s=10.0, jitter=0.2)
 
@@ -98,6 +104,8 @@ class Transport:
             "User-Agent": USER_AGENT,
         }
         self._batching = True
+        #: False once the server showed it has no job-log route
+        self.sends_logs = True
         self._waiting: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         # Requests go straight through aiohttp unless a test hands in its own httpx client.
@@ -328,6 +336,29 @@ class Transport:
         if response.status_code >= 400:
             raise RequestFailed(
                 f"job-stream {job_id}", f"HTTP {response.status_code}", response.status_code
+            )
+
+    async def log(self, job_id: str, body: bytes, attempt: int | None = None) -> None:
+        """Post a batch of a job's log lines (a job-log body). Retries server trouble for
+        LOG_RETRY_S; raises RequestFailed when the lines could not be delivered. An "ignored"
+        reply (the job runs elsewhere now, or ended long ago) is not an error."""
+        if not self.sends_logs:
+            return
+        response = await self._request(
+            f"job-log {job_id}",
+            "POST",
+            f"job-log/{self.worker_id}/{job_id}",
+            params=_attempt_params(attempt),
+            content=body,
+            timeout_s=self.post_timeout_s,
+            give_up_after_s=LOG_RETRY_S,
+        )
+        if response.status_code in (404, 405) and not response.content.startswith(b"{"):
+            log.info("the server has no job-log route: job logs stay in this worker's log")
+            self.sends_logs = False
+        elif response.status_code >= 400:
+            raise RequestFailed(
+                f"job-log {job_id}", f"HTTP {response.status_code}", response.status_code
             )
 
     async def stop_poll(self) -> list[str]:
