@@ -26,7 +26,7 @@ from neuroq.api.dashboard.forms import PAGE_SIZE, SINCE_CHOICES, JobFilter
 from neuroq.api.dashboard.history import PLOT_WINDOW_MS
 from neuroq.api.metrics import worker_state
 from neuroq.jobs import Job, JobStatus
-from neuroq.store.base import FinishedMinute, WebhookDelivery, WorkerInfo
+from neuroq.store.base import FinishedMinute, LogLine, WebhookDelivery, WorkerInfo
 
 #: at most this many stream chunks are shown on a job page (the newest)
 CHUNKS_SHOWN = 500
@@ -461,6 +461,34 @@ def job_details(
         f"<h2>Input</h2>{pretty_json(job.input_json)}"
         f"<h2>Stream chunks ({len(chunks)})</h2>{_chunk_list(chunks)}"
         f"<h2>Webhook deliveries</h2>{hooks}"
+    )
+
+
+#: log lines a job page shows; the rest are a `neuroq jobs logs` or GET /logs away
+LOG_LINES_SHOWN = 500
+
+
+def job_logs(lines: list[LogLine], truncated: bool) -> str:
+    """The job's captured log lines (neuroq.worker.job_log), each with its time, level and
+    attempt; every text escaped."""
+    if not lines:
+        return '<h2>Logs</h2><p class="muted">none captured</p>'
+    shown = lines[:LOG_LINES_SHOWN]
+    notes = []
+    if len(lines) > LOG_LINES_SHOWN:
+        notes.append(f"the first {LOG_LINES_SHOWN} lines; neuroq jobs logs ID prints all")
+    if truncated:
+        notes.append("lines past the per-job cap were dropped")
+    note = f'<p class="muted">{h("; ".join(notes))}</p>' if notes else ""
+    rows = "".join(
+        f'<tr class="log-{h(line.level.lower())}"><td>{fmt_time(line.at_ms)}</td>'
+        f"<td>{h(line.level)}</td><td>{line.attempt}</td>"
+        f"<td><pre>{h(line.line)}</pre></td></tr>"
+        for line in shown
+    )
+    return (
+        f'<h2>Logs ({len(shown)})</h2>{note}<table class="logs"><thead><tr><th>time</th>'
+        f"<th>level</th><th>attempt</th><th>line</th></tr></thead><tbody>{rows}</tbody></table>"
     )
 
 

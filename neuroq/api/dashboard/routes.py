@@ -236,7 +236,10 @@ async def job_parts(request: Request, endpoint_id: str, job_id: str) -> dict[str
     now = now_ms()
     pending = await dash.store.job_webhooks(job_id)
     attempts = dash.activity.webhook_attempts(job_id)
-    return {"job": render.job_details(job, chunks, attempts, pending, now)}
+    logs = await dash.store.read_logs(endpoint_id, job_id, limit=render.LOG_LINES_SHOWN + 1)
+    lines, truncated = (logs[1], logs[2]) if logs is not None else ([], False)
+    details = render.job_details(job, chunks, attempts, pending, now)
+    return {"job": details + render.job_logs(lines, truncated)}
 
 
 def _job_path(request: Request) -> tuple[str, str] | None:
