@@ -636,7 +636,10 @@ async def job_stop(request: Request) -> Response:
         offers.pop(call.worker_id, None)
         return Response(status_code=204)
     offers[call.worker_id] = _Offer(tuple(found), loop.time() + REOFFER_S)
-    log.info("stop signal for job(s) %s sent to worker %s", ",".join(found), call.worker_id)
+    # Logged when first offered: the re-offers of a job the worker still holds are routine.
+    fresh = [j for j in found if previous is None or j not in previous.ids]
+    if fresh:
+        log.info("stop signal for job(s) %s sent to worker %s", ",".join(fresh), call.worker_id)
     return JSONResponse({"jobsToStop": found})
 
 
