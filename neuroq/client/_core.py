@@ -268,6 +268,16 @@ class Routes:
             timeout_s=self.config.request_timeout_s,
         )
 
+    def logs(self, job_id: str, *, after: int = 0, limit: int = 500) -> Request:
+        """`GET /v2/{ep}/logs/{id}` (our extension): the job's log lines after seq `after`."""
+        return Request(
+            "GET",
+            self._url("logs", job_id),
+            params={"after": str(after), "limit": str(limit)},
+            headers=self._headers(),
+            timeout_s=self.config.request_timeout_s,
+        )
+
     def _post(self, op: str, job_id: str | None, *, resend_safe: bool) -> Request:
         return Request(
             "POST",

@@ -16,7 +16,6 @@ from typing import Any
 import click
 
 from neuroq.client import cli_shared
-from neuroq.client._core import Request
 from neuroq.client.cli_shared import EXIT_COMPLETED, EXIT_JOB_FAILED
 from neuroq.errors import JobTimeout
 from neuroq.jobs import TERMINAL, JobStatus
@@ -181,13 +180,7 @@ def logs(job_id: str, url: str | None, endpoint: str | None, key: str | None, fo
     after = 0
     with cli_shared.open_endpoint(url, endpoint, key) as ep, cli_shared.client_errors():
         while True:
-            request = Request(
-                "GET",
-                ep.routes._url("logs", job_id),
-                params={"after": str(after), "limit": str(LOG_PAGE)},
-                headers=ep.routes._headers(),
-            )
-            page: dict[str, Any] = ep.send(request)
+            page: dict[str, Any] = ep.send(ep.routes.logs(job_id, after=after, limit=LOG_PAGE))
             lines = page.get("lines", [])
             for item in lines:
                 click.echo(_log_line(item))
