@@ -9,6 +9,15 @@ from neuroq.client import connection
 from neuroq.worker.handlers import HandlerLoadError
 from neuroq.worker.transport import WorkerAuthError
 
+#: exit status of a worker whose warm-up hook raised (1 is a refused key, 2 bad arguments)
+WARMUP_EXIT = 3
+
+
+class _WarmupError(click.ClickException):
+    """The warm-up hook raised: one `Error: warm-up ... failed ...` line, exit status 3."""
+
+    exit_code = WARMUP_EXIT
+
 
 @click.command()
 @click.argument("handler")
@@ -46,6 +55,13 @@ from neuroq.worker.transport import WorkerAuthError
     help="Generators: final output is every chunk (default: the handler's own setting).",
 )
 @click.option(
+    "--warmup",
+    metavar="MODULE:FUNC",
+    default=None,
+    help="Run FUNC (sync or async, no arguments) before the first job; default: the handler "
+    "module's own `warmup` function, if any.",
+)
+@click.option(
     "--log-level",
     default=None,
     help="DEBUG, INFO, WARNING or ERROR.  [default: $NEUROQ_LOG_LEVEL or INFO]",
@@ -61,6 +77,7 @@ def worker(
     ping_interval_s: float,
     grace_s: float,
     aggregate_stream: bool | None,
+    warmup: str | None,
     log_level: str | None,
 ) -> None:
     """Run HANDLER (module:function or path/to/file.py:function) as a worker.
@@ -69,7 +86,7 @@ def worker(
     next to a local `neuroq serve`, no option is needed."""
     from neuroq.config import Settings
     from neuroq.logs import configure_logging
-    from neuroq.worker.runtime import run_worker
+    from neuroq.worker.runtime import WarmupFailed, run_worker
 
     url = connection.server_url(url)
     endpoint = connection.endpoint_id(endpoint)
@@ -95,9 +112,13 @@ def worker(
             ping_interval_s=ping_interval_s,
             grace_s=grace_s,
             aggregate=aggregate_stream,
+            warmup=warmup,
         )
     except HandlerLoadError as exc:
-        raise click.BadParameter(str(exc), param_hint="HANDLER") from exc
+        hint = "--warmup" if str(exc).startswith("warm-up") else "HANDLER"
+        raise click.BadParameter(str(exc), param_hint=hint) from exc
+    except WarmupFailed as exc:
+        raise _WarmupError(str(exc)) from exc
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
     except WorkerAuthError as exc:

@@ -21,6 +21,8 @@ from neuroq import strict_json
 
 #: attribute (and RunPod config key) that makes a generator's final output the list of chunks
 AGGREGATE_ATTR = "return_aggregate_stream"
+#: a module-level function of this name in the handler's module is its warm-up hook
+WARMUP_ATTR = "warmup"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -94,17 +96,22 @@ def classify(func: Callable[..., Any]) -> HandlerKind:
     return HandlerKind.SYNC
 
 
-def _import_target(target: str, ref: str) -> Any:
+def _import_target(target: str, ref: str, what: str) -> Any:
     """Import `target`, a dotted module name or a path to a .py file."""
     looks_like_path = target.endswith(".py") or "/" in target or "\\" in target
     if looks_like_path:
         path = Path(target).expanduser().resolve()
         if not path.is_file():
-            raise HandlerLoadError(f"handler {ref!r}: file {str(path)!r} does not exist")
+            raise HandlerLoadError(f"{what} {ref!r}: file {str(path)!r} does not exist")
         name = f"neuroq_handler_{path.stem}"
+        loaded = sys.modules.get(name)
+        if loaded is not None and getattr(loaded, "__file__", None) == str(path):
+            # Handler and `--warmup` from one file share one module, so what the hook sets up
+            # is what the handler sees.
+            return loaded
         spec = importlib.util.spec_from_file_location(name, path)
         if spec is None or spec.loader is None:
-            raise HandlerLoadError(f"handler {ref!r}: cannot import file {str(path)!r}")
+            raise HandlerLoadError(f"{what} {ref!r}: cannot import file {str(path)!r}")
         module = importlib.util.module_from_spec(spec)
         # Registered before executing so dataclasses and pickling inside the file work.
         sys.modules[name] = module
@@ -115,21 +122,42 @@ def _import_target(target: str, ref: str) -> Any:
         except Exception as exc:
             del sys.modules[name]
             raise HandlerLoadError(
-                f"handler {ref!r}: importing {str(path)!r} raised {type(exc).__name__}: {exc}"
+                f"{what} {ref!r}: importing {str(path)!r} raised {type(exc).__name__}: {exc}"
             ) from exc
         return module
     try:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         if exc.name is not None and target.startswith(exc.name):
-            raise HandlerLoadError(f"handler {ref!r}: no module named {exc.name!r}") from exc
+            raise HandlerLoadError(f"{what} {ref!r}: no module named {exc.name!r}") from exc
         raise HandlerLoadError(
-            f"handler {ref!r}: importing {target!r} raised ModuleNotFoundError: {exc}"
+            f"{what} {ref!r}: importing {target!r} raised ModuleNotFoundError: {exc}"
         ) from exc
     except Exception as exc:
         raise HandlerLoadError(
-            f"handler {ref!r}: importing {target!r} raised {type(exc).__name__}: {exc}"
+            f"{what} {ref!r}: importing {target!r} raised {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _resolve(ref: str, what: str) -> Any:
+    """The object `ref` (`module:attr` or `path/to/file.py:attr`, attr dotted) names; errors
+    start with `what` and the reference, e.g. `handler 'x.py:h': file ... does not exist`."""
+    target, sep, attr = ref.rpartition(":")
+    # "C:\x\h.py" style paths contain a colon too; rpartition keeps them in `target`.
+    if not sep or not target or not attr:
+        raise HandlerLoadError(
+            f"{what} {ref!r}: expected MODULE:FUNCTION or path/to/file.py:FUNCTION"
+        )
+    obj: Any = _import_target(target, ref, what)
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise HandlerLoadError(f"{what} {ref!r}: {target!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise HandlerLoadError(
+            f"{what} {ref!r}: {attr!r} is a {type(obj).__name__}, not a callable"
+        )
+    return obj
 
 
 def load_handler(ref: str, aggregate: bool | None = None) -> Handler:
@@ -137,24 +165,40 @@ def load_handler(ref: str, aggregate: bool | None = None) -> Handler:
 
     `aggregate` overrides the function's own `return_aggregate_stream` attribute when not None.
     """
-    target, sep, attr = ref.rpartition(":")
-    # "C:\x\h.py" style paths contain a colon too; rpartition keeps them in `target`.
-    if not sep or not target or not attr:
-        raise HandlerLoadError(
-            f"handler {ref!r}: expected MODULE:FUNCTION or path/to/file.py:FUNCTION"
-        )
-    obj: Any = _import_target(target, ref)
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise HandlerLoadError(f"handler {ref!r}: {target!r} has no attribute {attr!r}")
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise HandlerLoadError(
-            f"handler {ref!r}: {attr!r} is a {type(obj).__name__}, not a callable"
-        )
+    obj = _resolve(ref, "handler")
     kind = classify(obj)
     agg = bool(getattr(obj, AGGREGATE_ATTR, False)) if aggregate is None else aggregate
     return Handler(func=obj, kind=kind, aggregate=agg, ref=ref)
+
+
+@dataclass(frozen=True)
+class Warmup:
+    """A hook run once before the worker's first take (model loading, caches), sync or async,
+    called without arguments."""
+
+    func: Callable[[], Any]
+    #: where it came from, for log lines and the failure message
+    ref: str
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.func)
+
+
+def load_warmup(ref: str) -> Warmup:
+    """Load the `--warmup MODULE:FUNC` hook (the same reference forms as a handler)."""
+    return Warmup(_resolve(ref, "warm-up"), ref)
+
+
+def module_warmup(handler: Handler) -> Warmup | None:
+    """The handler module's own `warmup` callable, if it defines one at module level: the
+    convention that lets a handler file bring its hook without a flag. Only plain functions
+    count, so a module that merely imports some `warmup` object is left alone."""
+    module = sys.modules.get(getattr(handler.func, "__module__", "") or "")
+    func = getattr(module, WARMUP_ATTR, None)
+    if not (inspect.isfunction(func) and func.__module__ == getattr(module, "__name__", None)):
+        return None
+    return Warmup(func, f"{handler.ref.rpartition(':')[0]}:{WARMUP_ATTR}")
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,9 @@ It speaks the RunPod 1.12 worker protocol (see transport.py) but differs from th
   deliver them after it, runpod/runpod-python#250).
 - What the handler logs while it runs, and the traceback of a failure, are posted to the job's
   log in batches (job_log.py), the rest before the final result.
+- A warm-up hook (the handler module's `warmup`, or `--warmup`) runs before the first take. The
+  worker registers as `initializing` meanwhile and sends nothing else, so the server and the
+  scaler see it as starting until the hook returns; a hook that raises ends the worker.
 """
 
 from __future__ import annotations
@@ -27,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import inspect
 import logging
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,9 +48,12 @@ from neuroq.worker.handlers import (
     Handler,
     HandlerKind,
     Result,
+    Warmup,
     encode,
     exception_body,
     load_handler,
+    load_warmup,
+    module_warmup,
     result_body,
     stream_error,
     stream_final_body,
@@ -66,6 +74,13 @@ TAKE_SETTLE_S = 0.5
 LOG_BATCH_S = 0.25
 #: the longest a final result waits for the job's last log lines to be posted
 LOG_FLUSH_S = 10.0
+#: how long one `initializing` registration may take before warm-up goes on without it
+REGISTER_TIMEOUT_S = 10.0
+
+
+class WarmupFailed(RuntimeError):
+    """The warm-up hook raised: the worker never took a job and exits."""
+
 
 # job id -> the running job, so module-level `progress_update(job, ...)` finds its worker.
 _ACTIVE: dict[str, _RunningJob] = {}
@@ -161,6 +176,7 @@ class Worker:
         ping_interval_s: float = 10.0,
         grace_s: float = 30.0,
         min_poll_interval_s: float = 1.0,
+        warmup: Warmup | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
@@ -175,6 +191,9 @@ class Worker:
         self.ping_interval_s = ping_interval_s
         self.grace_s = grace_s
         self.min_poll_interval_s = min_poll_interval_s
+        #: run before the first take; None: none
+        self.warmup = warmup
+        self._warm_task: asyncio.Task[None] | None = None
         self._jobs: dict[str, _RunningJob] = {}
         self._posts: set[asyncio.Task[None]] = set()
         self._shutting_down = False
@@ -206,6 +225,16 @@ class Worker:
             self.concurrency,
             ", burst" if self.burst else "",
         )
+        if self.warmup is not None:
+            self._warm_task = asyncio.create_task(self._warm_up(self.warmup), name="warm-up")
+            try:
+                await self._warm_task
+            except asyncio.CancelledError:
+                if not self._shutting_down:
+                    raise
+            if self._shutting_down:
+                log.info("worker %s stopped during warm-up", self.worker_id)
+                return
         heartbeat = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         stopper = asyncio.create_task(self._stop_loop(), name="job-stop")
         self._take_task = asyncio.create_task(self._take_loop(slots), name="job-take")
@@ -250,8 +279,57 @@ class Worker:
             return
         self._shutting_down = True
         log.info("shutdown requested: taking no more jobs")
+        if self._warm_task is not None and not self._warm_task.done():
+            # An async hook is cancelled; a sync one is left to its daemon thread.
+            self._warm_task.cancel()
         if self._take_task is not None:
             self._take_task.cancel()
+
+    async def _warm_up(self, warmup: Warmup) -> None:
+        """Run the hook while registered as `initializing`. Registration is repeated every
+        ping interval, so a long warm-up is not taken for a lost worker; no ping or take goes
+        out before the hook returns, since either would show the worker ready."""
+        log.info("warm-up %s running", warmup.ref)
+        started = time.monotonic()
+        announcer = asyncio.create_task(self._announce_loop(), name="register")
+        try:
+            if warmup.is_async:
+                await warmup.func()
+            else:
+                value = await _on_daemon_thread(warmup.func)
+                if inspect.isawaitable(value):  # e.g. a partial of an async function
+                    await value
+        except Exception as exc:
+            log.debug("warm-up %s failed", warmup.ref, exc_info=True)
+            raise WarmupFailed(
+                f"warm-up {warmup.ref} failed after {time.monotonic() - started:.1f} s: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            announcer.cancel()
+            await asyncio.gather(announcer, return_exceptions=True)
+        log.info("warm-up %s done in %.1f s", warmup.ref, time.monotonic() - started)
+
+    async def _announce_loop(self) -> None:
+        while True:
+            await self._announce()
+            await asyncio.sleep(self.ping_interval_s)
+
+    async def _announce(self) -> None:
+        """One best-effort `initializing` registration (the scaler's route, worker key). A
+        server without the route, or one that is down, only means /health does not show the
+        worker until it is ready."""
+        base, _, endpoint = self.transport.base.rpartition("/v2/")
+        url = f"{base}/endpoints/{endpoint}/workers/{self.worker_id}"
+        try:
+            # Transport has no call of its own for this route (it is not part of the RunPod
+            # protocol); its sender is reused so the key, client and test seam are the same.
+            reply = await self.transport._send("POST", url, None, None, REGISTER_TIMEOUT_S)
+        except Exception as exc:
+            log.debug("registering as initializing failed: %s", exc)
+            return
+        if reply.status_code >= 400:
+            log.debug("registering as initializing: HTTP %d", reply.status_code)
 
     async def _take_loop(self, slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()
@@ -461,33 +539,7 @@ class Worker:
             return Result(exception_body(exc), is_stream=kind.streams)
 
     async def _in_thread(self, rj: _RunningJob, func: Callable[..., Any], *args: Any) -> Any:
-        """Run func on one of the daemon handler threads (see threads.py for why not
-        asyncio.to_thread)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        context = contextvars.copy_context()
-
-        def deliver(setter: Callable[[Any], None], value: Any) -> None:
-            def settle() -> None:
-                if not future.done():
-                    setter(value)
-
-            # A closed loop means we are exiting and nobody waits for this result.
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(settle)
-
-        def target() -> None:
-            try:
-                value = context.run(func, *args)
-            except BaseException as exc:
-                if not isinstance(exc, Exception):
-                    exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
-                deliver(future.set_exception, exc)
-            else:
-                deliver(future.set_result, value)
-
-        _THREADS.submit(target)
-        return await future
+        return await _on_daemon_thread(func, *args)
 
     async def _send_chunk(self, rj: _RunningJob, index: int, chunk: Any) -> Result | None:
         """Stream one chunk; returns a final Result when the chunk ends the job instead."""
@@ -694,6 +746,36 @@ class Worker:
             await asyncio.wait(set(self._posts), timeout=POST_DRAIN_S)
 
 
+async def _on_daemon_thread(func: Callable[..., Any], *args: Any) -> Any:
+    """Run func on one of the daemon handler threads (see threads.py for why not
+    asyncio.to_thread), in a copy of the caller's context (so log lines keep their job)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    context = contextvars.copy_context()
+
+    def deliver(setter: Callable[[Any], None], value: Any) -> None:
+        def settle() -> None:
+            if not future.done():
+                setter(value)
+
+        # A closed loop means we are exiting and nobody waits for this result.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle)
+
+    def target() -> None:
+        try:
+            value = context.run(func, *args)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
+            deliver(future.set_exception, exc)
+        else:
+            deliver(future.set_result, value)
+
+    _THREADS.submit(target)
+    return await future
+
+
 def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: Any) -> None:
     with contextlib.suppress(RuntimeError):  # the loop is closed: we are exiting
         loop.call_soon_threadsafe(fn, *args)
@@ -730,13 +812,16 @@ async def arun_worker(
     ping_interval_s: float = 10.0,
     grace_s: float = 30.0,
     aggregate: bool | None = None,
+    warmup: str | Warmup | None = None,
     install_signal_handlers: bool = False,
     client: httpx.AsyncClient | None = None,
 ) -> Worker:
     """Load the handler, connect and run a worker until it shuts down; returns it (for counts).
 
-    `client` replaces the HTTP client (tests); `install_signal_handlers` hooks SIGTERM/SIGINT
-    to a graceful shutdown (main thread only)."""
+    `warmup` (a `MODULE:FUNC` reference or a loaded hook) runs before the first take; None
+    means the handler module's own `warmup` function, if it has one. `client` replaces the HTTP
+    client (tests); `install_signal_handlers` hooks SIGTERM/SIGINT to a graceful shutdown (main
+    thread only). Raises WarmupFailed when the hook raises."""
     worker_id = worker_id or new_worker_id()
     _validate(url, endpoint, key, worker_id)
     handler = (
@@ -744,6 +829,7 @@ async def arun_worker(
         if isinstance(handler_ref, Handler)
         else load_handler(handler_ref, aggregate=aggregate)
     )
+    hook = load_warmup(warmup) if isinstance(warmup, str) else warmup or module_warmup(handler)
     transport = Transport(url, endpoint, key, worker_id, client=client)
     worker = Worker(
         handler,
@@ -752,6 +838,7 @@ async def arun_worker(
         burst=burst,
         ping_interval_s=ping_interval_s,
         grace_s=grace_s,
+        warmup=hook,
     )
     loop = asyncio.get_running_loop()
     signals = (signal.SIGTERM, signal.SIGINT) if install_signal_handlers else ()
