@@ -25,6 +25,7 @@ from neuroq.api.dashboard import charts
 from neuroq.api.dashboard.forms import PAGE_SIZE, SINCE_CHOICES, JobFilter
 from neuroq.api.dashboard.history import PLOT_WINDOW_MS
 from neuroq.api.metrics import worker_state
+from neuroq.endpoints import EndpointConfig, ScalerType
 from neuroq.jobs import Job, JobStatus
 from neuroq.store.base import FinishedMinute, LogLine, WebhookDelivery, WorkerInfo
 
@@ -270,6 +271,63 @@ def endpoints_table(
     )
 
 
+def scaler_rule(config: EndpointConfig) -> str:
+    """The endpoint's scaling rule in words (docs/scaling.md, "Settings")."""
+    if config.scaler_type is ScalerType.REQUEST_COUNT:
+        return f"1 worker per {config.scaler_value} jobs"
+    return f"+1 worker while a job waits over {config.scaler_value} s"
+
+
+def _runs(config: EndpointConfig) -> str:
+    """What a worker runs. Of a command only the program is shown: its arguments, like `env`,
+    may carry secrets, and this page is for watching, not configuring."""
+    if config.handler is not None:
+        return f'<code title="{h(config.handler)}">{h(config.handler)}</code>'
+    if config.command:
+        return f"<code>{h(config.command[0])}</code> …"
+    return '<span class="muted">none (a plain queue)</span>'
+
+
+def configured_endpoints(
+    configs: list[EndpointConfig], reports: dict[str, dict[str, object]], workers: list[WorkerInfo]
+) -> str:
+    """Each configured endpoint's settings beside its workers now (live ones, of which how many
+    are still starting) and the workers its rule wants: `reports` holds, per endpoint, what
+    `/endpoints/{id}/metrics` answers (`desiredWorkers` is the rule applied to the queue)."""
+    rows = []
+    for config in sorted(configs, key=lambda c: c.endpoint_id):
+        ep = config.endpoint_id
+        report = reports.get(ep, {})
+        mine = [w for w in workers if w.endpoint_id == ep and w.state != "recycling"]
+        starting = sum(1 for w in mine if w.state == "initializing")
+        now_cell = f"{len(mine)}" + (f"<small>{starting} starting</small>" if starting else "")
+        cells = [
+            f'<td><a href="/jobs?{urlencode({"endpoint": ep})}">{h(ep)}</a></td>',
+            f"<td>{_runs(config)}</td>",
+            f'<td class="num" data-col="min-max">{config.workers_min}–{config.workers_max}</td>',
+            f'<td class="num" data-col="idle">{config.idle_timeout_s} s</td>',
+            f'<td data-col="rule">{h(scaler_rule(config))}</td>',
+            f'<td class="num" data-col="concurrency">{config.concurrency}</td>',
+            f'<td class="num">{fmt_duration(config.execution_timeout_ms)}</td>',
+            f'<td class="num" data-col="workers-now">{now_cell}</td>',
+            f'<td class="num" data-col="workers-desired">{h(report.get("desiredWorkers", "—"))}'
+            "</td>",
+        ]
+        rows.append(f'<tr data-endpoint="{h(ep)}">{"".join(cells)}</tr>')
+    if not rows:
+        return (
+            '<p class="muted">No endpoint is configured: the scaler starts no worker. See '
+            "<code>neuroq endpoint create</code> (docs/scaling.md).</p>"
+        )
+    return (
+        '<div class="scroll"><table><thead><tr><th>Endpoint</th><th>Runs</th>'
+        "<th>Workers min–max</th><th>Idle timeout</th><th>Scaling rule</th><th>Concurrency</th>"
+        "<th>Execution timeout</th><th>Workers now</th>"
+        '<th title="desiredWorkers, as /endpoints/{id}/metrics reports it">Desired</th>'
+        f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
 def workers_table(workers: list[WorkerInfo], now: int) -> str:
     rows = []
     for w in workers:
@@ -295,6 +353,8 @@ def overview_body(parts: dict[str, str]) -> str:
     return (
         '<section class="card"><h1>Endpoints</h1>'
         f'<div id="endpoints">{parts["endpoints"]}</div></section>'
+        '<section class="card"><h2>Serverless endpoints</h2>'
+        f'<div id="configured">{parts["configured"]}</div></section>'
         '<section class="card"><h2>Last hour</h2>'
         f'<div id="plots">{parts["plots"]}</div></section>'
         '<section class="card"><h2>Workers</h2>'

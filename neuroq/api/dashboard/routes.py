@@ -48,7 +48,8 @@ from neuroq.api.dashboard.history import PLOT_WINDOW_MS
 from neuroq.api.dashboard.sessions import SESSION_COOKIE, SESSION_TTL_S, same_site
 from neuroq.api.dashboard.state import STATIC_FILES, Dashboard
 from neuroq.jobs import NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import InvalidTransition, job_topic
+from neuroq.scaler.source import endpoint_report
+from neuroq.store.base import InvalidTransition, QueueStats, job_topic
 
 log = logging.getLogger("neuroq.dashboard")
 
@@ -180,8 +181,21 @@ async def overview_parts(request: Request) -> dict[str, str]:
 
     depth = dash.history.depth(counts, now)
     minutes = await dash.store.finished_minutes(now - PLOT_WINDOW_MS, now)
+    configs = await dash.store.list_endpoints()
+    stats = await dash.store.queue_stats() if configs else {}
+    reports = {
+        c.endpoint_id: endpoint_report(
+            c.endpoint_id,
+            c,
+            stats.get(c.endpoint_id, QueueStats()),
+            [w for w in workers if w.endpoint_id == c.endpoint_id],
+            now,
+        )
+        for c in configs
+    }
     return {
         "endpoints": render.endpoints_table(counts, workers, rate),
+        "configured": render.configured_endpoints(configs, reports, workers),
         "workers": render.workers_table(workers, now),
         "plots": render.plots(minutes, depth, now),
     }
