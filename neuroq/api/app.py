@@ -2,7 +2,8 @@
 
 Shared state, which the routes and the background task rely on by these exact names:
 `app.state.settings` (Settings), `app.state.store` (JobStore), `app.state.keys` (auth.Keys),
-`app.state.metrics` (Metrics), `app.state.dashboard` (Dashboard). The store's listeners are
+`app.state.metrics` (Metrics), `app.state.dashboard` (Dashboard), `app.state.server_stop`
+(ServerStop: ends the worker long-polls at shutdown). The store's listeners are
 subscribed here: metrics and the dashboard's activity learn of every committed change from the
 store's events. The lifespan opens the store before the first request and runs
 `run_background` (sweeps and webhook delivery) and the dashboard's history sampler as tasks for
@@ -38,6 +39,7 @@ from neuroq.api.background import run_background
 from neuroq.api.errors import EXCEPTION_HANDLERS
 from neuroq.api.metrics import HTTPMetricsMiddleware, Metrics
 from neuroq.api.openapi import openapi_document
+from neuroq.api.stopping import ServerStop
 from neuroq.config import Settings
 from neuroq.store.base import JobStore
 
@@ -60,9 +62,11 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
     store.events.subscribe(counters.on_store_event)
     store.events.subscribe(activity.on_store_event)
     board = dashboard.create_dashboard(settings, store, counters, activity, keys)
+    stop = ServerStop(store.notifier)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        stop.reset()
         await store.open()
         tasks = [
             asyncio.create_task(run_background(app), name="neuroq-background"),
@@ -76,6 +80,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
         try:
             yield
         finally:
+            stop.begin()  # uvicorn's shutdown called it already (commands.py); others may not
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -103,6 +108,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
     app.state.keys = keys
     app.state.metrics = counters
     app.state.dashboard = board
+    app.state.server_stop = stop
     return app
 
 

@@ -4,7 +4,9 @@
 they start once the socket listens (so their first job-take does not fail) and get SIGTERM when
 the server stops, so Ctrl-C or a SIGTERM leaves no orphan behind. The store is opened once before
 uvicorn starts, so a database that cannot be opened ends `serve` with one line saying which and
-what to do, instead of a traceback from inside uvicorn's startup.
+what to do, instead of a traceback from inside uvicorn's startup. Its shutdown first ends the
+workers' held long-polls (neuroq.api.stopping), so a stop takes no graceful timeout and logs no
+traceback.
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ import logging
 import os
 import shlex
 import signal
+import socket
 import sys
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 import uvicorn
 
 from neuroq.config import DEFAULT_ENDPOINT, Settings
 from neuroq.store.base import JobStore
+
+if TYPE_CHECKING:
+    from neuroq.api.stopping import ServerStop
 
 log = logging.getLogger("neuroq.serve")
 
@@ -136,12 +143,13 @@ def serve(
         timeout_graceful_shutdown=5,
         timeout_keep_alive=KEEP_ALIVE_S,
     )
+    stop: ServerStop = app.state.server_stop
     if not handlers:
-        uvicorn.Server(config).run()
+        _Server(config, stop).run()
         return
     worker_key = load_keys(settings).worker[0]
     supervisor = _WorkerSupervisor(handlers, endpoint, concurrency, worker_key)
-    server = _SupervisingServer(config, supervisor)
+    server = _SupervisingServer(config, stop, supervisor)
     runner = asyncio.Runner(loop_factory=config.get_loop_factory())
     with runner:
         runner.run(_serve_with_workers(server, settings, supervisor))
@@ -205,14 +213,30 @@ class _WorkerSupervisor:
                 await proc.wait()
 
 
-class _SupervisingServer(uvicorn.Server):
-    """uvicorn's server, which also tells the workers to stop the moment SIGTERM/SIGINT arrives.
+class _Server(uvicorn.Server):
+    """uvicorn's server, whose shutdown ends the app's held long-polls before it waits for the
+    requests in flight: left held, they would be cancelled with a traceback each after uvicorn's
+    graceful timeout."""
+
+    def __init__(self, config: uvicorn.Config, stop: ServerStop) -> None:
+        super().__init__(config)
+        self.server_stop = stop
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        self.server_stop.begin()
+        await super().shutdown(sockets)
+
+
+class _SupervisingServer(_Server):
+    """The server, which also tells the workers to stop the moment SIGTERM/SIGINT arrives.
 
     uvicorn re-raises the signal once its own shutdown is done, which ends the process; the
     workers must have been told before that."""
 
-    def __init__(self, config: uvicorn.Config, supervisor: _WorkerSupervisor) -> None:
-        super().__init__(config)
+    def __init__(
+        self, config: uvicorn.Config, stop: ServerStop, supervisor: _WorkerSupervisor
+    ) -> None:
+        super().__init__(config, stop)
         self.supervisor = supervisor
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

@@ -8,13 +8,14 @@ own worker runtime speak it.
     POST /v2/{ep}/job-stream/{worker}/{job}    one stream chunk
     POST /v2/{ep}/job-log/{worker}/{job}       a batch of the job's log lines (our extension)
     GET  /v2/{ep}/job-stop/{worker}            long-poll, {"jobsToStop": [...]} or 204
-    GET  /v2/{ep}/ping/{worker}                heartbeat, or a fitness failure report
+    GET  /v2/{ep}/ping/{worker}                heartbeat, a fitness failure report, or goodbye
 
 The SDK builds these URLs by pasting ids into templates and appending `&key=value`, so the routes
 tolerate what careless templates produce (spec 2.2): a last path segment with the query glued on
 (`w1&job_in_progress=0`), empty query pairs, unknown parameters, and a literal `$RUNPOD_POD_ID`
 worker id. The SDK loses a result on any 4xx, so a well-formed post is never refused; and it
-re-asks at once after a 204, so job-take and job-stop hold idle workers instead of answering.
+re-asks at once after a 204, so job-take and job-stop hold idle workers instead of answering;
+they end early with a 204 when the server stops (neuroq.api.stopping).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from starlette.routing import BaseRoute, Route
 from neuroq import strict_json
 from neuroq.api.errors import error_response
 from neuroq.api.schemas import BodyTooLarge, read_capped
+from neuroq.api.stopping import ServerStop
 from neuroq.config import Settings
 from neuroq.jobs import Job, is_path_safe, now_ms
 from neuroq.store.base import Holder, JobStore, queue_topic, stop_topic, wait_until
@@ -45,6 +47,8 @@ POD_ID_PLACEHOLDER = "$RUNPOD_POD_ID"
 #: worker states set through this protocol (the store's WorkerInfo.state)
 RECYCLING = "recycling"
 UNHEALTHY = "unhealthy"
+#: a ping's status saying the worker stops cleanly (our extension)
+LEAVING = "leaving"
 #: largest batch handed out at once, whatever batch_size asks for
 MAX_BATCH_SIZE = 100
 MAX_WORKER_ID_LEN = 256
@@ -240,19 +244,19 @@ async def _take(request: Request, *, batch: bool) -> Response:
     if await _is_recycling(call):
         return Response(status_code=204)
 
+    stop = _server_stop(request)
+
     async def check() -> list[Job] | _Gone | None:
-        if await request.is_disconnected() or await _is_recycling(call):
+        if stop.stopping or await request.is_disconnected() or await _is_recycling(call):
             return _GONE
         jobs = await store.take(call.endpoint_id, call.worker_id, limit, now_ms(), call.lease_ms)
         return jobs or None
 
-    result: list[Job] | _Gone | None = await wait_until(
-        store.notifier,
-        queue_topic(call.endpoint_id),
-        check,
-        settings.job_take_hold_s,
-        store.recheck_s,
-    )
+    topic = queue_topic(call.endpoint_id)
+    with stop.holding(topic):
+        result: list[Job] | _Gone | None = await wait_until(
+            store.notifier, topic, check, settings.job_take_hold_s, store.recheck_s
+        )
     if result is None or isinstance(result, _Gone):
         return Response(status_code=204)
     if await request.is_disconnected():
@@ -609,6 +613,7 @@ async def job_stop(request: Request) -> Response:
     offers = _stop_offers(request)
     previous = offers.get(call.worker_id)
     loop = asyncio.get_running_loop()
+    stop = _server_stop(request)
 
     # While the worker still holds a stopped job, the store keeps returning it: one delivery is
     # not enough, the SDK drops a stop id that arrives before the job's task starts (spec 2.8).
@@ -621,17 +626,15 @@ async def job_stop(request: Request) -> Response:
             previous is None or tuple(ids) != previous.ids or loop.time() >= previous.quiet_until
         ):
             return ids
-        if await request.is_disconnected() or await _is_recycling(call):
+        if stop.stopping or await request.is_disconnected() or await _is_recycling(call):
             return _GONE
         return None
 
-    found: list[str] | _Gone | None = await wait_until(
-        store.notifier,
-        stop_topic(call.worker_id),
-        check,
-        call.settings.job_stop_hold_s,
-        store.recheck_s,
-    )
+    topic = stop_topic(call.worker_id)
+    with stop.holding(topic):
+        found: list[str] | _Gone | None = await wait_until(
+            store.notifier, topic, check, call.settings.job_stop_hold_s, store.recheck_s
+        )
     if not isinstance(found, list):
         offers.pop(call.worker_id, None)
         return Response(status_code=204)
@@ -647,8 +650,11 @@ async def ping(request: Request) -> Response:
     call = await _worker_call(request, "worker_id", delay_auth_failure=False)
     if isinstance(call, Response):
         return call
+    status = call.params.get("status", "").lower()
+    if status == LEAVING:
+        return await _leave(request, call)
     held = [j for j in call.params.get("job_id", "").split(",") if j]
-    unhealthy = call.params.get("status", "").lower() == UNHEALTHY
+    unhealthy = status == UNHEALTHY
     await call.store.touch_worker(
         call.endpoint_id,
         call.worker_id,
@@ -668,6 +674,26 @@ async def ping(request: Request) -> Response:
             call.params.get("reason", "")[:256],
         )
     return JSONResponse({})
+
+
+async def _leave(request: Request, call: WorkerCall) -> Response:
+    """A worker that stops cleanly says so (`status=leaving`, our extension; the SDK never sends
+    it): it is forgotten now, instead of being logged lost by the sweep `worker_lost_s` later.
+    Jobs it still holds (abandoned after its grace period) keep their leases and are requeued
+    when those lapse, as for any worker that stops pinging them."""
+    left = await call.store.forget_worker(call.endpoint_id, call.worker_id)
+    _stop_offers(request).pop(call.worker_id, None)
+    touched: dict[str, int] | None = getattr(request.app.state, "worker_touched_ms", None)
+    if touched is not None:
+        touched.pop(call.worker_id, None)
+    if left:
+        log.info("worker %s on %s left", call.worker_id, call.endpoint_id)
+    return JSONResponse({})
+
+
+def _server_stop(request: Request) -> ServerStop:
+    stop: ServerStop = request.app.state.server_stop
+    return stop
 
 
 ROUTES: list[BaseRoute] = [

@@ -414,6 +414,11 @@ class JobStore(Protocol):
 
     async def worker(self, worker_id: str) -> WorkerInfo | None: ...
 
+    async def forget_worker(self, endpoint_id: str, worker_id: str) -> bool:
+        """Remove a worker that said it is leaving, so no sweep reports it lost; False when
+        no such worker is known on that endpoint. Its jobs are left to their leases."""
+        ...
+
     # -- endpoints ---------------------------------------------------------------------------
 
     async def put_endpoint(self, config: EndpointConfig, now_ms: int) -> EndpointConfig:

@@ -10,6 +10,7 @@ URL forms are those a RunPod 1.12 worker requests, so the server has one code pa
     POST {base}/job-log/{wid}/{job_id}       body: {"lines": [...], "truncated"?: true}
     GET  {base}/job-stop/{wid}                                   -> {"jobsToStop": [...]} | 204
     GET  {base}/ping/{wid}?job_id=a,b
+    GET  {base}/ping/{wid}?status=leaving                        goodbye, from aclose()
 
 where base is `http://HOST:PORT/v2/{endpoint}`. Unlike the SDK, every call retries connection
 errors, 408, 429 and 5xx with a capped backoff (honouring Retry-After), so no loop here ever
@@ -47,6 +48,8 @@ MAX_BATCH = 100
 MAX_BATCH_BYTES = 1_000_000
 #: log lines are a side channel: they are given up sooner than results
 LOG_RETRY_S = 30.0
+#: the goodbye gets one try this long: the worker is on its way out
+LEAVE_TIMEOUT_S = 2.0
 #: slower than the client's: a server restarting under many workers should not be stormed
 WORKER_BACKOFF = Backoff(first_s=0.5, max_s=10.0, jitter=0.2)
 
@@ -107,6 +110,8 @@ class Transport:
         #: False once the server showed it has no job-log route
         self.sends_logs = True
         self._waiting: list[_Waiting] = []
+        #: set once the goodbye went out (or was tried)
+        self._left = False
         self._flusher: asyncio.Task[None] | None = None
         # Requests go straight through aiohttp unless a test hands in its own httpx client.
         self._client = client
@@ -115,6 +120,28 @@ class Transport:
             client.headers.update(headers)
 
     async def aclose(self) -> None:
+        """Say goodbye (`leave`), then close the connections: a transport is closed when its
+        worker stops."""
+        try:
+            await self.leave()
+        finally:
+            await self._close_clients()
+
+    async def leave(self) -> None:
+        """Tell the server this worker is leaving (`ping?status=leaving`, our extension), so it
+        forgets the worker at once instead of logging it lost `worker_lost_s` later. One short
+        try, no retries: a server that is gone, or too old to know the status, loses nothing."""
+        if self._left:
+            return
+        self._left = True
+        url = f"{self.base}/ping/{self.worker_id}"
+        try:
+            async with asyncio.timeout(LEAVE_TIMEOUT_S):  # connecting included
+                await self._send("GET", url, {"status": "leaving"}, None, LEAVE_TIMEOUT_S)
+        except (httpx.TransportError, TimeoutError) as exc:
+            log.debug("goodbye not delivered: %s", exc)
+
+    async def _close_clients(self) -> None:
         if self._fast is not None:
             await self._fast.aclose()
         if self._client is not None:

@@ -426,6 +426,11 @@ def worker(worker_id: str) -> Op[WorkerInfo | None]:
     return Outcome(WorkerInfo(wid, endpoint_id, state, last_seen_ms, tuple(r[0] for r in held)))
 
 
+def forget_worker(endpoint_id: str, worker_id: str) -> Op[bool]:
+    rows = yield Stmt("forget_worker", {"endpoint_id": endpoint_id, "worker_id": worker_id})
+    return Outcome(bool(rows))
+
+
 # -- background ------------------------------------------------------------------------------
 
 

@@ -225,6 +225,11 @@ SELECT worker_id, endpoint_id, state, last_seen_ms FROM workers WHERE worker_id 
 -- The jobs a worker runs.
 SELECT id FROM jobs WHERE worker_id = :worker_id AND status = 'IN_PROGRESS' ORDER BY seq
 
+-- name: forget_worker
+-- A worker that said it is leaving.
+DELETE FROM workers WHERE worker_id = :worker_id AND endpoint_id = :endpoint_id
+RETURNING worker_id
+
 -- name: health_jobs
 -- Retained jobs of an endpoint by state, with how many of each were retried.
 SELECT status, COUNT(*), SUM(CASE WHEN retries > 0 THEN 1 ELSE 0 END)

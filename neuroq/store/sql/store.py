@@ -178,6 +178,9 @@ class OpStore:
     async def worker(self, worker_id: str) -> WorkerInfo | None:
         return await self._run(ops.worker(worker_id), write=False)
 
+    async def forget_worker(self, endpoint_id: str, worker_id: str) -> bool:
+        return await self._run(ops.forget_worker(endpoint_id, worker_id), write=True)
+
     # -- endpoints -------------------------------------------------------------------------
 
     async def put_endpoint(self, config: EndpointConfig, now_ms: int) -> EndpointConfig:
