@@ -170,3 +170,16 @@ def test_sigterm_during_a_warmup_ends_the_worker_cleanly(
     finally:
         worker.stop()
     assert "stopped during warm-up" in worker.log()
+
+
+def test_only_a_function_defined_in_the_handlers_module_is_its_hook(tmp_path: Path) -> None:
+    from neuroq.worker.handlers import load_handler, module_warmup
+
+    own = _write(tmp_path, "own_hook.py", HANDLERS)
+    hook = module_warmup(load_handler(f"{own}:handler"))
+    assert hook is not None and hook.ref == f"{own}:warmup" and not hook.is_async
+    imported = _write(
+        tmp_path, "imported_hook.py", "from own_hook import warmup\n\ndef handler(job):\n    pass\n"
+    )
+    assert module_warmup(load_handler(f"{imported}:handler")) is None
+    assert module_warmup(load_handler(f"{_write(tmp_path, 'none.py', NO_HOOK)}:handler")) is None
