@@ -26,6 +26,7 @@ from starlette.routing import BaseRoute, Route
 from neuroq.api import (
     client_routes,
     dashboard,
+    docs_page,
     endpoint_routes,
     job_list,
     job_logs,
@@ -88,6 +89,7 @@ def create_app(settings: Settings, store: JobStore | None = None) -> Starlette:
 
     routes: list[BaseRoute] = [
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/docs", docs_page.docs, methods=["GET"]),
         *client_routes.ROUTES,
         *openai_routes.ROUTES,
         *job_list.ROUTES,
