@@ -48,8 +48,10 @@ def _service(
 
 def make_handler(runtime: Runtime, settings: HandlerSettings | None = None) -> Handler:
     """A handler whose jobs report to `runtime`."""
-    service = _service(runtime, settings)
+    return _handler_of(_service(runtime, settings))
 
+
+def _handler_of(service: Callable[[], Awaitable[Service]]) -> Handler:
     async def handler(job: dict[str, Any]) -> dict[str, Any] | list[Any]:
         """Run one job; expected failures return {"error": ...} (a FAILED job naming the field)."""
         return await (await service()).handle(job)
@@ -77,8 +79,19 @@ def make_generator_handler(
     return handler
 
 
+_worker_service = _service(WorkerRuntime(), None)
 #: the handler `neuroq worker neuroq.handler:handler` runs
-handler = make_handler(WorkerRuntime())
+handler = _handler_of(_worker_service)
+
+
+async def warmup() -> None:
+    """Run by `neuroq worker` before its first take (the worker shows as initializing until it
+    returns): reads the settings and loads the default model, so the first job does not pay for
+    either. A worker of the generator form loads its own service on its first job."""
+    service = await _worker_service()
+    await asyncio.to_thread(service.models.engine, "default")
+
+
 #: the generator form for our worker: `neuroq worker neuroq.handler:generator_handler`
 generator_handler = make_generator_handler(WorkerRuntime())
 
@@ -90,4 +103,5 @@ __all__ = [
     "handler",
     "make_generator_handler",
     "make_handler",
+    "warmup",
 ]
