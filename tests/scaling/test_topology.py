@@ -266,10 +266,11 @@ def test_sigkill_of_one_server_mid_load_loses_nothing(topology: Topology) -> Non
         "load to build up",
         interval_s=0.005,
     )
-    # "wa" dies first, so the attempts it holds now are certainly lost; then its server.
+    # "wa" dies first, then its server; only then are the attempts "wa" still holds certainly
+    # lost (read earlier, a result "wa" posted just before dying could still commit on "a").
     topology.workers["wa"].kill()
-    lost = topology.held_by("wa")
     topology.servers["a"].kill()
+    lost = topology.held_by("wa")
     # What a supervisor does: the worker that lost its server is restarted against another.
     topology.start_worker("wa2", "c")
     clients.join()
