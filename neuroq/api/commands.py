@@ -129,6 +129,9 @@ def serve(
         raise click.ClickException(str(exc)) from None
     _check_store(job_store)
     app = create_app(settings, job_store)
+    if handlers:
+        # Its own workers are on their way: no "never served" warning while they start.
+        app.state.local_endpoints = frozenset({endpoint})
     add_secrets([*app.state.keys.client, *app.state.keys.worker])  # generated ones too
     config = uvicorn.Config(
         app,

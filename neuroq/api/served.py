@@ -8,7 +8,8 @@ which the client logs and `neuroq send` prints on stderr.
 "Served" is what the store can tell cheaply: the endpoint has a live worker (any state), or a
 retained job of it was ever taken by a worker (IN_PROGRESS, COMPLETED or FAILED now, or retried:
 every one of these went through a worker), or it is configured with a handler or command, whose
-workers the scaler starts on demand. A job taken but since TIMED_OUT or CANCELLED, or deleted
+workers the scaler starts on demand, or it is the endpoint of `neuroq serve --worker`, whose
+own workers may still be starting. A job taken but since TIMED_OUT or CANCELLED, or deleted
 after its retention, does not count: an endpoint idle for longer than the retention with no
 worker up warns again, which is true enough to be worth saying.
 
@@ -73,6 +74,8 @@ class ServedCache:
 async def warning_headers(request: Request, endpoint_id: str) -> dict[str, str]:
     """The header a submit's reply carries when the endpoint was never served; else none."""
     state = request.app.state
+    if endpoint_id in getattr(state, "local_endpoints", ()):
+        return {}  # `serve --worker` starts workers for it (they may still be warming up)
     cache: ServedCache | None = getattr(state, "served_cache", None)
     if cache is None:
         cache = state.served_cache = ServedCache()

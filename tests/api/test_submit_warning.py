@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
-from harness import WORKER_KEY, in_process_app, new_endpoint
+from harness import WORKER_KEY, in_process_app, new_endpoint, start_server
 from starlette.testclient import TestClient
 
 from neuroq.api import served
@@ -83,3 +84,23 @@ async def test_the_answer_is_cached_per_endpoint_for_a_few_seconds(
     clock[0] += served.CACHE_S + 0.01
     await cache.served(store, "a")
     assert store.calls == 3
+
+
+def test_serve_with_worker_never_warns_about_its_own_endpoint(tmp_path: Path) -> None:
+    """`neuroq serve --worker` starts its workers after the server answers; a submit made while
+    they import and warm up must not be told that nobody serves the endpoint."""
+    server = start_server(
+        tmp_path / "srv", "--worker", "neuroq.demo_handlers:echo", "--endpoint", "local"
+    )
+    try:
+        reply = httpx.post(
+            f"{server.base_url}/local/run", json={"input": 1}, headers=server.client_headers
+        )
+        assert reply.status_code == 200
+        assert served.HEADER not in reply.headers, reply.headers[served.HEADER]
+        other = httpx.post(
+            f"{server.base_url}/elsewhere/run", json={"input": 1}, headers=server.client_headers
+        )
+        assert served.HEADER in other.headers  # only its own endpoint is exempt
+    finally:
+        server.stop()
