@@ -9,11 +9,15 @@ It lives beside the client routes, under the base URL clients already know, at a
 (either may be megabytes): `id`, `endpointId`, `status`, `createdAt`, `startedAt`, `finishedAt`
 (ms since the epoch), `delayTime`, `executionTime`, `workerId`, `retries` and the first
 ERROR_CHARS characters of `error`. `nextOffset` is the offset of the next page, null on the last.
+
+`read_page` is the query and paging behind both this route and the dashboard's `/jobs`, so a
+filter or an offset means the same thing in either.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -38,6 +42,39 @@ def _int_param(request: Request, name: str, default: int, low: int, high: int) -
     if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
         raise bad_request(f"{name} must be an integer from {low} to {high}")
     return int(raw)
+
+
+@dataclass(frozen=True)
+class JobPage:
+    """One page of the list: at most `limit` jobs, newest first; `next_offset` is where the
+    next (older) page starts, None on the last."""
+
+    jobs: list[Job]
+    next_offset: int | None
+
+
+async def read_page(
+    store: JobStore,
+    *,
+    endpoint_id: str | None,
+    status: str | None,
+    since_ms: int,
+    limit: int,
+    offset: int,
+    now_ms: int,
+) -> JobPage:
+    """The retained jobs created at or after `since_ms` (0: any), of one endpoint and status
+    when given, skipping `offset`; the arguments are already checked by the caller."""
+    # One more than asked tells whether a next page exists without counting.
+    jobs = await store.list_jobs(
+        endpoint_id=endpoint_id,
+        status=status,
+        since_ms=since_ms,
+        limit=limit + 1,
+        offset=offset,
+        now_ms=now_ms,
+    )
+    return JobPage(jobs[:limit], offset + limit if len(jobs) > limit else None)
 
 
 def summary(job: Job) -> dict[str, Any]:
@@ -79,21 +116,20 @@ async def list_jobs(request: Request) -> Response:
     limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     offset = _int_param(request, "offset", 0, 0, 10**9)
     since_ms = parse_query_ms(request, "since") or 0
-    store: JobStore = request.app.state.store
-    # One more than asked tells whether a next page exists without counting.
-    jobs = await store.list_jobs(
+    found = await read_page(
+        request.app.state.store,
         endpoint_id=endpoint_id,
         status=status,
         since_ms=since_ms,
-        limit=limit + 1,
+        limit=limit,
         offset=offset,
         now_ms=now_ms(),
     )
     body = {
-        "jobs": [summary(job) for job in jobs[:limit]],
+        "jobs": [summary(job) for job in found.jobs],
         "limit": limit,
         "offset": offset,
-        "nextOffset": offset + limit if len(jobs) > limit else None,
+        "nextOffset": found.next_offset,
     }
     return JSONResponse(body)
 

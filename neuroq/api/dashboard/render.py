@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote, urlencode, urlsplit
@@ -237,20 +238,40 @@ def login_body(next_path: str, error: str = "") -> str:
 # -- overview ------------------------------------------------------------------------------------
 
 
+def unserved_badge(warning: str) -> str:
+    """The mark of an endpoint no worker has served; the submit warning is its tooltip."""
+    return (
+        f' <span class="badge unserved" title="{h(warning)}">'
+        "no worker has served this endpoint</span>"
+    )
+
+
+def unserved_note(unserved: dict[str, str]) -> str:
+    """The submit warning of each endpoint in `unserved`, as a note above the job list."""
+    return "".join(
+        f'<p class="warning" role="note" data-unserved="{h(ep)}">{h(w)}</p>'
+        for ep, w in sorted(unserved.items())
+    )
+
+
 def endpoints_table(
     counts: dict[str, dict[str, int]],
     workers: list[WorkerInfo],
     rate: Callable[[str, str], float],
+    unserved: dict[str, str] | None = None,
 ) -> str:
     """Every endpoint with jobs or workers: counts by status, `rate(endpoint, status)` per
-    minute for the finished ones, and its purge button."""
+    minute for the finished ones, and its purge button. An endpoint in `unserved` (no worker
+    has served it; the value is the submit warning's text) is marked as such."""
+    unserved = unserved or {}
     endpoints = sorted(set(counts) | {w.endpoint_id for w in workers})
     rows = []
     for ep in endpoints:
         c = counts.get(ep, {})
         n_workers = sum(1 for w in workers if w.endpoint_id == ep)
+        warning = unserved_badge(unserved[ep]) if ep in unserved else ""
         cells = [
-            f'<td><a href="/jobs?{urlencode({"endpoint": ep})}">{h(ep)}</a></td>',
+            f'<td><a href="/jobs?{urlencode({"endpoint": ep})}">{h(ep)}</a>{warning}</td>',
             f'<td class="num" data-col="queued">{c.get("IN_QUEUE", 0)}</td>',
             f'<td class="num" data-col="running">{c.get("IN_PROGRESS", 0)}</td>',
         ]
@@ -457,6 +478,80 @@ def _chunk_list(chunks: list[tuple[int, str]]) -> str:
     return f'{note}<ol class="chunks">{items}</ol>'
 
 
+#: (count, total) key pairs that make a progress bar, the finest first: NeuroQ's train action
+#: reports epoch/epochs and step/total_steps (neuroq.handler.actions); the rest are common names
+_COUNT_KEYS = (("step", "total_steps"), ("step", "total"), ("step", "steps"), ("epoch", "epochs"))
+
+
+def _number(value: object) -> float | None:
+    """A finite JSON number; a bool is not one, though Python says so."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _figure(number: float) -> str:
+    return f"{number:.0f}" if number.is_integer() else f"{number:.4g}"
+
+
+def progress_fraction(output: dict[str, object]) -> tuple[float, str] | None:
+    """How far a progress dict says its job is, from 0 to 1, with the figures it came from in
+    words; None when it says nothing a bar can show. `percent` is out of 100; `progress` is a
+    fraction when at most 1 and out of 100 above; else the first pair of _COUNT_KEYS present,
+    with a positive total."""
+    percent = _number(output.get("percent"))
+    if percent is None:
+        progress = _number(output.get("progress"))
+        if progress is not None:
+            percent = progress * 100 if progress <= 1 else progress
+    if percent is not None:
+        fraction = min(1.0, max(0.0, percent / 100))
+        return fraction, f"{fraction * 100:.0f}%"
+    for count_key, total_key in _COUNT_KEYS:
+        count, total = _number(output.get(count_key)), _number(output.get(total_key))
+        if count is not None and total is not None and total > 0:
+            fraction = min(1.0, max(0.0, count / total))
+            return (
+                fraction,
+                f"{fraction * 100:.0f}% · {count_key} {_figure(count)} of {_figure(total)}",
+            )
+    return None
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return str(value)
+
+
+def progress_view(output_json: str | None) -> str:
+    """A running job's progress: a bar when its output is a dict that says how far it is
+    (`progress_fraction`), with its other plain values labelled beside it and anything nested
+    as JSON below; any other output as pretty JSON."""
+    try:
+        output = json.loads(output_json) if output_json is not None else None
+    except ValueError:
+        output = None
+    found = progress_fraction(output) if isinstance(output, dict) else None
+    if not isinstance(output, dict) or found is None:
+        return pretty_json(output_json)
+    fraction, words = found
+    scalars = {k: v for k, v in output.items() if not isinstance(v, dict | list)}
+    nested = {k: v for k, v in output.items() if isinstance(v, dict | list)}
+    values = "".join(f"<dt>{h(k)}</dt><dd>{h(_scalar(v))}</dd>" for k, v in scalars.items())
+    rest = pretty_json(json.dumps(nested, ensure_ascii=False)) if nested else ""
+    return (
+        f'<div class="progress"><progress max="1" value="{fraction:.4f}"'
+        f' aria-label="{h(words)}">{h(words)}</progress>'
+        f'<span class="progress-words">{h(words)}</span></div>'
+        f'<dl class="facts progress-values">{values}</dl>{rest}'
+    )
+
+
 def job_details(
     job: Job,
     chunks: list[tuple[int, str]],
@@ -499,7 +594,7 @@ def job_details(
     ]
     facts_html = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
     if job.status is JobStatus.IN_PROGRESS:
-        result_html = f"<h2>Progress</h2>{pretty_json(job.output_json)}"
+        result_html = f"<h2>Progress</h2>{progress_view(job.output_json)}"
     elif job.error_json is not None:
         result_html = f'<h2>Error</h2><div class="error-box">{pretty_json(job.error_json)}</div>'
     elif job.status.is_terminal:

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api import sse
+from neuroq.api import job_list, served, sse
 from neuroq.api.activity import JOBS_CHANGED
 from neuroq.api.dashboard import render
 from neuroq.api.dashboard.forms import (
@@ -170,6 +170,18 @@ async def logout(request: Request) -> Response:
 # -- overview ------------------------------------------------------------------------------------
 
 
+async def unserved_endpoints(request: Request, endpoints: list[str]) -> dict[str, str]:
+    """Of `endpoints`, those no worker has served, each with the warning a submit to it gets.
+    Asked through the submit warning itself (neuroq.api.served), so the dashboard and
+    X-NeuroQ-Warning agree and share its per-endpoint cache: a few reads every CACHE_S."""
+    found = {}
+    for endpoint_id in endpoints:
+        warning = (await served.warning_headers(request, endpoint_id)).get(served.HEADER)
+        if warning is not None:
+            found[endpoint_id] = warning
+    return found
+
+
 async def overview_parts(request: Request) -> dict[str, str]:
     dash = _dash(request)
     now = now_ms()
@@ -193,8 +205,11 @@ async def overview_parts(request: Request) -> dict[str, str]:
         )
         for c in configs
     }
+    # Only a queue with jobs waiting is worth a warning: they wait for a worker that never came.
+    queued = sorted(ep for ep, c in counts.items() if c.get("IN_QUEUE", 0))
+    unserved = await unserved_endpoints(request, queued)
     return {
-        "endpoints": render.endpoints_table(counts, workers, rate),
+        "endpoints": render.endpoints_table(counts, workers, rate, unserved),
         "configured": render.configured_endpoints(configs, reports, workers),
         "workers": render.workers_table(workers, now),
         "plots": render.plots(minutes, depth, now),
@@ -214,16 +229,19 @@ async def jobs_parts(request: Request, filt: JobFilter) -> dict[str, str]:
     dash = _dash(request)
     now = now_ms()
     window = SINCE_CHOICES[filt.since][1]
-    jobs = await dash.store.list_jobs(
+    # The query of GET /v2/jobs, so a filter and a page mean the same in both.
+    found = await job_list.read_page(
+        dash.store,
         endpoint_id=filt.endpoint_id,
         status=filt.status,
         since_ms=0 if window is None else now - window,
-        limit=PAGE_SIZE + 1,
+        limit=PAGE_SIZE,
         offset=filt.offset,
         now_ms=now,
     )
-    has_next = len(jobs) > PAGE_SIZE
-    return {"jobs": render.jobs_list(jobs[:PAGE_SIZE], filt, has_next=has_next)}
+    unserved = await unserved_endpoints(request, [filt.endpoint_id] if filt.endpoint_id else [])
+    listed = render.jobs_list(found.jobs, filt, has_next=found.next_offset is not None)
+    return {"jobs": render.unserved_note(unserved) + listed}
 
 
 @signed_in_page
