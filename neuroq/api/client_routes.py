@@ -2,8 +2,9 @@
 
 Handlers hold no job state: each reads or changes the store and renders the job's status object.
 Every long-poll (runsync, status?wait, status-sync, stream?wait, the SSE stream) sleeps on the
-store's notifier through `wait_until`, so a change made in this process answers at once and one
-made by another process is seen within `store.recheck_s`.
+store's notifier through `ServerStop.wait_until`, so a change made in this process answers at once
+and one made by another process is seen within `store.recheck_s`; when the server stops, each
+answers at once with the job as it is (neuroq.api.stopping).
 
 Our endpoints need no registration: any path-safe id names a queue, so only an id that could not
 be a path segment for workers is "unknown" (404).
@@ -28,9 +29,10 @@ from neuroq.api.schemas import (
     parse_wait_ms,
     read_body_limited,
 )
+from neuroq.api.stopping import ServerStop, server_stop
 from neuroq.config import Settings
 from neuroq.jobs import Job, NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import JobStore, end_topic, job_topic, wait_until
+from neuroq.store.base import JobStore, end_topic, job_topic
 
 RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 300_000
@@ -50,6 +52,10 @@ def _settings(request: Request) -> Settings:
 def _store(request: Request) -> JobStore:
     store: JobStore = request.app.state.store
     return store
+
+
+def _stop(request: Request) -> ServerStop:
+    return server_stop(request, _store(request).notifier)
 
 
 def _endpoint(request: Request) -> str:
@@ -91,6 +97,7 @@ async def _get_job(store: JobStore, endpoint_id: str, job_id: str) -> Job:
 
 async def _wait_job(
     store: JobStore,
+    stop: ServerStop,
     job: Job,
     done: Callable[[Job], bool],
     timeout_ms: int,
@@ -98,7 +105,8 @@ async def _wait_job(
     topic: str,
     since: int | None,
 ) -> Job:
-    """Hold until `done(job)` or `timeout_ms`, then return the job as it is (404 if it vanished).
+    """Hold until `done(job)`, `timeout_ms` or the server's stop, then return the job as it is
+    (404 if it vanished).
     `job` is the job as the caller read it, and `since` the version of `topic` read before that
     read (None when unknown: the job is then looked at again first)."""
     if done(job):
@@ -110,9 +118,7 @@ async def _wait_job(
         return job if done(job) else None
 
     if timeout_ms > 0:
-        found = await wait_until(
-            store.notifier, topic, check, timeout_ms / 1000, store.recheck_s, since=since
-        )
+        found = await stop.wait_until(topic, check, timeout_ms / 1000, store.recheck_s, since=since)
         if found is not None:
             return found
     return await _get_job(store, endpoint_id, job_id)
@@ -179,7 +185,13 @@ async def runsync(request: Request) -> Response:
     # Judged at submit, before the hold, like /run's.
     warning = await served.warning_headers(request, job.endpoint_id)
     job = await _wait_job(
-        _store(request), job, _is_terminal, wait_ms, topic=end_topic(job.id), since=version
+        _store(request),
+        _stop(request),
+        job,
+        _is_terminal,
+        wait_ms,
+        topic=end_topic(job.id),
+        since=version,
     )
     response = _status(job)
     response.headers.update(warning)
@@ -208,6 +220,7 @@ async def status(request: Request) -> Response:
         seen = (job.status, job.output_json)
         job = await _wait_job(
             store,
+            _stop(request),
             job,
             lambda j: (j.status, j.output_json) != seen,
             wait_ms,
@@ -229,7 +242,9 @@ async def status_sync(request: Request) -> Response:
     store = _store(request)
     version = store.notifier.version(end_topic(job_id))
     job = await _get_job(store, endpoint_id, job_id)
-    job = await _wait_job(store, job, _is_terminal, wait_ms, topic=end_topic(job_id), since=version)
+    job = await _wait_job(
+        store, _stop(request), job, _is_terminal, wait_ms, topic=end_topic(job_id), since=version
+    )
     return _status(job)
 
 
@@ -262,12 +277,12 @@ async def stream(request: Request) -> Response:
 
     result = await consume()
     if result is None and wait_ms > 0:
-        result = await wait_until(
-            store.notifier, job_topic(job_id), consume, wait_ms / 1000, store.recheck_s
+        result = await _stop(request).wait_until(
+            job_topic(job_id), consume, wait_ms / 1000, store.recheck_s
         )
     if result is None:
-        # Timed out with nothing new; read once more for the current state (and any chunk that
-        # landed at the last moment).
+        # Timed out (or the server stops) with nothing new; read once more for the current
+        # state (and any chunk that landed at the last moment).
         result = await store.read_stream(endpoint_id, job_id)
         if result is None:
             raise _job_not_found(job_id)

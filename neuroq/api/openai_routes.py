@@ -13,6 +13,9 @@ openai_events.py reads.
   relayed as `data: {chunk}` the moment it is stored, and the stream ends with `data: [DONE]`.
   Headers wait for the first chunk, so an error the worker answers at once still gets its status.
 - A client that disconnects before the end cancels the job, so the worker stops decoding.
+- When the server stops (neuroq.api.stopping), a request still waiting is answered 503
+  `server_stopping` with Retry-After (OpenAI SDKs retry it), a stream already relaying ends with
+  that error as its last event, and the job is cancelled, as when the client leaves.
 - Errors have OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`: 400 for a bad
   body (naming the parameter), 401 for a bad key, 404 for an unknown model (the worker's answer),
   429 while the endpoint's queue holds `openai_max_queued` jobs, 503 when the store is
@@ -48,9 +51,10 @@ from neuroq.api.openai_events import (
     response_object,
 )
 from neuroq.api.schemas import parse_json_object, read_body_limited
+from neuroq.api.stopping import ServerStop, server_stop
 from neuroq.config import Settings
 from neuroq.jobs import Job, JobStatus, NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import JobStore, end_topic, job_topic, wait_until
+from neuroq.store.base import JobStore, end_topic, job_topic
 from neuroq.store.errors import StoreUnavailable
 
 log = logging.getLogger("neuroq.api")
@@ -114,6 +118,17 @@ def _settings(request: Request) -> Settings:
 def _store(request: Request) -> JobStore:
     store: JobStore = request.app.state.store
     return store
+
+
+def _stop(request: Request) -> ServerStop:
+    return server_stop(request, _store(request).notifier)
+
+
+#: the error of a request the server's stop cut short; OpenAI SDKs retry a 503 by themselves
+_STOPPING = ApiError(
+    503, "the server is stopping; retry the request", "server_error", None, "server_stopping"
+)
+_STOPPING_HEADERS = {"Retry-After": "1"}
 
 
 def _endpoint(request: Request) -> str:
@@ -230,18 +245,21 @@ async def _until(
     check: Callable[[], Awaitable[T | None]],
 ) -> T | None:
     """Hold until `check` returns something (re-run each time `topic` moves); None when the
-    client disconnected first, in which case the job has been cancelled."""
+    client disconnected first, in which case the job has been cancelled. When the server stops,
+    the job is cancelled too and the request refused with 503 `server_stopping`."""
+    stop = _stop(request)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         while True:
-            waiting = asyncio.ensure_future(
-                wait_until(store.notifier, topic, check, HOLD_S, store.recheck_s)
-            )
+            waiting = asyncio.ensure_future(stop.wait_until(topic, check, HOLD_S, store.recheck_s))
             await asyncio.wait({gone, waiting}, return_when=asyncio.FIRST_COMPLETED)
             if waiting.done():
                 found = waiting.result()
                 if found is not None:
                     return found
+                if stop.stopping:
+                    await _cancel(store, job)
+                    raise _Refused(_STOPPING, _STOPPING_HEADERS)
                 continue
             waiting.cancel()
             with contextlib.suppress(BaseException):
@@ -310,7 +328,7 @@ class _Gone(Exception):
 async def _streamed(request: Request, job: Job) -> Response:
     """Server-sent events relaying the job's stream; an error before the first chunk is
     answered as a plain error response with its status."""
-    store = _store(request)
+    store, stop = _store(request), _stop(request)
     reader = EventReader()
     last_seq = 0
 
@@ -368,13 +386,16 @@ async def _streamed(request: Request, job: Job) -> Response:
                         yield Event("", _ended_error(state)).encode()
                     return
                 try:
-                    read = await wait_until(
-                        store.notifier, job_topic(job.id), fresh, KEEPALIVE_S, store.recheck_s
+                    read = await stop.wait_until(
+                        job_topic(job.id), fresh, KEEPALIVE_S, store.recheck_s
                     )
                 except _Gone:
                     finished = True
                     gone = ApiError(500, f"job {job.id} no longer exists", "server_error")
                     yield Event("", gone).encode()
+                    return
+                if read is None and stop.stopping:
+                    yield Event("", _STOPPING).encode()  # `finally` cancels the job
                     return
                 if read is None:
                     pending = []
@@ -382,7 +403,7 @@ async def _streamed(request: Request, job: Job) -> Response:
                 else:
                     state, pending = read
         finally:
-            if not finished:  # the client went away mid-stream
+            if not finished:  # the client went away mid-stream, or the server stops
                 await _cancel(store, job)
 
     return StreamingResponse(

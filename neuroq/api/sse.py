@@ -11,7 +11,9 @@ then one `event: status` carrying the final status object, then the end of the r
 comment line goes out after KEEPALIVE_S without news, so proxies keep an idle stream open; an
 `event: error` ends the stream if the job is deleted meanwhile (its retention ran out). A client
 that reconnects with `Last-Event-ID` gets only the chunks after that one. Reading this way never
-moves the consuming cursor of the JSON `/stream` read.
+moves the consuming cursor of the JSON `/stream` read. When the server stops, the stream ends at
+once without its `event: status` (neuroq.api.stopping): a client that saw no status reconnects,
+as after any connection lost.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from starlette.requests import Request
 from starlette.responses import StreamingResponse
 
 from neuroq.api.schemas import bad_request
+from neuroq.api.stopping import ServerStop, server_stop
 from neuroq.jobs import Job
-from neuroq.store.base import JobStore, job_topic, wait_until
+from neuroq.store.base import JobStore, job_topic
 
 #: an idle stream sends a comment this often, so proxies keep it open
 KEEPALIVE_S = 15.0
@@ -71,12 +74,18 @@ async def job_events(
     first = await store.read_stream(endpoint_id, job_id, after_seq=after_seq)
     if first is None:
         return None
-    events = _events(store, endpoint_id, job_id, first, after_seq)
+    stop = server_stop(request, store.notifier)
+    events = _events(store, stop, endpoint_id, job_id, first, after_seq)
     return StreamingResponse(events, media_type="text/event-stream", headers=_HEADERS)
 
 
 async def _events(
-    store: JobStore, endpoint_id: str, job_id: str, first: StreamRead, after_seq: int
+    store: JobStore,
+    stop: ServerStop,
+    endpoint_id: str,
+    job_id: str,
+    first: StreamRead,
+    after_seq: int,
 ) -> AsyncIterator[bytes]:
     last = after_seq
 
@@ -100,13 +109,13 @@ async def _events(
                 yield format_event(json.dumps(job.status_object()), event="status")
                 return
         try:
-            read = await wait_until(
-                store.notifier, job_topic(job_id), fresh, KEEPALIVE_S, store.recheck_s
-            )
+            read = await stop.wait_until(job_topic(job_id), fresh, KEEPALIVE_S, store.recheck_s)
         except _Gone:
             yield format_event(
                 json.dumps({"error": f"job {job_id} no longer exists"}), event="error"
             )
+            return
+        if read is None and stop.stopping:
             return
 
 
