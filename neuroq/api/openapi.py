@@ -3,8 +3,10 @@
 Written by hand rather than derived from the handlers, so it states the wire contract (spec
 section 1) and a fuzzer can hold the server to it: tests run schemathesis over this document and
 expect no 5xx and no reply that breaks the schemas below. Keep it in step with client_routes.py,
-job_list.py and schemas.py; the worker protocol (spec section 2) is the SDK's and is not described
-here.
+job_list.py, job_logs.py, openai_routes.py, endpoint_routes.py, metrics.py and schemas.py;
+tests/api/test_openapi.py fails on a route the app serves that is missing here. Not described:
+the worker protocol (spec section 2, the SDK's), the dashboard's pages and their `/ui/` calls
+(session cookie, not an API), and this document and its `/docs` page.
 """
 
 from __future__ import annotations
@@ -13,6 +15,13 @@ import copy
 from functools import cache
 from typing import Any
 
+from neuroq.endpoints import (
+    MAX_CONCURRENCY,
+    MAX_IDLE_TIMEOUT_S,
+    MAX_SCALER_VALUE,
+    MAX_WORKERS,
+    ScalerType,
+)
 from neuroq.jobs import (
     EXECUTION_TIMEOUT_MAX_MS,
     EXECUTION_TIMEOUT_MIN_MS,
@@ -89,12 +98,15 @@ def _operation(
     *,
     body: Schema | None = None,
     extra_errors: dict[str, Schema] | None = None,
+    errors: dict[str, Schema] | None = None,
 ) -> Schema:
+    """One operation; `errors` replaces the job API's common error replies (OpenAI's differ)."""
+    common = _COMMON_ERRORS if errors is None else errors
     op: Schema = {
         "summary": summary,
         "operationId": operation_id,
         "parameters": params,
-        "responses": {"200": ok, **_COMMON_ERRORS, **(extra_errors or {})},
+        "responses": {"200": ok, **common, **(extra_errors or {})},
     }
     if body is not None:
         op["requestBody"] = body
@@ -125,6 +137,7 @@ def _job_links() -> Schema:
         "streamPost": "PostStream",
         "cancel": "Cancel",
         "retry": "Retry",
+        "jobLogs": "Logs",
     }
     return {name: {"operationId": op, "parameters": params} for op, name in targets.items()}
 
@@ -308,6 +321,221 @@ def _paths() -> Schema:
                 _ok("Counts; every key is always present.", _ref("Health")),
             )
         },
+        f"{ep}/logs/{{job_id}}": {"get": _logs_op()},
+        **_openai_paths(),
+        **_endpoint_paths(),
+    }
+
+
+def _logs_op() -> Schema:
+    """`GET /v2/{ep}/logs/{job_id}` (neuroq.api.job_logs): a job's captured log lines."""
+    params = [
+        _ENDPOINT,
+        _JOB,
+        {
+            "name": "after",
+            "in": "query",
+            "required": False,
+            "description": "Only lines after this seq (default 0); pass nextAfter to follow.",
+            "schema": {"type": "integer", "minimum": 0, "maximum": 2**62},
+        },
+        {
+            "name": "limit",
+            "in": "query",
+            "required": False,
+            "description": "Most lines in one reply (default 1000).",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 5_000},
+        },
+    ]
+    return _operation(
+        "A job's captured log lines, oldest first",
+        "jobLogs",
+        params,
+        _ok("Lines after `after`.", _ref("JobLogs")),
+        extra_errors=_BAD_REQUEST,
+    )
+
+
+# -- OpenAI-compatible routes (neuroq.api.openai_routes) -----------------------------------------
+
+
+def _openai_error(description: str) -> Schema:
+    return {"description": description, "content": _json(_ref("OpenAIError"))}
+
+
+_OPENAI_ERRORS = {
+    "400": _openai_error("Invalid body; `param` names the field."),
+    "401": _openai_error("Missing or invalid API key."),
+    "404": _openai_error("An endpoint id that is not path-safe, or the worker's unknown model."),
+    "413": _openai_error("Body over the runsync size limit."),
+    "429": _openai_error("The endpoint's queue holds openai_max_queued jobs; see Retry-After."),
+    "500": _openai_error("The job failed, was cancelled or was deleted."),
+    "502": _openai_error("The worker answered with no OpenAI response object or stream."),
+    "503": _openai_error(
+        "The store is unavailable, or the server is stopping (code server_stopping): retry "
+        "after Retry-After."
+    ),
+    "504": _openai_error("The job ran past its executionTimeout."),
+    "default": _openai_error("Any other error, in OpenAI's shape."),
+}
+_REQUEST_ID = {
+    "x-request-id": {
+        "description": "The id of the job serving the request.",
+        "schema": {"type": "string"},
+    }
+}
+
+
+def _openai_completion(summary: str, operation_id: str, request: str) -> Schema:
+    ok = {
+        "description": "Without `stream`: the worker's response object once the job ends. With "
+        "`stream: true`: every chunk as `data: {chunk}`, ending with `data: [DONE]` (or an "
+        "error event).",
+        "headers": _REQUEST_ID,
+        "content": {
+            "application/json": {"schema": _ref("OpenAIObject")},
+            "text/event-stream": {"schema": {"type": "string"}},
+        },
+    }
+    body = {
+        "required": True,
+        "description": "OpenAI's request; only what every worker needs is checked here.",
+        "content": _json(_ref(request)),
+    }
+    return _operation(summary, operation_id, [_ENDPOINT], ok, body=body, errors=_OPENAI_ERRORS)
+
+
+def _openai_paths() -> Schema:
+    base = "/v2/{endpoint_id}/openai/v1"
+    models_ok = {
+        "description": "The worker's model list.",
+        "headers": _REQUEST_ID,
+        "content": _json(_ref("OpenAIObject")),
+    }
+    return {
+        f"{base}/chat/completions": {
+            "post": _openai_completion(
+                "OpenAI chat completion, served as a job", "chatCompletions", "ChatRequest"
+            )
+        },
+        f"{base}/completions": {
+            "post": _openai_completion(
+                "OpenAI text completion, served as a job", "completions", "CompletionRequest"
+            )
+        },
+        f"{base}/models": {
+            "get": _operation(
+                "The models the endpoint's worker serves",
+                "listModels",
+                [_ENDPOINT],
+                models_ok,
+                errors=_OPENAI_ERRORS,
+            )
+        },
+    }
+
+
+# -- endpoint settings and the scaler's view (neuroq.api.endpoint_routes), /metrics ---------------
+
+
+_SETTINGS_ERROR = {
+    "400": {
+        "description": "A bad body or setting; `field` names the setting.",
+        "content": _json(_ref("SettingsError")),
+    }
+}
+_NOT_CONFIGURED = {"404": _error("The endpoint is not configured (it is a plain queue).")}
+
+
+def _endpoint_paths() -> Schema:
+    ep = "/endpoints/{endpoint_id}"
+    settings = _ok("The endpoint's settings.", _ref("EndpointSettings"))
+
+    def settings_body(schema: str, description: str) -> Schema:
+        return {"required": True, "description": description, "content": _json(_ref(schema))}
+
+    put = _operation(
+        "Create or replace an endpoint's settings",
+        "putEndpoint",
+        [_ENDPOINT],
+        {**settings, "description": "Replaced."},
+        body=settings_body("EndpointSettingsNew", "Missing keys take their defaults."),
+        extra_errors={
+            **_SETTINGS_ERROR,
+            **_TOO_LARGE,
+            "201": {**settings, "description": "Created."},
+        },
+    )
+    register_ok = _ok("The worker, shown as initializing.", _ref("RegisteredWorker"))
+    register = _operation(
+        "Show a starting worker as initializing (what a scaler does; the worker key)",
+        "registerWorker",
+        [_ENDPOINT, _path_param("worker_id", "The new worker's id.")],
+        register_ok,
+        extra_errors={"400": _error("A worker id that is not path-safe.")},
+    )
+    register["security"] = [{"workerKey": []}]
+    metrics_op = _operation(
+        "Prometheus metrics of the whole server (client key unless metrics are public)",
+        "metrics",
+        [],
+        {
+            "description": "Prometheus text exposition.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+    )
+    return {
+        "/endpoints": {
+            "get": _operation(
+                "Every configured endpoint's settings",
+                "listEndpoints",
+                [],
+                _ok("The settings, one object per endpoint.", _ref("EndpointList")),
+            )
+        },
+        ep: {
+            "get": _operation(
+                "An endpoint's settings",
+                "getEndpoint",
+                [_ENDPOINT],
+                settings,
+                extra_errors=_NOT_CONFIGURED,
+            ),
+            "put": put,
+            "patch": _operation(
+                "Change the given settings of a configured endpoint",
+                "patchEndpoint",
+                [_ENDPOINT],
+                settings,
+                body=settings_body("EndpointSettingsChange", "Only the settings to change."),
+                extra_errors={**_SETTINGS_ERROR, **_TOO_LARGE, **_NOT_CONFIGURED},
+            ),
+            "delete": _operation(
+                "Forget an endpoint's settings (its jobs stay, a plain queue)",
+                "deleteEndpoint",
+                [_ENDPOINT],
+                _ok("Which endpoint was forgotten.", _ref("Deleted")),
+                extra_errors=_NOT_CONFIGURED,
+            ),
+        },
+        f"{ep}/metrics": {
+            "get": _operation(
+                "The scaler's inputs and decision (KEDA metrics-api; public with metrics)",
+                "endpointMetrics",
+                [_ENDPOINT],
+                _ok("The endpoint's figures.", _ref("EndpointReport")),
+            )
+        },
+        f"{ep}/workers": {
+            "get": _operation(
+                "The endpoint's live workers",
+                "endpointWorkers",
+                [_ENDPOINT],
+                _ok("One object per worker.", _ref("WorkerList")),
+            )
+        },
+        f"{ep}/workers/{{worker_id}}": {"post": register},
+        "/metrics": {"get": metrics_op},
     }
 
 
@@ -451,6 +679,200 @@ def _schemas() -> Schema:
     }
 
 
+def _settings_schemas() -> Schema:
+    """Endpoint settings (neuroq.endpoints), as read and as written."""
+    count = {"type": "integer", "minimum": 0, "maximum": MAX_WORKERS}
+    settable: Schema = {
+        "handler": {
+            "type": ["string", "null"],
+            "pattern": ":",
+            "description": "MODULE:FUNCTION or FILE.py:FUNCTION for `neuroq worker`.",
+        },
+        "command": {
+            "type": ["array", "null"],
+            "minItems": 1,
+            "items": {"type": "string", "minLength": 1},
+            "description": "An external worker's argv; not with handler.",
+        },
+        "workersMin": {**count, "description": "At most workersMax."},
+        "workersMax": count,
+        "idleTimeout": {"type": "integer", "minimum": 0, "maximum": MAX_IDLE_TIMEOUT_S},
+        "scalerType": {"type": "string", "enum": [t.value for t in ScalerType]},
+        "scalerValue": {"type": "integer", "minimum": 1, "maximum": MAX_SCALER_VALUE},
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": MAX_CONCURRENCY},
+        "executionTimeout": {
+            "type": ["integer", "null"],
+            "minimum": EXECUTION_TIMEOUT_MIN_MS,
+            "maximum": EXECUTION_TIMEOUT_MAX_MS,
+            "description": "Default executionTimeout (ms) of the endpoint's jobs.",
+        },
+        "env": {
+            "type": "object",
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
+            "additionalProperties": {"type": "string"},
+        },
+    }
+    name = {"type": "string", "pattern": _ID_PATTERN}
+    stamp = {"type": "integer", "minimum": 0, "description": "ms since the epoch"}
+    stored = {"name": name, **settable, "createdAt": stamp, "updatedAt": stamp}
+    return {
+        "EndpointSettings": {"type": "object", "required": list(stored), "properties": stored},
+        "EndpointSettingsNew": {
+            "type": "object",
+            "description": "Unknown and read-only keys are refused (400 naming the key).",
+            "properties": {"name": {**name, "description": "If given, the path's id."}, **settable},
+            "additionalProperties": False,
+        },
+        "EndpointSettingsChange": {
+            "type": "object",
+            "description": "Unknown and read-only keys are refused (400 naming the key).",
+            "properties": settable,
+            "additionalProperties": False,
+        },
+        "EndpointList": {
+            "type": "object",
+            "required": ["endpoints"],
+            "properties": {"endpoints": {"type": "array", "items": _ref("EndpointSettings")}},
+        },
+        "SettingsError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {"type": "string"},
+                "field": {"type": "string", "description": "The setting refused."},
+            },
+        },
+        "Deleted": {
+            "type": "object",
+            "required": ["deleted"],
+            "properties": {"deleted": name},
+        },
+    }
+
+
+def _scaler_schemas() -> Schema:
+    """The scaler's view of an endpoint (neuroq.scaler.source.endpoint_report), its workers."""
+    n = {"type": "integer", "minimum": 0}
+    state = {"type": "string", "enum": ["initializing", "ready", "unhealthy", "recycling"]}
+    report: Schema = {
+        "endpoint": {"type": "string"},
+        "configured": {"type": "boolean"},
+        "queued": n,
+        "running": n,
+        "jobs": {**n, "description": "queued + running"},
+        "oldestQueuedAt": {"type": ["integer", "null"], "minimum": 0},
+        "oldestQueueDelaySeconds": {"type": "number", "minimum": 0},
+        "workers": n,
+        "busyWorkers": n,
+        "desiredWorkers": {**n, "description": "What the scaler rule asks for now."},
+        "workersMin": n,
+        "workersMax": n,
+        "scalerType": {"type": "string", "enum": [t.value for t in ScalerType]},
+        "scalerValue": {"type": "integer", "minimum": 1},
+    }
+    worker = {
+        "type": "object",
+        "required": ["id", "state", "jobs", "lastSeen"],
+        "properties": {
+            "id": {"type": "string"},
+            "state": state,
+            "jobs": {"type": "array", "items": {"type": "string"}},
+            "lastSeen": {**n, "description": "ms since the epoch"},
+        },
+    }
+    return {
+        "EndpointReport": {"type": "object", "required": list(report), "properties": report},
+        "WorkerList": {
+            "type": "object",
+            "required": ["workers"],
+            "properties": {"workers": {"type": "array", "items": worker}},
+        },
+        "RegisteredWorker": {
+            "type": "object",
+            "required": ["id", "state"],
+            "properties": {"id": {"type": "string"}, "state": {"const": "initializing"}},
+        },
+    }
+
+
+def _openai_schemas() -> Schema:
+    """OpenAI's shapes, only as far as the server itself checks or makes them."""
+    model = {"type": "string", "minLength": 1, "description": "See /models."}
+    stream = {"type": ["boolean", "null"], "description": "Reply as server-sent events."}
+    hint = "Any other OpenAI parameter is passed to the worker, which judges it."
+    return {
+        "ChatRequest": {
+            "type": "object",
+            "required": ["model", "messages"],
+            "description": hint,
+            "properties": {
+                "model": model,
+                "messages": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {"type": "object", "description": "{role, content}"},
+                },
+                "stream": stream,
+            },
+        },
+        "CompletionRequest": {
+            "type": "object",
+            "required": ["model", "prompt"],
+            "description": hint,
+            "properties": {
+                "model": model,
+                "prompt": {"not": {"type": "null"}, "description": "Text or list of texts."},
+                "stream": stream,
+            },
+        },
+        "OpenAIObject": {
+            "type": "object",
+            "description": "The worker's OpenAI response object, passed on unchanged.",
+        },
+        "OpenAIError": {
+            "type": "object",
+            "required": ["error"],
+            "properties": {
+                "error": {
+                    "type": "object",
+                    "required": ["message", "type"],
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                        "code": {"type": ["string", "integer", "null"]},
+                    },
+                }
+            },
+        },
+    }
+
+
+def _logs_schema() -> Schema:
+    line = {
+        "type": "object",
+        "required": ["seq", "attempt", "at", "level", "line"],
+        "properties": {
+            "seq": {"type": "integer", "minimum": 1},
+            "attempt": {"type": "integer", "minimum": 0},
+            "at": {"type": "integer", "minimum": 0, "description": "ms since the epoch"},
+            "level": {"type": "string", "description": "INFO, ERROR...; TRUNCATED marks a cut."},
+            "line": {"type": "string"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["id", "status", "lines", "truncated", "nextAfter"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": [s.value for s in JobStatus]},
+            "lines": {"type": "array", "items": line},
+            "truncated": {"type": "boolean", "description": "An attempt dropped lines."},
+            "nextAfter": {"type": "integer", "minimum": 0, "description": "`after` to follow."},
+        },
+    }
+
+
 @cache
 def _document() -> Schema:
     return {
@@ -458,17 +880,29 @@ def _document() -> Schema:
         "info": {
             "title": "NeuroQ Serverless client API",
             "version": "1.0.0",
-            "description": "RunPod Serverless compatible job API. Every reply is JSON.",
+            "description": "RunPod Serverless compatible job API, its OpenAI routes, endpoint "
+            "settings and metrics. Every reply is JSON, except event streams and /metrics.",
         },
         "paths": _paths(),
         "components": {
-            "schemas": _schemas(),
+            "schemas": {
+                **_schemas(),
+                "JobLogs": _logs_schema(),
+                **_openai_schemas(),
+                **_settings_schemas(),
+                **_scaler_schemas(),
+            },
             "securitySchemes": {
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
                     "description": "The client key; the bare key without 'Bearer' works too.",
-                }
+                },
+                "workerKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A worker key, for registering a starting worker.",
+                },
             },
         },
         "security": [{"bearer": []}],
