@@ -37,8 +37,8 @@ class ServerStop:
     def __init__(self, notifier: Notifier) -> None:
         self.notifier = notifier
         self.stopping = False
-        #: topic -> how many long-polls sleep on it now
-        self._held: dict[str, int] = {}
+        #: (notifier, topic) -> how many long-polls sleep on it now
+        self._held: dict[tuple[Notifier, str], int] = {}
 
     def reset(self) -> None:
         """At lifespan start: an app may be served again after a stop (in tests)."""
@@ -49,20 +49,36 @@ class ServerStop:
         if self.stopping:
             return
         self.stopping = True
-        self.notifier.publish_all(set(self._held))
+        for notifier, topic in list(self._held):
+            notifier.publish(topic)
 
     @contextlib.contextmanager
-    def holding(self, topic: str) -> Iterator[None]:
-        """Count a long-poll sleeping on `topic`, so that `begin` knows to wake it."""
-        self._held[topic] = self._held.get(topic, 0) + 1
+    def holding(self, topic: str, notifier: Notifier | None = None) -> Iterator[None]:
+        """Count a long-poll sleeping on `topic` of `notifier` (the store's by default), so
+        that `begin` knows to wake it."""
+        key = (notifier or self.notifier, topic)
+        self._held[key] = self._held.get(key, 0) + 1
         try:
             yield
         finally:
-            left = self._held[topic] - 1
+            left = self._held[key] - 1
             if left:
-                self._held[topic] = left
+                self._held[key] = left
             else:
-                del self._held[topic]
+                del self._held[key]
+
+    async def wait(
+        self, topic: str, since_version: int, timeout_s: float, notifier: Notifier | None = None
+    ) -> bool:
+        """`Notifier.wait` on `notifier` (the store's by default) that also ends when the
+        server stops, at once if it already has: for a poll that only waits for a version to
+        move (the dashboard's live parts). True when the topic moved, the stop's wake-up
+        included."""
+        if self.stopping:
+            return False
+        chosen = notifier or self.notifier
+        with self.holding(topic, chosen):
+            return await chosen.wait(topic, since_version, timeout_s)
 
     async def wait_until(
         self,

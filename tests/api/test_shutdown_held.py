@@ -161,3 +161,15 @@ async def test_a_held_wait_ends_when_the_server_stops_and_a_late_one_does_not_ho
     seen = checks
     assert await stop.wait_until("t", never, 30.0, 30.0) is None
     assert checks == seen
+
+
+async def test_a_plain_wait_on_any_notifier_ends_when_the_server_stops() -> None:
+    """`ServerStop.wait` (a version wait, as the dashboard's live parts hold) wakes on `begin`
+    on a notifier other than the store's too."""
+    stop = ServerStop(Notifier())
+    other = Notifier()
+    held = asyncio.ensure_future(stop.wait("t", other.version("t"), 30.0, other))
+    await asyncio.sleep(0.05)
+    stop.begin()
+    assert await asyncio.wait_for(held, 1.0) is True
+    assert await stop.wait("t", other.version("t"), 30.0, other) is False
