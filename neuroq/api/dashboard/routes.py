@@ -311,7 +311,9 @@ async def _hold(request: Request, topic: str, store_topic: bool) -> str:
     prefix = f"{dash.instance}-"
     seen = request.query_params.get("v", "")
     if seen.startswith(prefix) and seen[len(prefix) :].isdigit():
-        await notifier.wait(topic, int(seen[len(prefix) :]), LIVE_HOLD_S)
+        # ends at once when the server stops, so an open page never holds up a shutdown
+        stop = request.app.state.server_stop
+        await stop.wait(topic, int(seen[len(prefix) :]), LIVE_HOLD_S, notifier)
     return f"{prefix}{notifier.version(topic)}"
 
 
