@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
@@ -229,7 +230,11 @@ class PostgresStore(OpStore):
                         outcome = stop.value
                         break
                     await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
-                    rows = await cur.fetchall() if cur.description is not None else []
+                    # Not `cur.description`: it builds a Column object per column (22 for a job)
+                    # on every statement, a measurable share of a finish's CPU.
+                    result = cur.pgresult
+                    returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
+                    rows = await cur.fetchall() if returned else []
                 for payload in _payloads(outcome.topics):
                     await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
                 committing = True

@@ -38,6 +38,7 @@ _DIALECT_MACROS: dict[str, dict[str, str]] = {
         "ids": "(SELECT value FROM json_each(:ids))",
         "lock": "",
         "skip_locked": "",
+        "picked_seqs": "seq IN (SELECT seq FROM picked)",
         "log_rows": "(SELECT CAST(key AS INTEGER) AS i, json_extract(value, '$[0]') AS at_ms,"
         " json_extract(value, '$[1]') AS level, json_extract(value, '$[2]') AS line"
         " FROM json_each(:rows))",
@@ -46,6 +47,7 @@ _DIALECT_MACROS: dict[str, dict[str, str]] = {
         "ids": "(SELECT unnest(CAST(:ids AS TEXT[])))",
         "lock": "FOR UPDATE",
         "skip_locked": "FOR UPDATE SKIP LOCKED",
+        "picked_seqs": "seq = ANY (ARRAY(SELECT seq FROM picked))",
         "log_rows": "(SELECT CAST(e.ord AS BIGINT) - 1 AS i, CAST(e.value->>0 AS BIGINT) AS at_ms,"
         " e.value->>1 AS level, e.value->>2 AS line"
         " FROM jsonb_array_elements(CAST(:rows AS JSONB)) WITH ORDINALITY AS e(value, ord))",

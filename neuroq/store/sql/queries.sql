@@ -8,6 +8,8 @@
 --   {ids}          a sub-select over the list parameter :ids
 --   {lock}         FOR UPDATE on PostgreSQL (SQLite's BEGIN IMMEDIATE already serialises writers)
 --   {skip_locked}  FOR UPDATE SKIP LOCKED on PostgreSQL, so concurrent takers never block
+--   {picked_seqs}  seq is one of the CTE `picked`'s (on PostgreSQL an array, so the plan is
+--                  always primary-key look-ups, never a scan of the table)
 --   {log_rows}     the rows of the JSON text :rows ([[at_ms, level, line], ...]) as i (from 0),
 --                  at_ms, level, line
 
@@ -283,9 +285,12 @@ RETURNING {job}
 
 -- name: sweep_expired
 -- Delete up to :limit records past retention (stream chunks and log lines cascade).
+-- A prepared statement's generic plan knows neither :now nor :limit: unordered, it read the
+-- whole table for the pick, and with `seq IN (SELECT ...)` it hashed the pick against a second
+-- scan. In expiry order the pick walks the expiry index, and {picked_seqs} looks rows up by key.
 WITH picked AS MATERIALIZED (
-    SELECT seq FROM jobs WHERE expires_at_ms <= :now LIMIT :limit)
-DELETE FROM jobs WHERE seq IN (SELECT seq FROM picked)
+    SELECT seq FROM jobs WHERE expires_at_ms <= :now ORDER BY expires_at_ms LIMIT :limit)
+DELETE FROM jobs WHERE {picked_seqs}
 RETURNING seq
 
 -- name: due_webhooks
