@@ -201,6 +201,16 @@ class Holder:
 
 
 @dataclass(frozen=True)
+class PostedResult:
+    """One final result of a batch for `JobStore.finish_many`: what `finish` takes for one job."""
+
+    job_id: str
+    output_json: str | None
+    error_json: str | None
+    holder: Holder | None = None
+
+
+@dataclass(frozen=True)
 class LogLine:
     """One captured log record of a job (a handler's log line, or a failure's traceback; it may
     span several text lines). `attempt` is the job's `retries` when the line was written: the
@@ -385,6 +395,14 @@ class JobStore(Protocol):
         not on `endpoint_id`) is left as it is and None is returned, so a late, repeated or
         zombie post changes nothing. A webhook delivery is queued in the same transaction when
         the job has a webhook."""
+        ...
+
+    async def finish_many(
+        self, results: list[PostedResult], *, now_ms: int, endpoint_id: str | None = None
+    ) -> list[Job | None]:
+        """`finish` for each result, in order, all in one transaction: a worker's batch of
+        results costs one commit instead of one each (on PostgreSQL the commit, its WAL flush
+        and its NOTIFY are most of a finish). Returns what `finish` would have, per result."""
         ...
 
     async def touch_worker(

@@ -27,6 +27,7 @@ from neuroq.store.base import (
     InvalidTransition,
     LogLimits,
     LogLine,
+    PostedResult,
     QueueStats,
     SweepResult,
     WebhookDelivery,
@@ -382,6 +383,23 @@ def finish(
         return Outcome(None)
     (job,) = yield from _terminal(rows, now_ms)
     return Outcome(job, set(ended_topics(job_id)), [events.JobsEnded((job,))])
+
+
+def finish_many(
+    results: list[PostedResult], now_ms: int, endpoint_id: str | None
+) -> Op[list[Job | None]]:
+    values: list[Job | None] = []
+    topics: set[str] = set()
+    ended: list[Job] = []
+    for r in results:
+        done = yield from finish(
+            r.job_id, r.output_json, r.error_json, now_ms, r.holder, endpoint_id
+        )
+        values.append(done.value)
+        topics |= done.topics
+        if done.value is not None:
+            ended.append(done.value)
+    return Outcome(values, topics, [events.JobsEnded(tuple(ended))] if ended else [])
 
 
 def touch_worker(

@@ -17,6 +17,7 @@ from neuroq.store.base import (
     LogLimits,
     LogLine,
     Notifier,
+    PostedResult,
     QueueStats,
     SweepResult,
     WebhookDelivery,
@@ -157,6 +158,13 @@ class OpStore:
     ) -> Job | None:
         op = ops.finish(job_id, output_json, error_json, now_ms, holder, endpoint_id)
         return await self._run(op, write=True)
+
+    async def finish_many(
+        self, results: list[PostedResult], *, now_ms: int, endpoint_id: str | None = None
+    ) -> list[Job | None]:
+        if not results:
+            return []
+        return await self._run(ops.finish_many(results, now_ms, endpoint_id), write=True)
 
     async def touch_worker(
         self,

@@ -1,0 +1,57 @@
+"""`finish_many`: a worker's batch of results in one transaction, each judged as `finish` would."""
+
+from __future__ import annotations
+
+from neuroq.jobs import JobStatus, NewJob
+from neuroq.store import events
+from neuroq.store.base import Holder, JobStore, PostedResult, end_topic
+
+EP = "ep-many"
+
+
+async def test_each_result_is_judged_as_finish_would(store: JobStore, t0: int) -> None:
+    for i in range(3):
+        await store.submit(NewJob(EP, str(i)), t0)
+    a, b, c = await store.take(EP, "w1", 3, t0, 60_000)
+    seen: list[events.StoreEvent] = []
+    store.events.subscribe(seen.append)
+    versions = {job.id: store.notifier.version(end_topic(job.id)) for job in (a, b, c)}
+
+    done = await store.finish_many(
+        [
+            PostedResult(a.id, '"ok"', None, Holder("w1", attempt=0)),
+            PostedResult(b.id, None, '"boom"', Holder("w1")),
+            PostedResult(c.id, '"zombie"', None, Holder("w2")),  # not the holder
+            PostedResult("no-such-job", '"x"', None, Holder("w1")),
+            PostedResult(a.id, '"again"', None, Holder("w1")),  # ended earlier in this batch
+        ],
+        now_ms=t0 + 1,
+        endpoint_id=EP,
+    )
+
+    assert [job.status if job else None for job in done] == [
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        None,
+        None,
+        None,
+    ]
+    got_a, got_b, got_c = [await store.get(EP, job.id) for job in (a, b, c)]
+    assert got_a is not None and got_a.output_json == '"ok"'
+    assert got_b is not None and got_b.error_json == '"boom"'
+    assert got_c is not None and got_c.status is JobStatus.IN_PROGRESS
+    assert seen == [events.JobsEnded((done[0], done[1]))]  # type: ignore[arg-type]
+    moved = {
+        job_id for job_id, v in versions.items() if store.notifier.version(end_topic(job_id)) != v
+    }
+    assert moved == {a.id, b.id}
+
+
+async def test_results_for_another_endpoint_are_ignored(store: JobStore, t0: int) -> None:
+    await store.submit(NewJob(EP, "1"), t0)
+    (job,) = await store.take(EP, "w1", 1, t0, 60_000)
+    done = await store.finish_many(
+        [PostedResult(job.id, '"ok"', None, Holder("w1"))], now_ms=t0 + 1, endpoint_id="other"
+    )
+    assert done == [None]
+    assert await store.finish_many([], now_ms=t0 + 1) == []
