@@ -25,7 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api.schemas import bad_request, parse_query_ms
+from neuroq.api.schemas import bad_request, parse_query_ms, query_int
 from neuroq.jobs import Job, JobStatus, is_path_safe, now_ms
 from neuroq.store.base import JobStore
 
@@ -33,15 +33,6 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 #: an error longer than this is cut in the list; the job's status has all of it
 ERROR_CHARS = 300
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        raise bad_request(f"{name} must be an integer from {low} to {high}")
-    return int(raw)
 
 
 @dataclass(frozen=True)
@@ -113,8 +104,8 @@ async def list_jobs(request: Request) -> Response:
     status = request.query_params.get("status") or None
     if status is not None and status not in JobStatus.__members__:
         raise bad_request(f"status must be one of {', '.join(JobStatus.__members__)}")
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-    offset = _int_param(request, "offset", 0, 0, 10**9)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = query_int(request, "offset", 0, 0, 10**9)
     since_ms = parse_query_ms(request, "since") or 0
     found = await read_page(
         request.app.state.store,

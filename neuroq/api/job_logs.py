@@ -19,21 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from neuroq.api.schemas import bad_request
+from neuroq.api.schemas import query_int
 from neuroq.jobs import is_path_safe
 from neuroq.store.base import JobStore, LogLine
 
 DEFAULT_LIMIT = 1_000
 MAX_LIMIT = 5_000
-
-
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    raw = request.query_params.get(name, "").strip()
-    if not raw:
-        return default
-    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
-        raise bad_request(f"{name} must be an integer from {low} to {high}")
-    return int(raw)
 
 
 def line_object(line: LogLine) -> dict[str, object]:
@@ -59,8 +50,8 @@ async def job_logs(request: Request) -> Response:
         raise HTTPException(
             404, "unknown endpoint: endpoint ids are 1-128 characters of A-Z a-z 0-9 _ -"
         )
-    after = _int_param(request, "after", 0, 0, 2**62)
-    limit = _int_param(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+    after = query_int(request, "after", 0, 0, 2**62)
+    limit = query_int(request, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     store: JobStore = request.app.state.store
     found = (
         await store.read_logs(endpoint_id, job_id, after, limit) if is_path_safe(job_id) else None

@@ -187,6 +187,16 @@ def parse_wait_ms(request: Request, default_ms: int, low_ms: int, high_ms: int) 
     return _clamp(_query_int(request, "wait", default_ms), low_ms, high_ms)
 
 
+def query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    """An optional integer query parameter within [low, high]; `default` when absent or empty."""
+    raw = request.query_params.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise bad_request(f"{name} must be an integer from {low} to {high}")
+    return int(raw)
+
+
 def parse_query_ms(request: Request, name: str) -> int | None:
     """An optional non-negative integer query parameter in milliseconds."""
     raw = request.query_params.get(name)
