@@ -319,17 +319,13 @@ class Worker:
         """One best-effort `initializing` registration (the scaler's route, worker key). A
         server without the route, or one that is down, only means /health does not show the
         worker until it is ready."""
-        base, _, endpoint = self.transport.base.rpartition("/v2/")
-        url = f"{base}/endpoints/{endpoint}/workers/{self.worker_id}"
         try:
-            # Transport has no call of its own for this route (it is not part of the RunPod
-            # protocol); its sender is reused so the key, client and test seam are the same.
-            reply = await self.transport._send("POST", url, None, None, REGISTER_TIMEOUT_S)
+            status = await self.transport.register(REGISTER_TIMEOUT_S)
         except Exception as exc:
             log.debug("registering as initializing failed: %s", exc)
             return
-        if reply.status_code >= 400:
-            log.debug("registering as initializing: HTTP %d", reply.status_code)
+        if status >= 400:
+            log.debug("registering as initializing: HTTP %d", status)
 
     async def _take_loop(self, slots: asyncio.Semaphore) -> None:
         loop = asyncio.get_running_loop()

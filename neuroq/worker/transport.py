@@ -408,6 +408,15 @@ class Transport:
             return []
         return [i for i in ids if isinstance(i, str)]
 
+    async def register(self, timeout_s: float) -> int:
+        """One try at `POST /endpoints/{ep}/workers/{wid}` (our scaler's route, not part of the
+        RunPod protocol): the worker shows as initializing while it warms up. Returns the HTTP
+        status; raises what the request raised."""
+        base, _, endpoint = self.base.rpartition("/v2/")
+        url = f"{base}/endpoints/{endpoint}/workers/{self.worker_id}"
+        reply = await self._send("POST", url, None, None, timeout_s)
+        return reply.status_code
+
     async def ping(self, job_ids: list[str], timeout_s: float) -> None:
         """One heartbeat naming the jobs held. A few quick retries only: the next beat is due
         soon anyway. Raises RequestFailed when it did not get through."""
