@@ -14,7 +14,9 @@ It speaks the RunPod 1.12 worker protocol (see transport.py) but differs from th
   is held until its thread returns, and it can poll `stop_requested(job)` to end early.
 - SIGTERM/SIGINT: stop taking, give in-flight jobs `grace_s` to finish, then abandon the rest
   (the server requeues them when the worker is lost). A second signal skips the grace period.
-  Jobs in a take reply that lands as the signal does are not started but counted as abandoned.
+  Jobs in a take reply that lands as the signal does are run within the same grace period: the
+  server already shows them IN_PROGRESS, and dropping them would strand them until it finds the
+  worker lost.
   A final post that has started is shielded from cancellation and awaited before exit.
 - Progress updates are posted in order and always before the job's final result (the SDK can
   deliver them after it, runpod/runpod-python#250).
@@ -347,7 +349,7 @@ class Worker:
                 for _ in range(n):
                     slots.release()
                 if isinstance(exc, asyncio.CancelledError):
-                    await self._abandon_late_take(take)
+                    await self._start_late_take(take, slots)
                 raise
             for _ in range(max(0, n - len(jobs))):
                 slots.release()
@@ -362,12 +364,14 @@ class Worker:
                 if remaining > 0:
                     await asyncio.sleep(remaining)
 
-    async def _abandon_late_take(self, take: asyncio.Future[list[dict[str, Any]]]) -> None:
+    async def _start_late_take(
+        self, take: asyncio.Future[list[dict[str, Any]]], slots: asyncio.Semaphore
+    ) -> None:
         """Shutdown began while a take was out. A reply already on its way carries jobs the
-        server has leased to us: read it (briefly), then count and log each job as abandoned
-        rather than drop it unseen; the server requeues them when our pings stop naming them
-        or we are lost. A take still waiting is cancelled, and the server releases what it
-        could not deliver."""
+        server has leased to us and shows IN_PROGRESS: read it (briefly) and run them within
+        the grace period like any in-flight job, rather than strand them until the server finds
+        us lost. A take still waiting is cancelled, and the server releases what it could not
+        deliver."""
         done, _ = await asyncio.wait({take}, timeout=TAKE_SETTLE_S)
         if not done:
             take.cancel()
@@ -375,10 +379,10 @@ class Worker:
         if take.cancelled() or take.exception() is not None:
             return
         for job in take.result():
-            self.counts["abandoned"] += 1
-            log.warning(
-                "job %s arrived as shutdown began: not started; the server requeues it", job["id"]
+            log.info(
+                "job %s arrived as shutdown began: running it within the grace period", job["id"]
             )
+            self._start(job, slots, has_slot=False)
 
     def _start(self, job: dict[str, Any], slots: asyncio.Semaphore, has_slot: bool) -> None:
         job_id = job["id"]
