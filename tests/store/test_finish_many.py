@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from neuroq.jobs import JobStatus, NewJob
 from neuroq.store import events
 from neuroq.store.base import Holder, JobStore, PostedResult, end_topic
@@ -55,3 +57,21 @@ async def test_results_for_another_endpoint_are_ignored(store: JobStore, t0: int
     )
     assert done == [None]
     assert await store.finish_many([], now_ms=t0 + 1) == []
+
+
+async def test_batches_sharing_jobs_in_opposite_orders_do_not_deadlock(
+    store: JobStore, t0: int
+) -> None:
+    """Two batches naming the same jobs in opposite orders (a worker's retried batch racing
+    its first send): on PostgreSQL, rows locked in the order given would deadlock, and one
+    batch would fail instead of being judged."""
+    for i in range(20):
+        await store.submit(NewJob(EP, str(i)), t0)
+    jobs = await store.take(EP, "w1", 20, t0, 60_000)
+    forward = [PostedResult(j.id, '"ok"', None, Holder("w1")) for j in jobs]
+    first, second = await asyncio.gather(
+        store.finish_many(forward, now_ms=t0 + 1, endpoint_id=EP),
+        store.finish_many(forward[::-1], now_ms=t0 + 1, endpoint_id=EP),
+    )
+    # Each job ended exactly once, by one batch or the other.
+    assert all((a is None) != (b is None) for a, b in zip(first, second[::-1], strict=True))

@@ -388,18 +388,19 @@ def finish(
 def finish_many(
     results: list[PostedResult], now_ms: int, endpoint_id: str | None
 ) -> Op[list[Job | None]]:
-    values: list[Job | None] = []
+    values: list[Job | None] = [None] * len(results)
     topics: set[str] = set()
-    ended: list[Job] = []
-    for r in results:
+    # Rows are locked in id order, so two batches (or a batch and a purge) that share jobs
+    # cannot deadlock on PostgreSQL by locking them in opposite orders.
+    for i in sorted(range(len(results)), key=lambda i: results[i].job_id):
+        r = results[i]
         done = yield from finish(
             r.job_id, r.output_json, r.error_json, now_ms, r.holder, endpoint_id
         )
-        values.append(done.value)
+        values[i] = done.value
         topics |= done.topics
-        if done.value is not None:
-            ended.append(done.value)
-    return Outcome(values, topics, [events.JobsEnded(tuple(ended))] if ended else [])
+    ended = tuple(job for job in values if job is not None)
+    return Outcome(values, topics, [events.JobsEnded(ended)] if ended else [])
 
 
 def touch_worker(
