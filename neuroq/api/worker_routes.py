@@ -242,19 +242,24 @@ async def _take(request: Request, *, batch: bool) -> Response:
     store, settings = call.store, call.settings
     # A take renews no lease: =1 says the worker holds some job, not which, and =0 that it
     # holds none (its stop signals are withdrawn). A delivery that never arrived then lapses.
-    await store.touch_worker(
+    state = await store.touch_worker(
         call.endpoint_id,
         call.worker_id,
         now_ms(),
         held_job_ids=[] if in_progress is False else None,
     )
-    if await _is_recycling(call):
+    if state == RECYCLING:
         return Response(status_code=204)
 
     stop = _server_stop(request)
+    first = True
 
     async def check() -> list[Job] | _Gone | None:
-        if stop.stopping or await request.is_disconnected() or await _is_recycling(call):
+        nonlocal first
+        # The first look needs no read of the worker's state: the touch just returned it.
+        recycling = not first and await _is_recycling(call)
+        first = False
+        if stop.stopping or await request.is_disconnected() or recycling:
             return _GONE
         jobs = await store.take(call.endpoint_id, call.worker_id, limit, now_ms(), call.lease_ms)
         return jobs or None

@@ -411,8 +411,8 @@ def touch_worker(
     state: str | None,
     lease_ms: int | None,
     alias: str | None,
-) -> Op[None]:
-    yield Stmt(
+) -> Op[str]:
+    rows = yield Stmt(
         "touch_worker",
         {"worker_id": worker_id, "endpoint_id": endpoint_id, "state": state, "now": now_ms},
     )
@@ -428,7 +428,7 @@ def touch_worker(
         yield Stmt("renew_held", renew)
     if held_job_ids is not None:
         yield Stmt("let_go_unlisted", {"worker_id": worker_id, "ids": held_job_ids})
-    return Outcome(None)
+    return Outcome(str(rows[0][0]))
 
 
 def jobs_to_stop(worker_id: str) -> Op[list[str]]:

@@ -204,6 +204,7 @@ SET endpoint_id = excluded.endpoint_id, last_seen_ms = excluded.last_seen_ms,
     state = CASE WHEN CAST(:state AS TEXT) IS NOT NULL THEN excluded.state
                  WHEN workers.state IN ('unhealthy', 'recycling') THEN workers.state
                  ELSE 'ready' END
+RETURNING state
 
 -- name: renew_held
 -- Extend the leases of the listed jobs the worker runs (under its own id or its alias).

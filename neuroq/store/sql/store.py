@@ -176,9 +176,9 @@ class OpStore:
         state: str | None = None,
         lease_ms: int | None = None,
         alias: str | None = None,
-    ) -> None:
+    ) -> str:
         op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms, alias)
-        await self._run(op, write=True)
+        return await self._run(op, write=True)
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:
         return await self._run(ops.jobs_to_stop(worker_id), write=False)
