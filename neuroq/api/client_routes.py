@@ -205,9 +205,23 @@ def _is_terminal(job: Job) -> bool:
 # -- status --------------------------------------------------------------------------------------
 
 
+def _hold_over(seen_output_json: str | None) -> Callable[[Job], bool]:
+    """When a status?wait hold that found the job with `seen_output_json` ends: once the job is
+    terminal, or a progress update gave it an output other than that one. A job starting
+    (IN_QUEUE -> IN_PROGRESS) or being requeued does not end it (a requeue clears the output,
+    so `None` never counts as new), so one poll usually covers a short job from queue to end."""
+
+    def over(job: Job) -> bool:
+        if job.status.is_terminal:
+            return True
+        return job.output_json is not None and job.output_json != seen_output_json
+
+    return over
+
+
 async def status(request: Request) -> Response:
-    """GET|POST /status/{id}. Extensions: `?wait=MS` holds until the state or progress output
-    differs from what it was when the request arrived; `?ttl=MS` shortens retention from now."""
+    """GET|POST /status/{id}. Extensions: `?wait=MS` holds until the job ends or its progress
+    output changes (`_hold_over`); `?ttl=MS` shortens retention from now."""
     endpoint_id = _endpoint(request)
     job_id = _job_id(request)
     store = _store(request)
@@ -217,12 +231,11 @@ async def status(request: Request) -> Response:
     version = store.notifier.version(job_topic(job_id))
     job = await _get_job(store, endpoint_id, job_id)
     if wait_ms > 0 and not job.status.is_terminal:
-        seen = (job.status, job.output_json)
         job = await _wait_job(
             store,
             _stop(request),
             job,
-            lambda j: (j.status, j.output_json) != seen,
+            _hold_over(job.output_json),
             wait_ms,
             topic=job_topic(job_id),
             since=version,

@@ -8,9 +8,11 @@ worker follows too), the wait schedule (`WaitPlan`) and the SSE line parser. `sy
 the two can never drift apart and this module is tested without a network.
 
 The wait schedule in short: status polls carry `?wait=<ms>`, which our server holds until the
-job's state or progress changes (hosted RunPod ignores it and answers at once). A reply that comes
-back much sooner than asked while nothing changed shows the server does not hold, and the plan
-falls back to capped exponential backoff. No delay and no hold ever runs past the caller's
+job ends or its progress output changes, but not when it merely starts or is requeued, so a short
+job takes one poll (hosted RunPod ignores `wait` and answers at once). A reply that comes back
+much sooner than asked while nothing changed shows the server does not hold, and the plan falls
+back to capped exponential backoff; a hold that ends early because the job ended is simply the
+answer. No delay and no hold ever runs past the caller's
 deadline, so a timeout is honoured to within one poll.
 """
 
@@ -530,9 +532,10 @@ class WaitPlan:
         """The first poll goes out at once, even with no time left: one look is always taken.
 
         `look=True` also asks for no hold, for callers that show every state they can (progress
-        displays): the server holds a poll until the job differs from what it was when the poll
-        arrived, so a held first poll would sit on a change made since the caller last looked
-        (a progress step shown one step late)."""
+        displays): the server holds a poll until the job ends or its progress output differs
+        from what it was when the poll arrived, so a held first poll would sit on a change made
+        since the caller last looked (a progress step shown one step late, or a start shown
+        only at the end of the hold)."""
         return Poll(0.0, None if look else self._hold_ms(self.remaining_s(now)))
 
     def next(

@@ -28,6 +28,8 @@ EXIT_COMPLETED = 0
 EXIT_JOB_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_TIMEOUT_S = 600.0
+#: the status hold of `follow` when stderr is not a terminal (see there)
+NON_TTY_HOLD_MS = 5_000
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -103,8 +105,12 @@ def follow(job: Job, timeout_s: float, started: float) -> dict[str, Any]:
     tty = sys.stderr.isatty()
     display = JobDisplay(job.id, started, sys.stderr, tty)
     try:
-        # On a terminal, short holds keep the elapsed time ticking about once a second.
-        hold_ms = 1000 if tty else 30_000
+        # On a terminal, short holds keep the elapsed time ticking about once a second. Off
+        # one, a job's start (IN_QUEUE -> IN_PROGRESS) does not end a hold on the server, only
+        # its end or a progress update does, so the plain "IN_PROGRESS" line comes at the end
+        # of the hold in which the job started: 5 s holds show it at most 5 s late, for one
+        # short poll per 5 s of a job that reports no progress.
+        hold_ms = 1000 if tty else NON_TTY_HOLD_MS
         display.update(job.last_status or {})
         return job.wait(timeout_s, on_status=display.update, long_poll_ms=hold_ms)
     finally:

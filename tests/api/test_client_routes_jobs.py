@@ -195,6 +195,38 @@ def test_status_wait_returns_early_on_progress(
     assert poll.elapsed_s < 10
 
 
+def test_status_wait_sent_while_queued_answers_the_end_in_one_request(
+    client: httpx.Client, ep: str, worker: RawWorker
+) -> None:
+    """A job starting does not end the hold: a poll that finds the job IN_QUEUE, whose worker
+    takes it and finishes it shortly after, answers COMPLETED, so one long-poll serves a short
+    job (it used to answer IN_PROGRESS at the take, and the client had to poll again)."""
+    job_id = submit(client, ep)
+    poll = Background(lambda: client.get(f"/{ep}/status/{job_id}?wait=15000").json())
+    assert not poll.done(within_s=0.5), "the poll returned while the job waited in the queue"
+    assert worker.take()["id"] == job_id
+    assert not poll.done(within_s=0.5), "the take ended the hold"
+    worker.done(job_id, {"output": {"ok": True}})
+    body = poll.join(10)
+    assert body["status"] == "COMPLETED" and body["output"] == {"ok": True}
+    assert poll.elapsed_s < 10
+
+
+def test_status_wait_sent_while_queued_ends_on_progress(
+    client: httpx.Client, ep: str, worker: RawWorker
+) -> None:
+    """Progress still ends the hold of a poll that found the job IN_QUEUE, the take not."""
+    job_id = submit(client, ep)
+    poll = Background(lambda: client.get(f"/{ep}/status/{job_id}?wait=15000").json())
+    assert not poll.done(within_s=0.5)
+    worker.take()
+    assert not poll.done(within_s=0.5), "the take ended the hold"
+    worker.progress(job_id, {"step": 1})
+    body = poll.join(10)
+    assert body["status"] == "IN_PROGRESS" and body["output"] == {"step": 1}
+    assert poll.elapsed_s < 10
+
+
 def test_status_wait_times_out_unchanged(client: httpx.Client, ep: str) -> None:
     job_id = submit(client, ep)
     started = time.monotonic()

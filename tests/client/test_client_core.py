@@ -458,3 +458,13 @@ def test_a_display_takes_its_first_look_unheld() -> None:
     assert plan.first(0.0, look=True) == Poll(0.0, None)
     after = plan.next(("IN_PROGRESS", '{"step": 1}'), 0.0, 0.01, None)
     assert after == Poll(0.0, 30_000)  # from then on, held again
+
+
+def test_a_hold_that_runs_out_after_the_job_started_polls_on_held() -> None:
+    """Our server does not end a hold when the job starts: a poll sent while IN_QUEUE can run
+    its full hold and come back IN_PROGRESS. That is a change, not a sign of a server that
+    does not hold, so the next poll is held again at once."""
+    plan = WaitPlan(600.0, 0.0, ("IN_QUEUE", "null"))
+    poll = plan.next(("IN_PROGRESS", "null"), 0.0, 30.0, 30_000)
+    assert poll == Poll(0.0, 30_000)
+    assert plan.long_poll is not False

@@ -85,3 +85,33 @@ def test_terminal_bar_shows_percentage_and_fields() -> None:
     display.finish()
     drawn = out.getvalue()
     assert " 25%|" in drawn and "5/20 loss=2.5" in drawn and "IN_PROGRESS" in drawn
+
+
+class _RecordingJob:
+    """Stands in for `neuroq.Job` in `follow`: records the hold it is asked to use."""
+
+    id = "j1"
+    last_status = None
+
+    def __init__(self) -> None:
+        self.hold_ms: int | None = None
+
+    def wait(self, timeout_s: float, *, on_status: Any, long_poll_ms: int) -> dict[str, Any]:
+        self.hold_ms = long_poll_ms
+        return {"id": "j1", "status": "COMPLETED"}
+
+
+@pytest.mark.parametrize(("tty", "hold_ms"), [(True, 1000), (False, 5000)])
+def test_follow_holds_briefly_so_a_start_shows_soon(
+    monkeypatch: pytest.MonkeyPatch, tty: bool, hold_ms: int
+) -> None:
+    """A job's start does not end a status hold on the server, so off a terminal `follow` holds
+    5 s (not 30 s): the IN_PROGRESS line comes at most 5 s after the job started."""
+    from neuroq.client import cli_shared
+
+    stderr = io.StringIO()
+    monkeypatch.setattr(stderr, "isatty", lambda: tty)
+    monkeypatch.setattr(cli_shared.sys, "stderr", stderr)
+    job = _RecordingJob()
+    assert cli_shared.follow(job, 60.0, 0.0)["status"] == "COMPLETED"  # type: ignore[arg-type]
+    assert job.hold_ms == hold_ms
