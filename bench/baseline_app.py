@@ -1,7 +1,8 @@
 """The ceiling for bench_jobs.py: a bare ASGI app answering the client routes with fixed JSON.
 
-No framework, no queue, no worker, no database: `run` answers IN_QUEUE and `status` answers
-COMPLETED at once, so a client's full submit-and-wait cycle costs exactly the HTTP round trips.
+No framework, no queue, no worker, no database: `run` answers IN_QUEUE, and `runsync` and
+`status` (with or without `?wait=`) answer COMPLETED at once, so a client's full submit-and-wait
+cycle costs exactly its HTTP round trips: one by `/runsync`, two by `/run` then `/status`.
 Run with: uvicorn bench.baseline_app:app
 """
 

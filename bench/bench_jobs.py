@@ -1,15 +1,26 @@
-"""No-op jobs through the full path: client -> server -> worker -> client.
+"""No-op jobs through the full path: client -> server -> worker -> client, by two client paths.
 
     python bench/bench_jobs.py [--seconds 5] [--concurrency 1,8,64] [--store postgresql://...]
+                               [--worker-concurrency 64] [--paths runsync,run-status]
+
+The two paths (`--paths`, both by default), each driven by the project's asyncio client:
+
+- `runsync`: `AsyncEndpoint.run_sync`, what `send_and_wait` does: `POST /runsync`, which holds
+  until the job ends, then status long-polls only if the job outlives the hold;
+- `run-status`: `AsyncEndpoint.run` then `AsyncJob.wait`, the path of the users' guide and of
+  the RunPod SDK's `run()` + `status()`: `POST /run`, then `GET /status/{id}?wait=...` until the
+  job is terminal.
 
 Starts, in this order and on loopback: the baseline (bench/baseline_app.py, a bare ASGI app that
-answers the client routes with fixed JSON: the ceiling for any server), then `neuroq serve` with
-an embedded SQLite store and one `neuroq worker neuroq.demo_handlers:noop` with concurrency 64.
-The same client code (`AsyncEndpoint.run_sync`, i.e. what `send_and_wait` does: `/runsync`, then
-long-polls if the job outlives the hold) then drives each at concurrency 1, 8 and 64 for a fixed
-time. Prints one JSON object: jobs/s per concurrency for both, their ratio, the latency of one
-submit-and-wait (p50/p99, ms), and the CPU time each process spent per job. Everything shares
-this machine's cores, as it would on a laptop.
+answers the client routes with fixed JSON: `/runsync` and `/status` COMPLETED at once, `/run`
+IN_QUEUE, so it is the ceiling for any server), then `neuroq serve` (embedded SQLite, or
+`--store`) with one `neuroq worker neuroq.demo_handlers:noop` of `--worker-concurrency` (64).
+Each target is driven at each concurrency level (1, 8 and 64 loops), one path after the other
+at each level, for `--seconds` each. Prints one JSON object with, per path: jobs/s, the latency
+of one submit-and-wait (p50/p99, ms), HTTP requests per job, and the CPU milliseconds per job
+of each process (client, server, worker), for both targets; the ratio of our jobs/s to the
+baseline's; and what our path adds to the baseline's p50 and p99 at concurrency 1. Everything
+shares this machine's cores, as it would on a laptop.
 """
 
 from __future__ import annotations
@@ -28,11 +39,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from neuroq.client._core import Request
 from neuroq.client.aio import AsyncEndpoint
 
 REPO = Path(__file__).resolve().parent.parent
@@ -104,16 +117,46 @@ def start_noop_worker(
     return subprocess.Popen(cmd, env=env)
 
 
-async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple[int, list[float]]:
-    """Submit-and-wait loops for `seconds`, loop i talking to base_urls[i % len(base_urls)];
-    returns (jobs completed, per-job latency in s)."""
+#: the client paths `--paths` chooses from (see the module docstring)
+PATHS = ("runsync", "run-status")
+
+
+class CountingEndpoint(AsyncEndpoint):
+    """An AsyncEndpoint that counts the HTTP requests it sends (resends included)."""
+
+    requests = 0
+
+    async def _send(
+        self, request: Request, deadline: float | None = None
+    ) -> tuple[Any, Mapping[str, str]]:
+        self.requests += 1
+        return await super()._send(request, deadline)
+
+
+async def submit_and_wait(endpoint: AsyncEndpoint, path: str, payload: Any) -> dict[str, Any]:
+    """One job by `path`, to its terminal status object."""
+    if path == "runsync":
+        return await endpoint.run_sync(payload, 60)
+    if path == "run-status":
+        job = await endpoint.run(payload)
+        return await job.wait(60)
+    raise ValueError(f"unknown path {path!r}; expected one of {PATHS}")
+
+
+async def drive(
+    base_urls: list[str], concurrency: int, seconds: float, path: str = "runsync"
+) -> tuple[int, list[float], int]:
+    """Submit-and-wait loops by `path` for `seconds`, loop i talking to
+    base_urls[i % len(base_urls)]; returns (jobs completed, per-job latency in s, HTTP requests
+    sent for them)."""
     latencies: list[float] = []
     count = 0
-    endpoints = [AsyncEndpoint("bench", api_key=API_KEY, base_url=url) for url in base_urls]
+    endpoints = [CountingEndpoint("bench", api_key=API_KEY, base_url=url) for url in base_urls]
     try:
         # One warm-up job per server, so connection set-up and worker start are not measured.
         for endpoint in endpoints:
-            await endpoint.run_sync({"warm": True}, 60)
+            await submit_and_wait(endpoint, path, {"warm": True})
+            endpoint.requests = 0
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
 
@@ -121,7 +164,7 @@ async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple
             nonlocal count
             while loop.time() < deadline:
                 started = loop.time()
-                status = await endpoint.run_sync({"n": count}, 60)
+                status = await submit_and_wait(endpoint, path, {"n": count})
                 if status.get("status") != "COMPLETED":
                     raise RuntimeError(f"job ended {status}")
                 latencies.append(loop.time() - started)
@@ -131,7 +174,7 @@ async def drive(base_urls: list[str], concurrency: int, seconds: float) -> tuple
     finally:
         for endpoint in endpoints:
             await endpoint.aclose()
-    return count, latencies
+    return count, latencies, sum(endpoint.requests for endpoint in endpoints)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -157,20 +200,23 @@ def measure(
     levels: list[int],
     seconds: float,
     processes: dict[str, subprocess.Popen[bytes]] | None = None,
+    path: str = "runsync",
 ) -> dict[str, Any]:
-    """jobs/s and latency per concurrency level, and the CPU milliseconds per job of this
-    client and of each of `processes` (read from /proc where it exists)."""
+    """jobs/s, latency and requests per job by `path` at each concurrency level, and the CPU
+    milliseconds per job of this client and of each of `processes` (read from /proc where it
+    exists)."""
     watched = {"client": None, **{name: p.pid for name, p in (processes or {}).items()}}
     can_read = Path("/proc/self/stat").exists()
     result: dict[str, Any] = {}
     for concurrency in levels:
         before = {name: cpu_s(pid) for name, pid in watched.items()} if can_read else {}
-        count, latencies = asyncio.run(drive(base_urls, concurrency, seconds))
+        count, latencies, requests = asyncio.run(drive(base_urls, concurrency, seconds, path))
         row: dict[str, Any] = {
             "jobs_per_s": round(count / seconds, 1),
             "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
             "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
             "jobs": count,
+            "requests_per_job": round(requests / count, 3) if count else None,
         }
         if can_read and count:
             row["cpu_ms_per_job"] = {
@@ -181,11 +227,50 @@ def measure(
     return result
 
 
+def measure_paths(
+    base_urls: list[str],
+    levels: list[int],
+    seconds: float,
+    paths: list[str],
+    processes: dict[str, subprocess.Popen[bytes]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """`measure` for each path, the paths taking turns at each level: path -> level -> row."""
+    result: dict[str, dict[str, Any]] = {path: {} for path in paths}
+    for level in levels:
+        for path in paths:
+            result[path].update(measure(base_urls, [level], seconds, processes, path))
+    return result
+
+
 def added_ms(ours: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
     """What our full path adds to one submit-and-wait at concurrency 1, over the bare app."""
     if "1" not in ours:
         return None
     return round(ours["1"][key] - baseline["1"][key], 2)
+
+
+def compare(ours: dict[str, Any], baseline: dict[str, Any]) -> dict[str, Any]:
+    """One path's figures for both targets, side by side."""
+    return {
+        "neuroq": ours,
+        "baseline_bare_asgi": baseline,
+        "throughput_ratio_vs_baseline": {
+            level: round(ours[level]["jobs_per_s"] / baseline[level]["jobs_per_s"], 3)
+            for level in ours
+            if baseline[level]["jobs_per_s"]
+        },
+        "added_latency_p50_ms_c1": added_ms(ours, baseline, "p50_ms"),
+        "added_latency_p99_ms_c1": added_ms(ours, baseline, "p99_ms"),
+        "median_of_levels_jobs_per_s": statistics.median(v["jobs_per_s"] for v in ours.values()),
+    }
+
+
+def parse_paths(text: str) -> list[str]:
+    paths = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown or not paths:
+        raise argparse.ArgumentTypeError(f"--paths takes a comma list of {', '.join(PATHS)}")
+    return paths
 
 
 def main() -> None:
@@ -194,8 +279,15 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--store", default=None, help="postgresql://... (default: SQLite)")
     parser.add_argument("--worker-concurrency", type=int, default=64)
+    parser.add_argument(
+        "--paths",
+        type=parse_paths,
+        default=list(PATHS),
+        help=f"comma list of client paths to measure (default: {','.join(PATHS)})",
+    )
     args = parser.parse_args()
     levels = [int(x) for x in args.concurrency.split(",")]
+    paths: list[str] = args.paths
 
     env = bench_env()
     data_dir = Path(tempfile.mkdtemp(prefix="neuroq-bench-"))
@@ -209,8 +301,8 @@ def main() -> None:
         )  # fmt: skip
         procs.append(baseline)
         wait_http(f"http://127.0.0.1:{base_port}/v2/bench/health", baseline)
-        baseline_result = measure(
-            [f"http://127.0.0.1:{base_port}/v2"], levels, args.seconds, {"server": baseline}
+        baseline_result = measure_paths(
+            [f"http://127.0.0.1:{base_port}/v2"], levels, args.seconds, paths, {"server": baseline}
         )
         stop(baseline)
 
@@ -218,33 +310,28 @@ def main() -> None:
         procs.append(server)
         worker = start_noop_worker(url, "bench", args.worker_concurrency, env)
         procs.append(worker)
-        neuroq_result = measure(
-            [f"{url}/v2"], levels, args.seconds, {"server": server, "worker": worker}
+        neuroq_result = measure_paths(
+            [f"{url}/v2"], levels, args.seconds, paths, {"server": server, "worker": worker}
         )
     finally:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    ratios = {
-        level: round(neuroq_result[level]["jobs_per_s"] / baseline_result[level]["jobs_per_s"], 3)
-        for level in neuroq_result
-    }
     print(
         json.dumps(
             {
                 "benchmark": "no-op jobs, client -> server -> worker -> client",
                 "store": "postgresql" if args.store else "sqlite",
                 "seconds_per_level": args.seconds,
-                "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                "neuroq": neuroq_result,
-                "baseline_bare_asgi": baseline_result,
-                "throughput_ratio_vs_baseline": ratios,
-                "added_latency_p50_ms_c1": added_ms(neuroq_result, baseline_result, "p50_ms"),
-                "added_latency_p99_ms_c1": added_ms(neuroq_result, baseline_result, "p99_ms"),
-                "median_of_levels_jobs_per_s": statistics.median(
-                    v["jobs_per_s"] for v in neuroq_result.values()
-                ),
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "load_avg_1min_after": round(os.getloadavg()[0], 2),
+                },
+                "paths": {
+                    path: compare(neuroq_result[path], baseline_result[path]) for path in paths
+                },
             },
             indent=2,
         )
