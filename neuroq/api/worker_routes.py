@@ -39,9 +39,12 @@ from neuroq.api.stopping import ServerStop
 from neuroq.config import Settings
 from neuroq.jobs import Job, is_path_safe, now_ms
 from neuroq.store.base import (
+    RECYCLING,
+    UNHEALTHY,
     Holder,
     JobStore,
     PostedResult,
+    TakeLook,
     queue_topic,
     stop_topic,
     wait_until,
@@ -51,9 +54,6 @@ log = logging.getLogger("neuroq.api.worker")
 
 #: the placeholder the SDK leaves unsubstituted when a job-take template names it (spec 2.2)
 POD_ID_PLACEHOLDER = "$RUNPOD_POD_ID"
-#: worker states set through this protocol (the store's WorkerInfo.state)
-RECYCLING = "recycling"
-UNHEALTHY = "unhealthy"
 #: a ping's status saying the worker stops cleanly (our extension)
 LEAVING = "leaving"
 #: largest batch handed out at once, whatever batch_size asks for
@@ -240,28 +240,29 @@ async def _take(request: Request, *, batch: bool) -> Response:
     except _BadRequest as exc:
         return error_response(400, str(exc))
     store, settings = call.store, call.settings
-    # A take renews no lease: =1 says the worker holds some job, not which, and =0 that it
-    # holds none (its stop signals are withdrawn). A delivery that never arrived then lapses.
-    state = await store.touch_worker(
-        call.endpoint_id,
-        call.worker_id,
-        now_ms(),
-        held_job_ids=[] if in_progress is False else None,
-    )
-    if state == RECYCLING:
-        return Response(status_code=204)
-
     stop = _server_stop(request)
     first = True
 
     async def check() -> list[Job] | _Gone | None:
         nonlocal first
-        # The first look needs no read of the worker's state: the touch just returned it.
-        recycling = not first and await _is_recycling(call)
-        first = False
-        if stop.stopping or await request.is_disconnected() or recycling:
+        if stop.stopping or await request.is_disconnected():
             return _GONE
-        jobs = await store.take(call.endpoint_id, call.worker_id, limit, now_ms(), call.lease_ms)
+        # Each look is one transaction. The first also records contact: a take renews no
+        # lease (=1 says the worker holds some job, not which, and =0 that it holds none, so
+        # its stop signals are withdrawn); a delivery that never arrived then lapses.
+        look = TakeLook(
+            call.endpoint_id,
+            call.worker_id,
+            limit,
+            now_ms(),
+            call.lease_ms,
+            touch=first,
+            held_job_ids=[] if in_progress is False else None,
+        )
+        state, jobs = await store.worker_take(look)
+        first = False
+        if state == RECYCLING:
+            return _GONE
         return jobs or None
 
     topic = queue_topic(call.endpoint_id)

@@ -137,6 +137,26 @@ class WebhookDelivery:
     next_attempt_at_ms: int
 
 
+#: worker states a worker sets through the protocol; once set they stick (see touch_worker)
+RECYCLING = "recycling"
+UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class TakeLook:
+    """One look of a job-take for `JobStore.worker_take`."""
+
+    endpoint_id: str
+    worker_id: str
+    limit: int
+    now_ms: int
+    lease_ms: int
+    #: record contact first (the first look of a take request)
+    touch: bool
+    #: as `touch_worker`'s: [] for job_in_progress=0, None when not said
+    held_job_ids: list[str] | None = None
+
+
 @dataclass(frozen=True)
 class WorkerInfo:
     worker_id: str
@@ -425,6 +445,13 @@ class JobStore(Protocol):
         stop_pending is cleared on jobs it no longer lists. Contact without a list renews no
         lease, so a delivery the worker never received lapses and is requeued while the worker
         goes on polling. `state` sets the worker state ("unhealthy", "recycling")."""
+        ...
+
+    async def worker_take(self, look: TakeLook) -> tuple[str | None, list[Job]]:
+        """One look of a job-take, in one transaction: with `look.touch`, record contact as
+        `touch_worker` does (`look.held_job_ids` as there); read the worker's state (None: not
+        registered); unless it is "recycling", `take` up to `look.limit` jobs. Returns the
+        state and the jobs taken."""
         ...
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:

@@ -136,7 +136,7 @@ class PostgresStore(OpStore):
             self.url,
             min_size=1,
             max_size=self._pool_max_size,
-            kwargs={"options": self._options},
+            kwargs={"options": self._options, "autocommit": True},
             configure=self._remember_backend,
             open=False,
         )
@@ -214,36 +214,50 @@ class PostgresStore(OpStore):
                 log.warning("PostgreSQL LISTEN connection failed, retrying: %s", exc)
                 await asyncio.sleep(LISTEN_RETRY_S)
 
-    async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
+    async def _run(
+        self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
+    ) -> T:
         """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
-        commit only) and publish them here at once. Never blocks the loop, heavy or not."""
-        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
+        commit only) and publish them here at once. Never blocks the loop, heavy or not. The
+        pool's connections are in autocommit mode, so a `one_read` statement runs alone, in
+        one round trip instead of three (BEGIN, the statement, COMMIT)."""
         committing = False
         try:
-            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                outcome: Outcome[T]
-                rows: list[tuple[Any, ...]] | None = None
-                while True:
-                    try:
-                        stmt = next(op) if rows is None else op.send(rows)
-                    except StopIteration as stop:
-                        outcome = stop.value
-                        break
-                    await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
-                    # Not `cur.description`: it builds a Column object per column (22 for a job)
-                    # on every statement, a measurable share of a finish's CPU.
-                    result = cur.pgresult
-                    returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
-                    rows = await cur.fetchall() if returned else []
-                for payload in _payloads(outcome.topics):
-                    await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
-                committing = True
+            async with self._pool.connection() as conn, conn.cursor() as cur:
+                if one_read and not write:
+                    outcome = await self._script(cur, op, one_statement=True)
+                else:
+                    async with conn.transaction():
+                        outcome = await self._script(cur, op)
+                        for payload in _payloads(outcome.topics):
+                            await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                        committing = True
         except psycopg.Error as exc:
             unavailable = None if committing else _unavailable(exc)
             if unavailable is None:
                 raise
             raise unavailable from exc
         return self._committed(outcome)
+
+    async def _script(
+        self, cur: psycopg.AsyncCursor[Any], op: Op[T], *, one_statement: bool = False
+    ) -> Outcome[T]:
+        """Run the statements `op` yields, sending each one the rows of the one before."""
+        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
+        rows: list[tuple[Any, ...]] | None = None
+        while True:
+            try:
+                stmt = next(op) if rows is None else op.send(rows)
+            except StopIteration as stop:
+                return stop.value
+            if one_statement and rows is not None:
+                raise RuntimeError(f"{stmt.name}: a second statement in a one_read operation")
+            await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
+            # Not `cur.description`: it builds a Column object per column (22 for a job) on
+            # every statement, a measurable share of a finish's CPU.
+            result = cur.pgresult
+            returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
+            rows = await cur.fetchall() if returned else []
 
 
 def _unavailable(exc: psycopg.Error) -> StoreUnavailable | None:

@@ -221,7 +221,9 @@ class SQLiteStore(OpStore):
             raise RuntimeError("SQLiteStore is not open: call open() first")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
+    async def _run(
+        self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
+    ) -> T:
         """Run one transaction script: on the event loop when the database is free and the
         operation is small, else on the database thread. Its topics are published on the
         event-loop thread, where the notifier's waiters live, even if the caller was cancelled

@@ -21,6 +21,7 @@ from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, JobStatus, NewJob, new_job_id
 from neuroq.store import events
 from neuroq.store.base import (
+    RECYCLING,
     TRUNCATED_LEVEL,
     FinishedMinute,
     Holder,
@@ -30,6 +31,7 @@ from neuroq.store.base import (
     PostedResult,
     QueueStats,
     SweepResult,
+    TakeLook,
     WebhookDelivery,
     WorkerInfo,
     ended_topics,
@@ -266,6 +268,23 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
     if ended:
         changes.append(events.JobsEnded(tuple(ended)))
     return Outcome(jobs, topics, changes)
+
+
+def worker_take(look: TakeLook) -> Op[tuple[str | None, list[Job]]]:
+    if look.touch:
+        contact = yield from touch_worker(
+            look.endpoint_id, look.worker_id, look.now_ms, look.held_job_ids, None, None, None
+        )
+        state: str | None = contact.value
+    else:
+        rows = yield Stmt("worker_state", {"worker_id": look.worker_id})
+        state = str(rows[0][0]) if rows else None
+    if state == RECYCLING or look.limit <= 0:
+        return Outcome((state, []))
+    taken = yield from take(
+        look.endpoint_id, look.worker_id, look.limit, look.now_ms, look.lease_ms
+    )
+    return Outcome((state, taken.value), taken.topics, taken.events)
 
 
 def release(job_ids: list[str], worker_id: str) -> Op[int]:

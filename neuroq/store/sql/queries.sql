@@ -220,6 +220,10 @@ WHERE worker_id = :worker_id AND stop_pending AND id NOT IN {ids}
 -- Terminal jobs the worker still holds and must be told to stop.
 SELECT id FROM jobs WHERE worker_id = :worker_id AND stop_pending ORDER BY seq
 
+-- name: worker_state
+-- One worker's state.
+SELECT state FROM workers WHERE worker_id = :worker_id
+
 -- name: worker_get
 -- One worker row.
 SELECT worker_id, endpoint_id, state, last_seen_ms FROM workers WHERE worker_id = :worker_id

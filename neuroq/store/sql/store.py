@@ -20,6 +20,7 @@ from neuroq.store.base import (
     PostedResult,
     QueueStats,
     SweepResult,
+    TakeLook,
     WebhookDelivery,
     WorkerInfo,
 )
@@ -46,9 +47,13 @@ class OpStore:
             self.events.emit(outcome.events)
         return outcome.value
 
-    async def _run(self, op: Op[T], *, write: bool, heavy: bool = False) -> T:
+    async def _run(
+        self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
+    ) -> T:
         """Run `op` as one transaction. `heavy` marks operations that may touch many rows
-        (sweeps, purges, dashboard scans): a store must not run those on the event loop."""
+        (sweeps, purges, dashboard scans): a store must not run those on the event loop.
+        `one_read` marks a read of exactly one statement, whose own snapshot is consistency
+        enough: PostgreSQL then spares it the BEGIN and COMMIT round trips."""
         raise NotImplementedError
 
     # -- clients ---------------------------------------------------------------------------
@@ -59,7 +64,7 @@ class OpStore:
         return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
 
     async def get(self, endpoint_id: str, job_id: str) -> Job | None:
-        return await self._run(ops.get(endpoint_id, job_id, now_ms()), write=False)
+        return await self._run(ops.get(endpoint_id, job_id, now_ms()), write=False, one_read=True)
 
     async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
         return await self._run(ops.cancel(endpoint_id, job_id, now_ms), write=True)
@@ -179,6 +184,9 @@ class OpStore:
     ) -> str:
         op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms, alias)
         return await self._run(op, write=True)
+
+    async def worker_take(self, look: TakeLook) -> tuple[str | None, list[Job]]:
+        return await self._run(ops.worker_take(look), write=True)
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:
         return await self._run(ops.jobs_to_stop(worker_id), write=False)
