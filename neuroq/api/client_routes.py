@@ -32,7 +32,7 @@ from neuroq.api.schemas import (
 from neuroq.api.stopping import ServerStop, server_stop
 from neuroq.config import Settings
 from neuroq.jobs import Job, NewJob, is_path_safe, new_job_id, now_ms
-from neuroq.store.base import JobStore, end_topic, job_topic
+from neuroq.store.base import JobStore, end_topic, job_topic, output_topic
 
 RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 300_000
@@ -114,7 +114,10 @@ async def _wait_job(
     endpoint_id, job_id = job.endpoint_id, job.id
 
     async def check() -> Job | None:
-        job = await _get_job(store, endpoint_id, job_id)
+        # Woken by its end in this process, the job is at hand: no read needed.
+        job = store.recently_ended(endpoint_id, job_id) or await _get_job(
+            store, endpoint_id, job_id
+        )
         return job if done(job) else None
 
     if timeout_ms > 0:
@@ -228,7 +231,7 @@ async def status(request: Request) -> Response:
     settings = _settings(request)
     wait_ms = parse_wait_ms(request, 0, 0, settings.status_max_wait_ms)
     ttl_ms = parse_query_ms(request, "ttl")
-    version = store.notifier.version(job_topic(job_id))
+    version = store.notifier.version(output_topic(job_id))
     job = await _get_job(store, endpoint_id, job_id)
     if wait_ms > 0 and not job.status.is_terminal:
         job = await _wait_job(
@@ -237,7 +240,7 @@ async def status(request: Request) -> Response:
             job,
             _hold_over(job.output_json),
             wait_ms,
-            topic=job_topic(job_id),
+            topic=output_topic(job_id),
             since=version,
         )
     if ttl_ms is not None:

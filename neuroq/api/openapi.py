@@ -206,8 +206,9 @@ def _paths() -> Schema:
     status_ok = _ok("The job's status object.", _ref("StatusObject"))
     wait_status = _ms_query(
         "wait",
-        "Hold the reply until the job's state or progress output changes, at most this many ms "
-        "(capped by the server's status_max_wait_ms). 0 or absent: answer at once.",
+        "Hold the reply until the job ends or its progress output changes (a worker taking "
+        "the job does not end the hold), at most this many ms (capped by the server's "
+        "status_max_wait_ms). 0 or absent: answer at once.",
     )
     ttl = _ms_query("ttl", "Keep the finished record at most this many ms from now.")
     status_op = _operation(

@@ -15,6 +15,8 @@ Topics published (helpers below build the names):
 - `job_topic(job_id)`: any change to that job (state, progress, stream chunk).
 - `end_topic(job_id)`: that job reached a terminal state (what runsync and status-sync wait
   for, so they are not woken by the steps in between).
+- `output_topic(job_id)`: that job's progress output changed or it ended (what status?wait
+  waits for, so a worker taking the job does not wake it).
 - `queue_topic(endpoint_id)`: a job became IN_QUEUE on that endpoint.
 - `stop_topic(worker_id)`: a job held by that worker needs a stop signal.
 """
@@ -41,9 +43,13 @@ def end_topic(job_id: str) -> str:
     return f"end:{job_id}"
 
 
-def ended_topics(job_id: str) -> tuple[str, str]:
+def output_topic(job_id: str) -> str:
+    return f"out:{job_id}"
+
+
+def ended_topics(job_id: str) -> tuple[str, str, str]:
     """What a transition to a terminal state publishes."""
-    return job_topic(job_id), end_topic(job_id)
+    return job_topic(job_id), end_topic(job_id), output_topic(job_id)
 
 
 def queue_topic(endpoint_id: str) -> str:
@@ -293,6 +299,12 @@ class JobStore(Protocol):
 
     async def get(self, endpoint_id: str, job_id: str) -> Job | None:
         """The job, or None when unknown, expired, or on another endpoint."""
+        ...
+
+    def recently_ended(self, endpoint_id: str, job_id: str) -> Job | None:
+        """The job as this process ended it moments ago, if nothing has changed it since; None
+        otherwise (then read it with `get`). No I/O: a long-poll woken by a job's end uses it
+        to answer without reading the job back."""
         ...
 
     async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:

@@ -36,6 +36,7 @@ from neuroq.store.base import (
     WorkerInfo,
     ended_topics,
     job_topic,
+    output_topic,
     queue_topic,
     stop_topic,
 )
@@ -310,7 +311,7 @@ def record_progress(
 ) -> Op[bool]:
     params = {"id": job_id, "output_json": output_json, **_fence(holder)}
     rows = yield Stmt("progress", {**params, "lease_until": _lease_until(now_ms, lease_ms)})
-    return Outcome(bool(rows), {job_topic(job_id)} if rows else set())
+    return Outcome(bool(rows), {job_topic(job_id), output_topic(job_id)} if rows else set())
 
 
 def append_stream(

@@ -7,10 +7,12 @@ transaction (a database thread, or an asyncio connection pool) and publishes its
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import TypeVar
 
 from neuroq.endpoints import EndpointConfig
 from neuroq.jobs import Job, NewJob, now_ms
+from neuroq.store import events
 from neuroq.store.base import (
     FinishedMinute,
     Holder,
@@ -23,12 +25,19 @@ from neuroq.store.base import (
     TakeLook,
     WebhookDelivery,
     WorkerInfo,
+    job_topic,
 )
 from neuroq.store.events import StoreEvents
 from neuroq.store.sql import ops
 from neuroq.store.sql.ops import Op, Outcome
 
 T = TypeVar("T")
+
+#: how many just-ended jobs `recently_ended` keeps, and the largest output or error (in
+#: characters) it keeps one with: enough for the long-polls of a busy server's last moments,
+#: small enough to bound the memory (at most about 16 MB)
+ENDED_CACHE_SIZE = 1024
+ENDED_CACHE_MAX_CHARS = 16_384
 
 
 class OpStore:
@@ -37,6 +46,9 @@ class OpStore:
     notifier: Notifier
     events: StoreEvents
     recheck_s: float
+    #: jobs this process just ended, with their job topic's version right after: see
+    #: `recently_ended` (created on first use, so subclasses need not call a base __init__)
+    _ended: OrderedDict[str, tuple[Job, int]] | None = None
 
     def _committed(self, outcome: Outcome[T]) -> T:
         """What every store does once a transaction has committed: wake this process's waiters
@@ -44,8 +56,36 @@ class OpStore:
         if outcome.topics:
             self.notifier.publish_all(outcome.topics)
         if outcome.events:
+            for event in outcome.events:
+                if isinstance(event, events.JobsEnded):
+                    self._remember_ended(event.jobs)
             self.events.emit(outcome.events)
         return outcome.value
+
+    def _remember_ended(self, jobs: tuple[Job, ...]) -> None:
+        ended = self._ended
+        if ended is None:
+            ended = self._ended = OrderedDict()
+        for job in jobs:
+            if len(job.output_json or "") + len(job.error_json or "") > ENDED_CACHE_MAX_CHARS:
+                continue
+            ended[job.id] = (job, self.notifier.version(job_topic(job.id)))
+            ended.move_to_end(job.id)
+        while len(ended) > ENDED_CACHE_SIZE:
+            ended.popitem(last=False)
+
+    def recently_ended(self, endpoint_id: str, job_id: str) -> Job | None:
+        """The job as this process ended it moments ago, if nothing about it has changed since
+        (its job topic has not moved: a retry, here or in another process that notified us,
+        moves it); else None, and the caller reads the store. It spares a long-poll woken by
+        that very end a read of the job it was just handed."""
+        entry = self._ended.get(job_id) if self._ended is not None else None
+        if entry is None:
+            return None
+        job, version = entry
+        if job.endpoint_id != endpoint_id or self.notifier.version(job_topic(job_id)) != version:
+            return None
+        return job
 
     async def _run(
         self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
