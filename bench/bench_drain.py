@@ -40,6 +40,7 @@ from typing import Any
 import psycopg
 from bench_jobs import (
     API_KEY,
+    backend_pids,
     bench_env,
     cpu_s,
     percentile,
@@ -96,15 +97,6 @@ async def submit_queue(url: str, jobs: int) -> list[float]:
 
         await asyncio.gather(*(one_loop() for _ in range(SUBMIT_LOOPS)))
     return latencies
-
-
-def backend_pids(url: str, application_name: str) -> list[int]:
-    """The PostgreSQL backends a server opened (they carry its application_name)."""
-    with psycopg.connect(url) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
-        ).fetchall()
-    return [int(pid) for (pid,) in rows]
 
 
 def drain_span(store: str, data_dir: Path, url: str | None, since_ms: int) -> dict[str, Any]:

@@ -18,19 +18,23 @@ IN_QUEUE, so it is the ceiling for any server), then `neuroq serve` (embedded SQ
 Each target is driven at each concurrency level (1, 8 and 64 loops), one path after the other
 at each level, for `--seconds` each. Prints one JSON object with, per path: jobs/s, the latency
 of one submit-and-wait (p50/p99, ms), HTTP requests per job, and the CPU milliseconds per job
-of each process (client, server, worker), for both targets; the ratio of our jobs/s to the
-baseline's; and what our path adds to the baseline's p50 and p99 at concurrency 1. Everything
-shares this machine's cores, as it would on a laptop.
+of each process (client, server, worker and, with `--store`, the PostgreSQL backends serving
+the server), for both targets; the ratio of our jobs/s to the baseline's; and what our path adds
+to the baseline's p50 and p99 at concurrency 1. Everything shares this machine's cores, as it
+would on a laptop.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import platform
 import resource
+import secrets
 import shutil
 import signal
 import socket
@@ -39,11 +43,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
 from neuroq.client._core import Request
 from neuroq.client.aio import AsyncEndpoint
@@ -201,15 +206,17 @@ def measure(
     seconds: float,
     processes: dict[str, subprocess.Popen[bytes]] | None = None,
     path: str = "runsync",
+    postgres_pids: Callable[[], list[int]] | None = None,
 ) -> dict[str, Any]:
     """jobs/s, latency and requests per job by `path` at each concurrency level, and the CPU
-    milliseconds per job of this client and of each of `processes` (read from /proc where it
-    exists)."""
+    milliseconds per job of this client, of each of `processes` and of the PostgreSQL backends
+    `postgres_pids` lists (read from /proc where it exists)."""
     watched = {"client": None, **{name: p.pid for name, p in (processes or {}).items()}}
     can_read = Path("/proc/self/stat").exists()
     result: dict[str, Any] = {}
     for concurrency in levels:
         before = {name: cpu_s(pid) for name, pid in watched.items()} if can_read else {}
+        pg_before = _group_cpu(postgres_pids()) if can_read and postgres_pids else {}
         count, latencies, requests = asyncio.run(drive(base_urls, concurrency, seconds, path))
         row: dict[str, Any] = {
             "jobs_per_s": round(count / seconds, 1),
@@ -223,6 +230,10 @@ def measure(
                 name: round((cpu_s(pid) - before[name]) * 1000 / count, 3)
                 for name, pid in watched.items()
             }
+            if postgres_pids:
+                after = _group_cpu(postgres_pids())
+                spent = sum(t - pg_before.get(pid, 0.0) for pid, t in after.items())
+                row["cpu_ms_per_job"]["postgres"] = round(spent * 1000 / count, 3)
         result[str(concurrency)] = row
     return result
 
@@ -233,13 +244,38 @@ def measure_paths(
     seconds: float,
     paths: list[str],
     processes: dict[str, subprocess.Popen[bytes]] | None = None,
+    postgres_pids: Callable[[], list[int]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """`measure` for each path, the paths taking turns at each level: path -> level -> row."""
     result: dict[str, dict[str, Any]] = {path: {} for path in paths}
     for level in levels:
         for path in paths:
-            result[path].update(measure(base_urls, [level], seconds, processes, path))
+            row = measure(base_urls, [level], seconds, processes, path, postgres_pids)
+            result[path].update(row)
     return result
+
+
+def _group_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each of `pids` still alive."""
+    spent: dict[int, float] = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):  # the backend exited
+            spent[pid] = cpu_s(pid)
+    return spent
+
+
+def backend_pids(url: str, application_name: str) -> list[int]:
+    """The PostgreSQL backends a server opened (they carry its application_name)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (application_name,)
+        ).fetchall()
+    return [int(pid) for (pid,) in rows]
+
+
+def with_application_name(url: str, name: str) -> str:
+    """`url` with `application_name=name`, so the server's backends can be found."""
+    return f"{url}{'&' if '?' in url else '?'}application_name={name}"
 
 
 def added_ms(ours: dict[str, Any], baseline: dict[str, Any], key: str) -> float | None:
@@ -292,6 +328,7 @@ def main() -> None:
     env = bench_env()
     data_dir = Path(tempfile.mkdtemp(prefix="neuroq-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
+    schema: str | None = None
     try:
         base_port = free_port()
         baseline = subprocess.Popen(
@@ -306,17 +343,34 @@ def main() -> None:
         )
         stop(baseline)
 
-        server, url = start_server(data_dir, env, args.store)
+        store = args.store
+        postgres_pids = None
+        if store:
+            # A fresh schema, dropped afterwards: rows left by earlier runs (dead ones too,
+            # where autovacuum is off) would slow this one down.
+            schema = f"bench_jobs_{secrets.token_hex(4)}"
+            store = with_application_name(store, f"neuroq-{schema}")
+            store = f"{store}&schema={schema}"
+            postgres_pids = functools.partial(backend_pids, args.store, f"neuroq-{schema}")
+        server, url = start_server(data_dir, env, store)
         procs.append(server)
         worker = start_noop_worker(url, "bench", args.worker_concurrency, env)
         procs.append(worker)
         neuroq_result = measure_paths(
-            [f"{url}/v2"], levels, args.seconds, paths, {"server": server, "worker": worker}
+            [f"{url}/v2"],
+            levels,
+            args.seconds,
+            paths,
+            {"server": server, "worker": worker},
+            postgres_pids,
         )
     finally:
         for proc in reversed(procs):
             stop(proc)
         shutil.rmtree(data_dir, ignore_errors=True)
+        if schema is not None:
+            with psycopg.connect(args.store, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
     print(
         json.dumps(

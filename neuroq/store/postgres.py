@@ -215,29 +215,47 @@ class PostgresStore(OpStore):
                 await asyncio.sleep(LISTEN_RETRY_S)
 
     async def _run(
-        self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
+        self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
     ) -> T:
         """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
-        commit only) and publish them here at once. Never blocks the loop, heavy or not. The
-        pool's connections are in autocommit mode, so a `one_read` statement runs alone, in
-        one round trip instead of three (BEGIN, the statement, COMMIT)."""
+        commit only) and publish them here at once. Never blocks the loop, heavy or not.
+
+        The pool's connections are in autocommit mode, so a `one_statement` operation runs as
+        its own transaction: one round trip instead of three (BEGIN, the statement, COMMIT),
+        and a write's NOTIFY follows in a second. A lost connection leaves such a write's fate
+        unknown, like a lost COMMIT: only an error the server reported (it has an SQLSTATE)
+        says it did not happen."""
         committing = False
         try:
             async with self._pool.connection() as conn, conn.cursor() as cur:
-                if one_read and not write:
+                if one_statement:
+                    committing = write
                     outcome = await self._script(cur, op, one_statement=True)
+                    if outcome.topics:
+                        await self._notify_after(cur, outcome.topics)
                 else:
                     async with conn.transaction():
                         outcome = await self._script(cur, op)
-                        for payload in _payloads(outcome.topics):
-                            await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                        await self._notify(cur, outcome.topics)
                         committing = True
         except psycopg.Error as exc:
-            unavailable = None if committing else _unavailable(exc)
+            unavailable = None if committing and exc.sqlstate is None else _unavailable(exc)
             if unavailable is None:
                 raise
             raise unavailable from exc
         return self._committed(outcome)
+
+    async def _notify(self, cur: psycopg.AsyncCursor[Any], topics: set[str]) -> None:
+        for payload in _payloads(topics):
+            await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+    async def _notify_after(self, cur: psycopg.AsyncCursor[Any], topics: set[str]) -> None:
+        """NOTIFY for a write that has committed already: should it fail, the write still
+        stands, and other servers see it at their next re-check (`recheck_s`)."""
+        try:
+            await self._notify(cur, topics)
+        except psycopg.Error as exc:
+            log.warning("NOTIFY after a committed write failed (others re-check): %s", exc)
 
     async def _script(
         self, cur: psycopg.AsyncCursor[Any], op: Op[T], *, one_statement: bool = False
@@ -251,7 +269,7 @@ class PostgresStore(OpStore):
             except StopIteration as stop:
                 return stop.value
             if one_statement and rows is not None:
-                raise RuntimeError(f"{stmt.name}: a second statement in a one_read operation")
+                raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
             await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
             # Not `cur.description`: it builds a Column object per column (22 for a job) on
             # every statement, a measurable share of a finish's CPU.

@@ -222,7 +222,7 @@ class SQLiteStore(OpStore):
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     async def _run(
-        self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
+        self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
     ) -> T:
         """Run one transaction script: on the event loop when the database is free and the
         operation is small, else on the database thread. Its topics are published on the

@@ -88,12 +88,12 @@ class OpStore:
         return job
 
     async def _run(
-        self, op: Op[T], *, write: bool, heavy: bool = False, one_read: bool = False
+        self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
     ) -> T:
         """Run `op` as one transaction. `heavy` marks operations that may touch many rows
         (sweeps, purges, dashboard scans): a store must not run those on the event loop.
-        `one_read` marks a read of exactly one statement, whose own snapshot is consistency
-        enough: PostgreSQL then spares it the BEGIN and COMMIT round trips."""
+        `one_statement` marks an operation of exactly one statement, which is a transaction by
+        itself: PostgreSQL then spares it the BEGIN and COMMIT round trips."""
         raise NotImplementedError
 
     # -- clients ---------------------------------------------------------------------------
@@ -101,10 +101,14 @@ class OpStore:
     async def submit(
         self, new: NewJob, now_ms: int, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
+        # Without a key the submit is one INSERT; a key may look up, delete and insert.
+        op = ops.submit(new, now_ms, idempotency_key)
+        return await self._run(op, write=True, one_statement=idempotency_key is None)
 
     async def get(self, endpoint_id: str, job_id: str) -> Job | None:
-        return await self._run(ops.get(endpoint_id, job_id, now_ms()), write=False, one_read=True)
+        return await self._run(
+            ops.get(endpoint_id, job_id, now_ms()), write=False, one_statement=True
+        )
 
     async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:
         return await self._run(ops.cancel(endpoint_id, job_id, now_ms), write=True)
