@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
-from neuroq.jobs import JobStatus, NewJob
+from neuroq.jobs import Job, JobStatus, NewJob
 from neuroq.store import events
 from neuroq.store.base import Holder, JobStore, PostedResult, end_topic
 
@@ -31,13 +32,7 @@ async def test_each_result_is_judged_as_finish_would(store: JobStore, t0: int) -
         endpoint_id=EP,
     )
 
-    assert [job.status if job else None for job in done] == [
-        JobStatus.COMPLETED,
-        JobStatus.FAILED,
-        None,
-        None,
-        None,
-    ]
+    assert _statuses(done) == ["COMPLETED", "FAILED", None, None, None]
     got_a, got_b, got_c = [await store.get(EP, job.id) for job in (a, b, c)]
     assert got_a is not None and got_a.output_json == '"ok"'
     assert got_b is not None and got_b.error_json == '"boom"'
@@ -75,3 +70,52 @@ async def test_batches_sharing_jobs_in_opposite_orders_do_not_deadlock(
     )
     # Each job ended exactly once, by one batch or the other.
     assert all((a is None) != (b is None) for a, b in zip(first, second[::-1], strict=True))
+
+
+async def test_one_posters_batch_is_judged_as_finish_would(store: JobStore, t0: int) -> None:
+    """The route's case: every result from one worker, each naming its own attempt."""
+    for i in range(5):
+        await store.submit(NewJob(EP, str(i)), t0)
+    a, b, c, d, e = await store.take(EP, "w1", 5, t0, 60_000)
+    await store.cancel(EP, d.id, t0)  # d's worker is to stop: stop_pending until it lets go
+    assert await store.jobs_to_stop("w1") == [d.id]
+    w1 = Holder("w1")
+    done = await store.finish_many(
+        [
+            PostedResult(a.id, '"ok"', None, Holder("w1", attempt=0)),
+            PostedResult(b.id, None, '"boom"', w1),
+            PostedResult(c.id, '"stale"', None, Holder("w1", attempt=3)),  # an older attempt
+            PostedResult(c.id, '"fresh"', None, Holder("w1", attempt=0)),  # the same job again
+            PostedResult(d.id, '"late"', None, w1),  # cancelled meanwhile
+            PostedResult("no-such-job", '"x"', None, w1),
+            PostedResult(e.id, '{"big": [1, "\\u00e9"]}', None, w1),
+        ],
+        now_ms=t0 + 1,
+        endpoint_id=EP,
+    )
+    assert _statuses(done) == ["COMPLETED", "FAILED", None, "COMPLETED", None, None, "COMPLETED"]
+    stored = {job.id: await store.get(EP, job.id) for job in (a, b, c, d, e)}
+    assert stored[a.id].output_json == '"ok"'  # type: ignore[union-attr]
+    assert stored[b.id].error_json == '"boom"'  # type: ignore[union-attr]
+    assert stored[c.id].output_json == '"fresh"'  # type: ignore[union-attr]
+    assert stored[d.id].status is JobStatus.CANCELLED  # type: ignore[union-attr]
+    assert stored[e.id].output_json == '{"big": [1, "\\u00e9"]}'  # type: ignore[union-attr]
+    assert done[0] == stored[a.id] and done[6] == stored[e.id]
+    assert await store.jobs_to_stop("w1") == []  # its result let go of the cancelled job
+
+
+async def test_a_batch_queues_the_webhooks_of_the_jobs_it_ends(store: JobStore, t0: int) -> None:
+    hooked, _ = await store.submit(NewJob(EP, "1", webhook="https://hook.example/a"), t0)
+    plain, _ = await store.submit(NewJob(EP, "2"), t0)
+    await store.take(EP, "w1", 2, t0, 60_000)
+    results = [PostedResult(j.id, '"ok"', None, Holder("w1")) for j in (hooked, plain)]
+    done = await store.finish_many(results, now_ms=t0 + 1, endpoint_id=EP)
+    assert all(job is not None for job in done)
+    (delivery,) = await store.job_webhooks(hooked.id)
+    assert delivery.url == "https://hook.example/a"
+    assert json.loads(delivery.body_json)["output"] == "ok"
+    assert await store.job_webhooks(plain.id) == []
+
+
+def _statuses(done: list[Job | None]) -> list[str | None]:
+    return [job.status.value if job else None for job in done]

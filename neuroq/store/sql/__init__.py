@@ -42,6 +42,10 @@ _DIALECT_MACROS: dict[str, dict[str, str]] = {
         "log_rows": "(SELECT CAST(key AS INTEGER) AS i, json_extract(value, '$[0]') AS at_ms,"
         " json_extract(value, '$[1]') AS level, json_extract(value, '$[2]') AS line"
         " FROM json_each(:rows))",
+        "result_rows": "(SELECT json_extract(value, '$[0]') AS r_id,"
+        " json_extract(value, '$[1]') AS r_status, json_extract(value, '$[2]') AS r_output,"
+        " json_extract(value, '$[3]') AS r_error, json_extract(value, '$[4]') AS r_attempt"
+        " FROM json_each(:rows))",
     },
     "postgres": {
         "ids": "(SELECT unnest(CAST(:ids AS TEXT[])))",
@@ -51,6 +55,9 @@ _DIALECT_MACROS: dict[str, dict[str, str]] = {
         "log_rows": "(SELECT CAST(e.ord AS BIGINT) - 1 AS i, CAST(e.value->>0 AS BIGINT) AS at_ms,"
         " e.value->>1 AS level, e.value->>2 AS line"
         " FROM jsonb_array_elements(CAST(:rows AS JSONB)) WITH ORDINALITY AS e(value, ord))",
+        "result_rows": "(SELECT e->>0 AS r_id, e->>1 AS r_status, e->>2 AS r_output,"
+        " e->>3 AS r_error, CAST(e->>4 AS BIGINT) AS r_attempt"
+        " FROM jsonb_array_elements(CAST(:rows AS JSONB)) AS e)",
     },
 }
 

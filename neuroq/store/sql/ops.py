@@ -410,9 +410,43 @@ def finish_many(
 ) -> Op[list[Job | None]]:
     values: list[Job | None] = [None] * len(results)
     topics: set[str] = set()
-    # Rows are locked in id order, so two batches (or a batch and a purge) that share jobs
-    # cannot deadlock on PostgreSQL by locking them in opposite orders.
-    for i in sorted(range(len(results)), key=lambda i: results[i].job_id):
+    # One statement for the batch when one poster sent it (the route's case): each job's
+    # first result, in job-id order, so rows are locked in that order and two batches (or a
+    # batch and a purge) sharing jobs cannot deadlock on PostgreSQL. A job named again in the
+    # same batch is judged after, one by one, as `finish` would.
+    order = sorted(range(len(results)), key=lambda i: results[i].job_id)
+    first: dict[str, int] = {}
+    for i in order:
+        first.setdefault(results[i].job_id, i)
+    holders = {(r.holder.worker_id, r.holder.alias) if r.holder else None for r in results}
+    single: list[int] = []
+    if len(first) > 1 and len(holders) == 1:
+        single = list(first.values())
+        holder = results[single[0]].holder
+        batch = [_result_row(results[i]) for i in single]
+        rows = yield Stmt(
+            "finish_batch",
+            {
+                "rows": json.dumps(batch),
+                "now": now_ms,
+                "endpoint_id": endpoint_id,
+                "worker_id": holder.worker_id if holder else None,
+                "alias": holder.alias if holder else None,
+            },
+        )
+        by_id = {job.id: job for job in (yield from _terminal(rows, now_ms))}
+        for i in single:
+            r = results[i]
+            job = by_id.get(r.job_id)
+            values[i] = job
+            if job is not None:
+                topics.update(ended_topics(r.job_id))
+            else:  # terminal already (or never ours): the worker has let go of it all the same
+                yield Stmt("let_go", {"id": r.job_id, **_fence(r.holder)})
+    done_already = set(single)
+    for i in order:
+        if i in done_already:
+            continue
         r = results[i]
         done = yield from finish(
             r.job_id, r.output_json, r.error_json, now_ms, r.holder, endpoint_id
@@ -421,6 +455,13 @@ def finish_many(
         topics |= done.topics
     ended = tuple(job for job in values if job is not None)
     return Outcome(values, topics, [events.JobsEnded(ended)] if ended else [])
+
+
+def _result_row(result: PostedResult) -> list[Any]:
+    """One row of `{result_rows}`: what `finish` would set for this result."""
+    status = JobStatus.COMPLETED if result.error_json is None else JobStatus.FAILED
+    attempt = result.holder.attempt if result.holder else None
+    return [result.job_id, status.value, result.output_json, result.error_json, attempt]
 
 
 def touch_worker(

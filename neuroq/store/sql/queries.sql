@@ -12,6 +12,8 @@
 --                  always primary-key look-ups, never a scan of the table)
 --   {log_rows}     the rows of the JSON text :rows ([[at_ms, level, line], ...]) as i (from 0),
 --                  at_ms, level, line
+--   {result_rows}  the rows of the JSON text :rows ([[id, status, output_json, error_json,
+--                  attempt], ...]) as r_id, r_status, r_output, r_error, r_attempt
 
 -- name: find_by_key
 -- The job holding an idempotency key on an endpoint, retained or not.
@@ -147,6 +149,19 @@ SET status = :status, output_json = :output_json, error_json = :error_json,
     expires_at_ms = {expires}
 WHERE id = :id AND status = 'IN_PROGRESS' AND {held}
   AND (CAST(:endpoint_id AS TEXT) IS NULL OR endpoint_id = :endpoint_id)
+RETURNING {job}
+
+-- name: finish_batch
+-- `finish` for each of a batch of results of one poster (each row with its own attempt).
+UPDATE jobs
+SET status = r.r_status, output_json = r.r_output, error_json = r.r_error,
+    finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = FALSE,
+    expires_at_ms = {expires}
+FROM {result_rows} AS r
+WHERE jobs.id = r.r_id AND jobs.status = 'IN_PROGRESS'
+  AND (CAST(:worker_id AS TEXT) IS NULL OR jobs.worker_id = :worker_id OR jobs.worker_id = :alias)
+  AND (r.r_attempt IS NULL OR jobs.retries = r.r_attempt)
+  AND (CAST(:endpoint_id AS TEXT) IS NULL OR jobs.endpoint_id = :endpoint_id)
 RETURNING {job}
 
 -- name: let_go
