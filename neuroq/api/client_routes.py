@@ -113,9 +113,11 @@ async def _wait_job(
         return job
     endpoint_id, job_id = job.endpoint_id, job.id
 
+    mark = store.ended_mark()
+
     async def check() -> Job | None:
         # Woken by its end in this process, the job is at hand: no read needed.
-        job = store.recently_ended(endpoint_id, job_id) or await _get_job(
+        job = store.recently_ended(endpoint_id, job_id, mark) or await _get_job(
             store, endpoint_id, job_id
         )
         return job if done(job) else None

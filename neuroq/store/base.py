@@ -301,10 +301,18 @@ class JobStore(Protocol):
         """The job, or None when unknown, expired, or on another endpoint."""
         ...
 
-    def recently_ended(self, endpoint_id: str, job_id: str) -> Job | None:
-        """The job as this process ended it moments ago, if nothing has changed it since; None
-        otherwise (then read it with `get`). No I/O: a long-poll woken by a job's end uses it
-        to answer without reading the job back."""
+    def ended_mark(self) -> int:
+        """A mark to pass to `recently_ended`: how many jobs this process has ended so far."""
+        ...
+
+    def recently_ended(self, endpoint_id: str, job_id: str, after: int) -> Job | None:
+        """The job as this process ended it, if it ended after `after` (an `ended_mark` taken
+        once the caller had read the job) and nothing has changed it since (its job topic has
+        not moved: a retry here, or one in another process that notified us, moves it); else
+        None, and the caller reads the store. No I/O: it spares a long-poll woken by that very
+        end a read of the job it was just handed. The mark keeps an end older than the
+        caller's own read from ever answering it (a retry in another process whose NOTIFY has
+        not arrived yet)."""
         ...
 
     async def cancel(self, endpoint_id: str, job_id: str, now_ms: int) -> Job | None:

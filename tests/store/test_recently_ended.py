@@ -25,27 +25,32 @@ async def test_output_topic_moves_on_progress_and_the_end_only(store: JobStore, 
 
 async def test_recently_ended_is_the_job_as_it_ended(store: JobStore, t0: int) -> None:
     job, _ = await store.submit(NewJob(EP, "1"), t0)
-    assert store.recently_ended(EP, job.id) is None
+    mark = store.ended_mark()
+    assert store.recently_ended(EP, job.id, mark) is None
     await store.take(EP, "w1", 1, t0, LEASE)
     ended = await store.finish(
         job.id, output_json=None, error_json='"boom"', now_ms=t0 + 1, holder=Holder("w1")
     )
     assert ended is not None
-    assert store.recently_ended(EP, job.id) == ended == await store.get(EP, job.id)
-    assert store.recently_ended("another-endpoint", job.id) is None
+    assert store.recently_ended(EP, job.id, mark) == ended == await store.get(EP, job.id)
+    assert store.recently_ended("another-endpoint", job.id, mark) is None
+    # Not for a caller that read the job after it ended: its read may be newer (a retry in
+    # another server whose NOTIFY is still on its way).
+    assert store.recently_ended(EP, job.id, store.ended_mark()) is None
     # A retry changes the job: from then on only the store knows it.
     retried = await store.retry(EP, job.id, t0 + 2)
     assert retried is not None and retried.status is JobStatus.IN_QUEUE
-    assert store.recently_ended(EP, job.id) is None
+    assert store.recently_ended(EP, job.id, mark) is None
 
 
 async def test_batches_and_cancels_are_remembered_too(store: JobStore, t0: int) -> None:
     a, _ = await store.submit(NewJob(EP, "1"), t0)
     b, _ = await store.submit(NewJob(EP, "2"), t0)
+    mark = store.ended_mark()
     cancelled = await store.cancel(EP, a.id, t0 + 1)
-    assert cancelled is not None and store.recently_ended(EP, a.id) == cancelled
+    assert cancelled is not None and store.recently_ended(EP, a.id, mark) == cancelled
     await store.take(EP, "w1", 1, t0, LEASE)
     (done,) = await store.finish_many(
         [PostedResult(b.id, '"ok"', None, Holder("w1"))], now_ms=t0 + 2, endpoint_id=EP
     )
-    assert done is not None and store.recently_ended(EP, b.id) == done
+    assert done is not None and store.recently_ended(EP, b.id, mark) == done

@@ -46,9 +46,11 @@ class OpStore:
     notifier: Notifier
     events: StoreEvents
     recheck_s: float
-    #: jobs this process just ended, with their job topic's version right after: see
-    #: `recently_ended` (created on first use, so subclasses need not call a base __init__)
-    _ended: OrderedDict[str, tuple[Job, int]] | None = None
+    #: jobs this process just ended, with their job topic's version right after and the
+    #: `ended_mark` they were given: see `recently_ended` (created on first use, so subclasses
+    #: need not call a base __init__)
+    _ended: OrderedDict[str, tuple[Job, int, int]] | None = None
+    _ended_count = 0
 
     def _committed(self, outcome: Outcome[T]) -> T:
         """What every store does once a transaction has committed: wake this process's waiters
@@ -67,23 +69,28 @@ class OpStore:
         if ended is None:
             ended = self._ended = OrderedDict()
         for job in jobs:
+            self._ended_count += 1
             if len(job.output_json or "") + len(job.error_json or "") > ENDED_CACHE_MAX_CHARS:
                 continue
-            ended[job.id] = (job, self.notifier.version(job_topic(job.id)))
+            version = self.notifier.version(job_topic(job.id))
+            ended[job.id] = (job, version, self._ended_count)
             ended.move_to_end(job.id)
         while len(ended) > ENDED_CACHE_SIZE:
             ended.popitem(last=False)
 
-    def recently_ended(self, endpoint_id: str, job_id: str) -> Job | None:
-        """The job as this process ended it moments ago, if nothing about it has changed since
-        (its job topic has not moved: a retry, here or in another process that notified us,
-        moves it); else None, and the caller reads the store. It spares a long-poll woken by
-        that very end a read of the job it was just handed."""
+    def ended_mark(self) -> int:
+        return self._ended_count
+
+    def recently_ended(self, endpoint_id: str, job_id: str, after: int) -> Job | None:
         entry = self._ended.get(job_id) if self._ended is not None else None
         if entry is None:
             return None
-        job, version = entry
-        if job.endpoint_id != endpoint_id or self.notifier.version(job_topic(job_id)) != version:
+        job, version, mark = entry
+        if (
+            mark <= after
+            or job.endpoint_id != endpoint_id
+            or self.notifier.version(job_topic(job_id)) != version
+        ):
             return None
         return job
 
