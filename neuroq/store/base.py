@@ -455,9 +455,8 @@ class JobStore(Protocol):
         state: str | None = None,
         lease_ms: int | None = None,
         alias: str | None = None,
-    ) -> str:
-        """Record contact from a worker (which keeps the worker itself from being lost); returns
-        the worker's state after it (so a take learns it is recycling without another read).
+    ) -> None:
+        """Record contact from a worker (which keeps the worker itself from being lost).
 
         Leases are renewed only by evidence that the worker holds *that* job: with
         `held_job_ids` (a ping's list, or [] for a take with job_in_progress=0) and `lease_ms`,

@@ -473,6 +473,7 @@ def touch_worker(
     lease_ms: int | None,
     alias: str | None,
 ) -> Op[str]:
+    """Returns the worker's state after the contact (`worker_take` acts on it)."""
     rows = yield Stmt(
         "touch_worker",
         {"worker_id": worker_id, "endpoint_id": endpoint_id, "state": state, "now": now_ms},

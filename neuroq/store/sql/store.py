@@ -232,9 +232,9 @@ class OpStore:
         state: str | None = None,
         lease_ms: int | None = None,
         alias: str | None = None,
-    ) -> str:
+    ) -> None:
         op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms, alias)
-        return await self._run(op, write=True)
+        await self._run(op, write=True)
 
     async def worker_take(self, look: TakeLook) -> tuple[str | None, list[Job]]:
         return await self._run(ops.worker_take(look), write=True)
