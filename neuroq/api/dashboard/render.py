@@ -27,7 +27,7 @@ from neuroq.api.dashboard.forms import PAGE_SIZE, SINCE_CHOICES, JobFilter
 from neuroq.api.dashboard.history import PLOT_WINDOW_MS
 from neuroq.api.metrics import worker_state
 from neuroq.endpoints import EndpointConfig, ScalerType
-from neuroq.jobs import Job, JobStatus
+from neuroq.jobs import TERMINAL, Job, JobStatus
 from neuroq.store.base import FinishedMinute, LogLine, WebhookDelivery, WorkerInfo
 
 #: at most this many stream chunks are shown on a job page (the newest)
@@ -44,7 +44,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 _STATUS_CLASS = {s: s.value.lower().replace("_", "-") for s in JobStatus}
-_FINISHED = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
+#: the terminal states, in JobStatus order (the order of the endpoint table's columns)
+_FINISHED = tuple(s.value for s in JobStatus if s in TERMINAL)
 
 
 def h(value: object) -> str:
