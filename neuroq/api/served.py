@@ -13,12 +13,15 @@ own workers may still be starting. A job taken but since TIMED_OUT or CANCELLED,
 after its retention, does not count: an endpoint idle for longer than the retention with no
 worker up warns again, which is true enough to be worth saying.
 
-/run is on the hot path (about 1,700 jobs/s), so the answer is cached per endpoint for
-CACHE_S seconds in this process; a worker that starts silences the warning within that time.
+/run is on the hot path (over a thousand jobs/s), so the answer is cached per endpoint in this
+process: "not served" for CACHE_S seconds, so a worker that starts silences the warning within
+that time, and "served" (which stays true while the endpoint's workers or taken jobs last) for
+SERVED_CACHE_S. Submits that find the answer expired share one look at the store.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from starlette.requests import Request
@@ -27,8 +30,10 @@ from neuroq.jobs import now_ms
 from neuroq.store.base import JobStore
 
 HEADER = "X-NeuroQ-Warning"
-#: how long one answer is reused for an endpoint
+#: how long a "not served" answer is reused for an endpoint
 CACHE_S = 3.0
+#: how long a "served" answer is reused for an endpoint
+SERVED_CACHE_S = 30.0
 #: more endpoints than this in the cache: the expired entries are dropped
 _MAX_ENTRIES = 1024
 
@@ -54,21 +59,33 @@ async def is_served(store: JobStore, endpoint_id: str) -> bool:
 
 
 class ServedCache:
-    """`is_served` answers per endpoint, each reused for CACHE_S seconds."""
+    """`is_served` answers per endpoint, each reused for CACHE_S or SERVED_CACHE_S seconds."""
 
     def __init__(self) -> None:
         self._answers: dict[str, tuple[float, bool]] = {}
+        self._looks: dict[str, asyncio.Future[bool]] = {}
 
     async def served(self, store: JobStore, endpoint_id: str) -> bool:
         now = time.monotonic()
         cached = self._answers.get(endpoint_id)
         if cached is not None and cached[0] > now:
             return cached[1]
-        answer = await is_served(store, endpoint_id)
+        look = self._looks.get(endpoint_id)
+        if look is None:
+            look = self._looks[endpoint_id] = asyncio.ensure_future(is_served(store, endpoint_id))
+            look.add_done_callback(lambda done: self._remember(endpoint_id, done))
+        # shield: a submit that goes away does not cancel the look the others wait for
+        return await asyncio.shield(look)
+
+    def _remember(self, endpoint_id: str, look: asyncio.Future[bool]) -> None:
+        del self._looks[endpoint_id]
+        if look.cancelled() or look.exception() is not None:
+            return
+        now = time.monotonic()
         if len(self._answers) >= _MAX_ENTRIES:
             self._answers = {k: v for k, v in self._answers.items() if v[0] > now}
-        self._answers[endpoint_id] = (now + CACHE_S, answer)
-        return answer
+        answer = look.result()
+        self._answers[endpoint_id] = (now + (SERVED_CACHE_S if answer else CACHE_S), answer)
 
 
 async def warning_headers(request: Request, endpoint_id: str) -> dict[str, str]:

@@ -4,6 +4,7 @@ The per-endpoint cache keeps the check off the hot path."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,49 @@ async def test_the_answer_is_cached_per_endpoint_for_a_few_seconds(
     clock[0] += served.CACHE_S + 0.01
     await cache.served(store, "a")
     assert store.calls == 3
+
+
+async def test_concurrent_submits_share_one_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    """When an answer expires under load, the submits arriving together wait for one store
+    look instead of each sending its own (64 health queries at concurrency 64)."""
+    release = asyncio.Event()
+
+    class SlowStore(CountingStore):
+        async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
+            await release.wait()
+            return await super().health(endpoint_id, now_ms)
+
+    store: Any = SlowStore()
+    cache = served.ServedCache()
+    looks = [asyncio.ensure_future(cache.served(store, "a")) for _ in range(64)]
+    await asyncio.sleep(0)  # every submit is now waiting for an answer
+    release.set()
+    assert await asyncio.gather(*looks) == [False] * 64
+    assert store.calls == 1
+
+
+async def test_a_served_answer_is_kept_longer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Served stays true for as long as the endpoint's workers or its taken jobs last, so that
+    answer is reused for SERVED_CACHE_S; an unserved one only for CACHE_S, so a worker that
+    starts silences the warning quickly."""
+    clock = [100.0]
+    monkeypatch.setattr(served.time, "monotonic", lambda: clock[0])
+
+    class ServedStore(CountingStore):
+        async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
+            reply = await super().health(endpoint_id, now_ms)
+            reply["workers"]["idle"] = 1
+            return reply
+
+    store: Any = ServedStore()
+    cache = served.ServedCache()
+    assert await cache.served(store, "a") is True
+    clock[0] += served.CACHE_S + 0.01
+    assert await cache.served(store, "a") is True
+    assert store.calls == 1
+    clock[0] += served.SERVED_CACHE_S
+    await cache.served(store, "a")
+    assert store.calls == 2
 
 
 def test_serve_with_worker_never_warns_about_its_own_endpoint(tmp_path: Path) -> None:
