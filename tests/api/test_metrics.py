@@ -8,14 +8,13 @@ can be moved forward instead of waited for."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
-from harness import ServerProcess, start_server, start_worker
+from harness import ServerProcess, start_server, start_worker, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 from neuroq.api.metrics import Metrics
@@ -39,6 +38,12 @@ def parse(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def webhook_counts(samples: Samples) -> tuple[float | None, float | None]:
+    """(deliveries, final failures) in a scrape."""
+    delivered = value(samples, "neuroq_webhook_deliveries_total")
+    return delivered, value(samples, "neuroq_webhook_failures_total", final="true")
 
 
 class Receiver:
@@ -112,14 +117,12 @@ def test_metrics_after_a_known_workload(tmp_path: Path, receiver: Receiver) -> N
             assert http.get(f"{server.url}/no/such/route").status_code == 404
 
         # Webhooks go out in the background: poll the scrape until both attempts are counted.
-        deadline = time.monotonic() + 20
-        while True:
-            samples = parse(scrape(server).text)
-            delivered = value(samples, "neuroq_webhook_deliveries_total")
-            gave_up = value(samples, "neuroq_webhook_failures_total", final="true")
-            if (delivered, gave_up) == (1, 1) or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
+        samples = wait_for(
+            lambda: parse(scrape(server).text),
+            20,
+            "one webhook delivered and one given up in the scrape",
+            until=lambda found: webhook_counts(found) == (1, 1),
+        )
     finally:
         for worker in workers:
             worker.stop()

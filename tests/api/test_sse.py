@@ -8,14 +8,12 @@ parts without a server: event format, header parsing, and the loop against a scr
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import pytest
-from harness import ServerProcess, start_server
+from harness import RawWorker, ServerProcess, read_events, start_server, submit
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
@@ -58,61 +56,24 @@ def route(request: pytest.FixtureRequest, srv: ServerProcess) -> Iterator[EventR
             yield EventRoute(http, "/ui/stream/{ep}/{job_id}")
 
 
-@pytest.fixture
-def ep() -> str:
-    return "sse-" + uuid.uuid4().hex[:10]
-
-
-class Worker:
-    """Just enough of the worker protocol, as raw HTTP, to post chunks and finish a job."""
-
-    def __init__(self, srv: ServerProcess, ep: str) -> None:
-        self.http = httpx.Client(base_url=srv.base_url, headers=srv.worker_headers, timeout=30)
-        self.ep = ep
-
-    def take(self) -> str:
-        reply = self.http.get(f"/{self.ep}/job-take/w-sse?gpu=local&job_in_progress=0")
-        assert reply.status_code == 200, reply.text
-        job_id: str = reply.json()["id"]
-        return job_id
-
-    def post(self, kind: str, job_id: str, body: Any) -> None:
-        reply = self.http.post(f"/{self.ep}/{kind}/w-sse/{job_id}?gpu=local", json=body)
-        assert reply.status_code == 200, reply.text
+@pytest.fixture(scope="module")
+def client(srv: ServerProcess) -> Iterator[httpx.Client]:
+    """The job API (base URL `.../v2`, client key), for submitting jobs."""
+    with srv.client(timeout_s=30) as http:
+        yield http
 
 
 @pytest.fixture
-def worker(srv: ServerProcess, ep: str) -> Iterator[Worker]:
-    w = Worker(srv, ep)
+def worker(srv: ServerProcess, ep: str) -> Iterator[RawWorker]:
+    w = RawWorker(srv, ep, "w-sse")
     yield w
-    w.http.close()
-
-
-def submit(srv: ServerProcess, ep: str) -> str:
-    reply = httpx.post(f"{srv.base_url}/{ep}/run", json={"input": {}}, headers=srv.client_headers)
-    assert reply.status_code == 200, reply.text
-    job_id: str = reply.json()["id"]
-    return job_id
-
-
-def read_events(response: httpx.Response) -> Iterator[dict[str, str]]:
-    """Parse a server-sent-events body into dicts of its fields (comments skipped)."""
-    event: dict[str, str] = {}
-    for line in response.iter_lines():
-        if not line:
-            if event:
-                yield event
-            event = {}
-        elif not line.startswith(":"):
-            name, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            event[name] = event[name] + "\n" + value if name in event else value
+    w.close()
 
 
 def test_chunks_are_pushed_then_one_status_event(
-    route: EventRoute, srv: ServerProcess, ep: str, worker: Worker
+    route: EventRoute, client: httpx.Client, ep: str, worker: RawWorker
 ) -> None:
-    job_id = submit(srv, ep)
+    job_id = submit(client, ep, {})
     worker.take()
     worker.post("job-stream", job_id, {"output": "one"})
     seen: list[dict[str, str]] = []
@@ -136,9 +97,9 @@ def test_chunks_are_pushed_then_one_status_event(
 
 
 def test_last_event_id_resumes_after_that_chunk(
-    route: EventRoute, srv: ServerProcess, ep: str, worker: Worker
+    route: EventRoute, client: httpx.Client, ep: str, worker: RawWorker
 ) -> None:
-    job_id = submit(srv, ep)
+    job_id = submit(client, ep, {})
     worker.take()
     for n in range(3):
         worker.post("job-stream", job_id, {"output": n})
@@ -148,15 +109,15 @@ def test_last_event_id_resumes_after_that_chunk(
         with route.http.stream("GET", route.url(ep, job_id), headers=headers) as response:
             assert [e.get("id") for e in read_events(response)] == ids, last
     # Neither form moved the consuming cursor of the JSON /stream read.
-    consumed = httpx.get(f"{srv.base_url}/{ep}/stream/{job_id}", headers=srv.client_headers)
+    consumed = client.get(f"/{ep}/stream/{job_id}")
     assert len(consumed.json()["stream"]) == 3
 
 
 @pytest.mark.parametrize("last", ["abc", "-1", "1.5", "0x10", "9" * 19])
 def test_bad_last_event_id_is_400_naming_the_header(
-    route: EventRoute, srv: ServerProcess, ep: str, last: str
+    route: EventRoute, client: httpx.Client, ep: str, last: str
 ) -> None:
-    job_id = submit(srv, ep)
+    job_id = submit(client, ep, {})
     headers = {"Last-Event-ID": last}
     # Streamed, so that a route that wrongly starts the (endless) event stream fails at once.
     with route.http.stream("GET", route.url(ep, job_id), headers=headers) as reply:
