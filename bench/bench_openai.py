@@ -13,7 +13,7 @@ loopback. Direct: the same requests handed to the handler's OpenAI path in this 
   of batches the worker ran them in (its micro-batcher shares one forward pass per step).
 
 Both sides use the shipped default checkpoint on this machine's cores, in the same invocation.
-Prints one JSON object.
+Prints one JSON object, with the date and machine it ran on.
 """
 
 from __future__ import annotations
@@ -253,7 +253,11 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         worker = subprocess.Popen(work, env=env, stdout=quiet, stderr=quiet)
-        report: dict[str, Any] = {"machine": platform.machine(), "cpus": os.cpu_count()}
+        report: dict[str, Any] = {
+            "date": time.strftime("%Y-%m-%d"),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        }
         report.update(asyncio.run(measure(url, args.requests, args.max_tokens, tmp)))
         print(json.dumps(report, indent=2))
     finally:
