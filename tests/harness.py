@@ -8,8 +8,8 @@ same app, the same keys, no socket, and a fraction of the start-up time.
 
 Helpers the test folders share live here too, once each: `wait_for` (and `wait_for_async`) for
 every poll loop, `Background` for a blocking call held while the test acts, and the raw-HTTP
-halves of the protocol (`submit`, `status`, `RawWorker`, `read_events`, `SDK_POST_HEADERS`) and
-the runpod SDK worker's environment (`worker_env`, `sdk_worker_env`).
+halves of the protocol (`submit`, `status`, `collect_stream`, `RawWorker`, `read_events`,
+`SDK_POST_HEADERS`) and the runpod SDK worker's environment (`worker_env`, `sdk_worker_env`).
 
 Every process a test starts ends with the test, children included. `spawn` starts each one as the
 leader of a process group of its own and `end_group` ends that whole group, because a child can
@@ -446,6 +446,30 @@ def status(client: httpx.Client, ep: str, job_id: str) -> dict[str, Any]:
     assert reply.status_code == 200, reply.text
     body: dict[str, Any] = reply.json()
     return body
+
+
+def collect_stream(client: httpx.Client, ep: str, job_id: str, timeout_s: float) -> list[Any]:
+    """Read a job's chunks through GET /stream (a 1 s long-poll each, so no pause between
+    reads) until the job ends; every chunk's output, in order. Fails after `timeout_s`."""
+    from neuroq.jobs import JobStatus
+
+    chunks: list[Any] = []
+
+    def read() -> str:
+        reply = client.get(f"/{ep}/stream/{job_id}", params={"wait": 1000})
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        chunks.extend(item["output"] for item in body["stream"])
+        return str(body["status"])
+
+    wait_for(
+        read,
+        timeout_s,
+        f"the stream of job {job_id} to end",
+        0,
+        until=lambda state: JobStatus(state).is_terminal,
+    )
+    return chunks
 
 
 def read_events(response: httpx.Response) -> Iterator[dict[str, str]]:

@@ -68,11 +68,10 @@ class FakeServer:
         return [c for c in self.of("done", job_id) if c.body.get("status") != "IN_PROGRESS"]
 
     async def wait_for(self, cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
-        deadline = asyncio.get_running_loop().time() + timeout_s
-        while not cond():
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError("condition not met in time")
-            await asyncio.sleep(0.01)
+        async def check() -> bool:
+            return cond()
+
+        await harness.wait_for_async(check, timeout_s, "the condition", 0.01)
 
     async def _hold(self, ready: Callable[[], bool]) -> bool:
         deadline = asyncio.get_running_loop().time() + self.hold_s
@@ -183,9 +182,7 @@ class E2E:
         return proc
 
     def run(self, endpoint: str, input_: Any) -> str:
-        reply = self.http.post(f"/{endpoint}/run", json={"input": input_})
-        assert reply.status_code == 200, reply.text
-        return str(reply.json()["id"])
+        return harness.submit(self.http, endpoint, input_)
 
     def runsync(self, endpoint: str, input_: Any) -> dict[str, Any]:
         reply = self.http.post(f"/{endpoint}/runsync", json={"input": input_})
@@ -194,10 +191,7 @@ class E2E:
         return body
 
     def status(self, endpoint: str, job_id: str) -> dict[str, Any]:
-        reply = self.http.get(f"/{endpoint}/status/{job_id}")
-        assert reply.status_code == 200, reply.text
-        body: dict[str, Any] = reply.json()
-        return body
+        return harness.status(self.http, endpoint, job_id)
 
     def wait_status(
         self,
@@ -206,16 +200,18 @@ class E2E:
         cond: Callable[[dict[str, Any]], bool],
         timeout_s: float = 15.0,
     ) -> dict[str, Any]:
-        """Poll /status until cond holds; fails with the last status seen."""
-        deadline = time.monotonic() + timeout_s
-        while True:
-            status = self.status(endpoint, job_id)
-            if cond(status):
-                return status
-            if time.monotonic() > deadline:
-                logs = "\n".join(w.log()[-2000:] for w in self.workers)
-                raise AssertionError(f"status never matched; last: {status}\n{logs}")
-            time.sleep(0.05)
+        """Poll /status until cond holds; fails with the last status seen and the workers' logs."""
+        try:
+            return harness.wait_for(
+                lambda: self.status(endpoint, job_id),
+                timeout_s,
+                f"the status of job {job_id} to match",
+                0.05,
+                until=cond,
+            )
+        except AssertionError as exc:
+            logs = "\n".join(w.log()[-2000:] for w in self.workers)
+            raise AssertionError(f"{exc}\n{logs}") from None
 
     def wait_done(self, endpoint: str, job_id: str, timeout_s: float = 15.0) -> dict[str, Any]:
         return self.wait_status(

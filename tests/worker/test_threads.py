@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import threading
 
+from harness import wait_for
+
 from neuroq.worker.threads import DaemonThreads
 
 
@@ -22,11 +24,7 @@ def run_and_wait(pool: DaemonThreads) -> str:
 
 
 def wait_idle(pool: DaemonThreads, count: int) -> None:
-    for _ in range(500):
-        if pool.idle == count:
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError(f"idle stayed {pool.idle}, expected {count}")
+    wait_for(lambda: pool.idle, 5, f"{count} idle threads", 0.01, until=lambda n: n == count)
 
 
 def test_one_after_another_reuse_one_daemon_thread() -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import signal
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-from harness import ServerProcess, start_worker, submit, wait_for
+import pytest
+from harness import ServerProcess, start_worker, status, submit, wait_for
 
 from neuroq.jobs import JobStatus
 
@@ -54,47 +56,47 @@ def _write(tmp: Path, name: str, text: str) -> Path:
     return path
 
 
-def _workers(server: ServerProcess, ep: str) -> dict[str, int]:
-    reply = httpx.get(f"{server.base_url}/{ep}/health", headers=server.client_headers)
+@pytest.fixture
+def client(shared_server: ServerProcess) -> Iterator[httpx.Client]:
+    with shared_server.client() as http:
+        yield http
+
+
+def _workers(client: httpx.Client, ep: str) -> dict[str, int]:
+    reply = client.get(f"/{ep}/health")
+    assert reply.status_code == 200, reply.text
     workers: dict[str, int] = reply.json()["workers"]
     return workers
 
 
-def _status(server: ServerProcess, ep: str, job_id: str) -> dict[str, object]:
-    reply = httpx.get(f"{server.base_url}/{ep}/status/{job_id}", headers=server.client_headers)
-    body: dict[str, object] = reply.json()
-    return body
-
-
 def test_module_warmup_holds_the_worker_initializing_until_it_returns(
-    shared_server: ServerProcess, ep: str, tmp_path: Path
+    shared_server: ServerProcess, client: httpx.Client, ep: str, tmp_path: Path
 ) -> None:
     gate = tmp_path / "gate"
     handler = _write(tmp_path, "warm_handler.py", HANDLERS)
     worker = start_worker(shared_server, f"{handler}:handler", ep, tmp_path, WARM_GATE=str(gate))
     try:
         wait_for(
-            lambda: _workers(shared_server, ep),
+            lambda: _workers(client, ep),
             30,
             "the worker to register as initializing",
             until=lambda w: w["initializing"] == 1,
         )
-        with shared_server.client() as client:
-            job_id = submit(client, ep, {})
+        job_id = submit(client, ep, {})
         # Warming: the job stays queued and the worker stays initializing.
         wait_for(lambda: "warm-up" in worker.log(), 10, "the warm-up log line")
-        assert _status(shared_server, ep, job_id)["status"] == JobStatus.IN_QUEUE.value
-        workers = _workers(shared_server, ep)
+        assert status(client, ep, job_id)["status"] == JobStatus.IN_QUEUE.value
+        workers = _workers(client, ep)
         assert workers["initializing"] == 1 and workers["ready"] == 0, workers
         gate.touch()
         final = wait_for(
-            lambda: _status(shared_server, ep, job_id),
+            lambda: status(client, ep, job_id),
             30,
             "the job to complete",
             until=lambda s: s["status"] == JobStatus.COMPLETED.value,
         )
         assert final["output"] == {"warm": "module hook"}
-        assert _workers(shared_server, ep)["initializing"] == 0
+        assert _workers(client, ep)["initializing"] == 0
         assert "done in" in worker.log()
     finally:
         worker.stop()
@@ -102,17 +104,16 @@ def test_module_warmup_holds_the_worker_initializing_until_it_returns(
 
 
 def test_warmup_flag_runs_in_the_handlers_own_module(
-    shared_server: ServerProcess, ep: str, tmp_path: Path
+    shared_server: ServerProcess, client: httpx.Client, ep: str, tmp_path: Path
 ) -> None:
     handler = _write(tmp_path, "flag_handler.py", HANDLERS)
     worker = start_worker(
         shared_server, f"{handler}:handler", ep, tmp_path, "--warmup", f"{handler}:prepare"
     )
     try:
-        with shared_server.client() as client:
-            job_id = submit(client, ep, {})
+        job_id = submit(client, ep, {})
         final = wait_for(
-            lambda: _status(shared_server, ep, job_id),
+            lambda: status(client, ep, job_id),
             30,
             "the job to complete",
             until=lambda s: s["status"] == JobStatus.COMPLETED.value,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import collect_stream, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -47,13 +47,7 @@ def test_async_handler_from_a_file(e2e: Any, endpoint: str, tmp_path: Path) -> N
 def test_generator_chunks_arrive_in_order(e2e: Any, endpoint: str) -> None:
     e2e.worker(f"{DEMO}:stream", endpoint)
     job_id = e2e.run(endpoint, {"count": 8, "delay": 0.05})
-    chunks: list[Any] = []
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        reply = e2e.http.get(f"/{endpoint}/stream/{job_id}", params={"wait": 1000}).json()
-        chunks += [item["output"] for item in reply["stream"]]
-        if reply["status"] not in ("IN_QUEUE", "IN_PROGRESS"):
-            break
+    chunks = collect_stream(e2e.http, endpoint, job_id, 15)
     assert chunks == [{"i": i} for i in range(8)]
     assert e2e.status(endpoint, job_id)["output"] == chunks
 
@@ -81,10 +75,13 @@ def test_concurrency_overlaps_jobs(e2e: Any, endpoint: str) -> None:
     ids = [e2e.run(endpoint, {"seconds": 1.5}) for _ in range(3)]
     e2e.worker(f"{DEMO}:sleep", endpoint, "--concurrency", "3")
     # Direct evidence of overlap: all three are running at the same moment.
-    deadline = time.monotonic() + 15
-    while [e2e.status(endpoint, i)["status"] for i in ids] != ["IN_PROGRESS"] * 3:
-        assert time.monotonic() < deadline, "the three jobs never ran at the same time"
-        time.sleep(0.02)
+    wait_for(
+        lambda: [e2e.status(endpoint, i)["status"] for i in ids],
+        15,
+        "the three jobs to run at the same time",
+        0.02,
+        until=lambda states: states == ["IN_PROGRESS"] * 3,
+    )
     finals = [e2e.wait_done(endpoint, job_id) for job_id in ids]
     assert [f["status"] for f in finals] == ["COMPLETED"] * 3
 
@@ -95,10 +92,7 @@ def test_cancel_stops_a_running_async_handler(e2e: Any, endpoint: str, tmp_path:
     job_id = e2e.run(endpoint, {"seconds": 30, "marker": str(marker)})
     e2e.wait_status(endpoint, job_id, lambda s: s["status"] == "IN_PROGRESS")
     assert e2e.http.post(f"/{endpoint}/cancel/{job_id}").status_code == 200
-    deadline = time.monotonic() + 10
-    while not marker.exists():
-        assert time.monotonic() < deadline, "the handler never saw CancelledError"
-        time.sleep(0.05)
+    wait_for(marker.exists, 10, "the handler to see CancelledError", 0.05)
     assert marker.read_text() == "cancelled"
     # The same worker takes the next job, and the cancelled one stays cancelled.
     next_id = e2e.run(endpoint, {"seconds": 0})
@@ -131,10 +125,13 @@ def test_kill_9_mid_job_is_completed_once_by_another_worker(e2e: Any, endpoint: 
     assert final["retries"] == 1
     assert final["workerId"] == f"{endpoint}-b"
     assert final["output"]["pid"] == second.proc.pid
-    deadline = time.monotonic() + 10
-    while f"job {job_id} completed" not in second.log():
-        assert time.monotonic() < deadline, second.log()
-        time.sleep(0.05)
+    wait_for(
+        second.log,
+        10,
+        f"the second worker to log job {job_id} completed",
+        0.05,
+        until=lambda log: f"job {job_id} completed" in log,
+    )
     assert second.log().count(f"job {job_id} completed") == 1
     # The server marks the job IN_PROGRESS when it hands it out, which may be before the first
     # worker logs "started"; either way that worker never started it twice.
