@@ -5,7 +5,6 @@ sessions), and a small client for the tests."""
 from __future__ import annotations
 
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,8 +15,9 @@ import httpx
 import pytest
 from harness import ServerProcess, WorkerProcess
 
+from neuroq.jobs import JobStatus
+
 HANDLER = "neuroq.handler:handler"
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT")
 #: the request users send (docs/handler.md): it must keep working unchanged
 SEED_REQUEST = {
     "action": "generate",
@@ -54,9 +54,7 @@ class Harness:
         return w
 
     def run(self, endpoint: str, input_: dict[str, Any]) -> str:
-        reply = self.http.post(f"/{endpoint}/run", json={"input": input_})
-        reply.raise_for_status()
-        return str(reply.json()["id"])
+        return harness.submit(self.http, endpoint, input_)
 
     def status(self, endpoint: str, job_id: str, wait_ms: int = 0) -> dict[str, Any]:
         params = {"wait": wait_ms} if wait_ms else None
@@ -71,21 +69,14 @@ class Harness:
             timeout_s,
             f"job {job_id} to finish",
             0,
-            until=lambda result: result["status"] in TERMINAL,
+            until=lambda result: JobStatus(result["status"]).is_terminal,
         )
 
     def call(self, endpoint: str, input_: dict[str, Any], timeout_s: float = 60) -> dict[str, Any]:
         return self.wait_done(endpoint, self.run(endpoint, input_), timeout_s)
 
     def stream(self, endpoint: str, job_id: str, timeout_s: float = 60) -> list[Any]:
-        chunks: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            reply = self.http.get(f"/{endpoint}/stream/{job_id}", params={"wait": 1000}).json()
-            chunks += [item["output"] for item in reply["stream"]]
-            if reply["status"] in TERMINAL:
-                return chunks
-        raise TimeoutError(f"stream of job {job_id} did not end in {timeout_s} s")
+        return harness.collect_stream(self.http, endpoint, job_id, timeout_s)
 
 
 def make_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Harness]:
