@@ -1,8 +1,9 @@
 """The NeuroQ handler behind the OpenAI routes, through the official `openai` package, sync and
-async: models.list, chat completions with and without streaming, completions, `n` choices,
-system messages and history, stop strings, greedy answers equal to the engine's own greedy
-decoding with exact token usage, concurrent requests sharing batches, and the SDK's typed
-exceptions for bad parameters, an unknown model and a bad key."""
+async: models.list, `model` choosing a checkpoint a job wrote, chat completions with and without
+streaming, completions, `n` choices (reproducible with a seed, decoded in one batch), `user`
+accepted and ignored, system messages and history, stop strings, greedy answers equal to the
+engine's own greedy decoding with exact token usage, concurrent requests sharing batches, and the
+SDK's typed exceptions for bad parameters, an unknown model and a bad key."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from typing import Any
 import openai
 import pytest
 from harness import ServerProcess
-from openai_harness import async_client, client
+from openai.types.chat import ChatCompletion
+from openai_harness import Workers, async_client, client
 
 from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, load_checkpoint
 from neuroq.model.engine import Engine, GenerationResult, StopReason
@@ -26,6 +28,8 @@ from neuroq.model.tokenizer import ASSISTANT_ID, BOS_ID, EOS_ID, USER_ID, Tokeni
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 PROMPT = "Pythonについて教えて"
+#: a model the init action writes in a moment (handler tests use the same)
+TINY = {"embed_dim": 16, "hidden_dim": 32, "num_heads": 2, "num_layers": 1, "max_seq_len": 32}
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +56,47 @@ def greedy(engine: Engine, prompt: str, max_tokens: int) -> GenerationResult:
     return engine.generate([prompt], params)[0]
 
 
+def batches(server: ServerProcess, endpoint: str) -> int:
+    """How many batches the endpoint's worker has run (its `status` action)."""
+    with server.client() as http:
+        reply = http.post(f"/{endpoint}/runsync", json={"input": {"action": "status"}})
+    return int(reply.json()["output"]["batches"])
+
+
 def test_models_lists_the_shipped_checkpoint(api: openai.OpenAI) -> None:
     ids = [m.id for m in api.models.list()]
     assert ids[0] == "default"
+
+
+def test_model_selects_a_checkpoint_an_init_job_wrote(
+    api: openai.OpenAI,
+    openai_server: ServerProcess,
+    neuroq_ep: str,
+    workers: Workers,
+    engine: Engine,
+) -> None:
+    """An untrained model (seeded, so its greedy reply is fixed) answers unlike `default`."""
+    name = "openai-tiny"
+    with openai_server.client() as http:
+        init = http.post(
+            f"/{neuroq_ep}/runsync", json={"input": {"action": "init", "model": name, **TINY}}
+        )
+    assert init.json()["output"]["status"] == "success", init.text
+    ids = [m.id for m in api.models.list()]
+    assert ids[0] == "default" and name in ids
+
+    model, tokenizer, _ = load_checkpoint(workers.root / "data" / "checkpoints" / name)
+    expected = greedy(Engine(model, tokenizer, device="cpu"), PROMPT, 8)
+    assert expected.text != greedy(engine, PROMPT, 8).text
+    reply = api.chat.completions.create(
+        model=name,
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=8,
+        temperature=0,
+    )
+    assert reply.model == name
+    assert reply.choices[0].message.content == expected.text
+    assert reply.usage is not None and reply.usage.completion_tokens == expected.num_tokens
 
 
 def test_greedy_chat_equals_the_engine_and_counts_tokens_exactly(
@@ -138,22 +180,51 @@ def test_system_message_and_history_are_laid_out_as_training_records(
     assert reply.usage is not None and reply.usage.prompt_tokens == len(ids)
 
 
+def sampled(api: openai.OpenAI, seed: int, **extra: Any) -> ChatCompletion:
+    """A seeded, sampled (temperature 0.9) reply to PROMPT."""
+    return api.chat.completions.create(
+        model="default",
+        messages=[{"role": "user", "content": PROMPT}],
+        max_tokens=12,
+        temperature=0.9,
+        seed=seed,
+        **extra,
+    )
+
+
 def test_n_choices_with_a_seed_are_reproducible(api: openai.OpenAI) -> None:
     def ask() -> list[str]:
-        reply = api.chat.completions.create(
-            model="default",
-            messages=[{"role": "user", "content": PROMPT}],
-            max_tokens=12,
-            temperature=0.9,
-            seed=7,
-            n=3,
-        )
+        reply = sampled(api, 7, n=3)
         assert [c.index for c in reply.choices] == [0, 1, 2]
         return [c.message.content or "" for c in reply.choices]
 
     first = ask()
     assert ask() == first
     assert len(set(first)) > 1  # each choice draws with its own seed
+
+
+def test_n_choices_decode_in_one_batch(
+    api: openai.OpenAI, openai_server: ServerProcess, neuroq_ep: str
+) -> None:
+    messages: Any = [{"role": "user", "content": PROMPT}]
+    before = batches(openai_server, neuroq_ep)
+    reply = api.chat.completions.create(
+        model="default", messages=messages, max_tokens=8, temperature=0.9, seed=1, n=4
+    )
+    assert len(reply.choices) == 4
+    assert batches(openai_server, neuroq_ep) - before == 1
+    stream = api.chat.completions.create(
+        model="default", messages=messages, max_tokens=8, temperature=0.9, n=3, stream=True
+    )
+    ended = {choice.index for chunk in stream for choice in chunk.choices if choice.finish_reason}
+    assert ended == {0, 1, 2}
+    assert batches(openai_server, neuroq_ep) - before == 2
+
+
+def test_user_is_accepted_and_changes_nothing(api: openai.OpenAI) -> None:
+    """docs/openai.md: `user` is accepted and ignored, so a seeded reply is the same with it."""
+    with_user = sampled(api, 11, user="user-1234").choices[0].message.content
+    assert with_user and with_user == sampled(api, 11).choices[0].message.content
 
 
 def test_stop_string_cuts_the_reply(api: openai.OpenAI, engine: Engine) -> None:
@@ -229,13 +300,7 @@ async def test_async_client_completions_and_streams(
 async def test_concurrent_chats_share_batches(
     openai_server: ServerProcess, neuroq_ep: str, api: openai.OpenAI
 ) -> None:
-    def batches() -> int:
-        http = openai_server.client()
-        reply = http.post(f"/{neuroq_ep}/runsync", json={"input": {"action": "status"}})
-        http.close()
-        return int(reply.json()["output"]["batches"])
-
-    before = batches()
+    before = batches(openai_server, neuroq_ep)
     async with async_client(openai_server, neuroq_ep) as aapi:
         replies = await asyncio.gather(
             *(
@@ -250,7 +315,8 @@ async def test_concurrent_chats_share_batches(
             )
         )
     assert all(r.choices[0].finish_reason in ("stop", "length") for r in replies)
-    assert batches() - before < 8, "eight concurrent chats ran as eight separate batches"
+    ran = batches(openai_server, neuroq_ep) - before
+    assert ran < 8, "eight concurrent chats ran as eight separate batches"
     # and each one is the same as when it runs alone
     solo = api.chat.completions.create(
         model="default",
