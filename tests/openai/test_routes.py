@@ -1,8 +1,9 @@
 """The OpenAI routes as raw HTTP: the server-sent events of a streamed chat in order (role,
 content, finish, `[DONE]`), each request a job visible in `/status` with exactly the
 `openai_route`/`openai_input` input, OpenAI's error shape for 400, 401 and 404, a client that
-disconnects cancelling its job (streaming or not), 429 while the queue is over its limit, and
-504 when a job runs past the endpoint's executionTimeout."""
+disconnects cancelling its job (streaming or not, and an official `openai` client closing its
+stream), 429 while the queue is over its limit, and 504 when a job runs past the endpoint's
+executionTimeout."""
 
 from __future__ import annotations
 
@@ -139,6 +140,25 @@ def test_disconnecting_mid_stream_cancels_the_job(
     wait_for(
         lambda: job_status(openai_server, fake_ep, job_id)["status"],
         10,
+        "the job to be cancelled",
+        until=lambda s: s == "CANCELLED",
+    )
+
+
+def test_closing_an_openai_client_stream_cancels_the_job(
+    openai_server: ServerProcess, fake_ep: str
+) -> None:
+    """The official client breaks off after the first chunk of a reply that would take 10 s."""
+    slow: Any = [{"role": "user", "content": "slow"}]
+    with client(openai_server, fake_ep) as api:
+        stream = api.chat.completions.create(model="fake-model", messages=slow, stream=True)
+        job_id = stream.response.headers["x-request-id"]
+        first = next(iter(stream))
+        assert first.choices[0].delta.role == "assistant"
+        stream.close()
+    wait_for(
+        lambda: job_status(openai_server, fake_ep, job_id)["status"],
+        8,
         "the job to be cancelled",
         until=lambda s: s == "CANCELLED",
     )
