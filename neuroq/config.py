@@ -68,6 +68,11 @@ class Settings:
 
     #: delay before a 401 on job-take, so a worker with a bad key cannot spin (spec 2.3)
     worker_auth_failure_delay_s: float = 2.0
+    #: accept a worker id left as the literal `$RUNPOD_POD_ID` (a job-take template the SDK
+    #: does not substitute), as the host alias `anon-<peer address>`. Off, such a request is
+    #: refused with 400: workers sharing a host share that alias, so the fence cannot keep a
+    #: zombie's late result from beating the current holder's
+    anonymous_workers: bool = False
     #: "text" or "json"
     log_format: str = "text"
     log_level: str = "INFO"

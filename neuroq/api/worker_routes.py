@@ -12,10 +12,13 @@ own worker runtime speak it.
 
 The SDK builds these URLs by pasting ids into templates and appending `&key=value`, so the routes
 tolerate what careless templates produce (spec 2.2): a last path segment with the query glued on
-(`w1&job_in_progress=0`), empty query pairs, unknown parameters, and a literal `$RUNPOD_POD_ID`
-worker id. The SDK loses a result on any 4xx, so a well-formed post is never refused; and it
-re-asks at once after a 204, so job-take and job-stop hold idle workers instead of answering;
-they end early with a 204 when the server stops (neuroq.api.stopping).
+(`w1&job_in_progress=0`), empty query pairs and unknown parameters. A worker id left as the
+literal `$RUNPOD_POD_ID` (the SDK substitutes only `$ID` in the job-take template) names no
+worker, so it is refused with a 400 saying how to fix the template, unless the server accepts
+such workers under a per-host alias (Settings.anonymous_workers). The SDK loses a result on any
+4xx, so a well-formed post is never refused; and it re-asks at once after a 204, so job-take and
+job-stop hold idle workers instead of answering; they end early with a 204 when the server stops
+(neuroq.api.stopping).
 """
 
 from __future__ import annotations
@@ -88,8 +91,9 @@ class WorkerCall:
     params: dict[str, str]
     settings: Settings
     store: JobStore
-    #: the id a `$RUNPOD_POD_ID` take from this worker's host was given (see anonymous_worker_id)
-    alias: str
+    #: the id a `$RUNPOD_POD_ID` take from this worker's host was given (see anonymous_worker_id);
+    #: None unless the server accepts anonymous workers
+    alias: str | None
     #: job-done and job-stream only
     job_id: str | None = None
     #: the attempt our own worker names on its posts (`attempt=N`); the SDK names none
@@ -120,7 +124,8 @@ def anonymous_worker_id(request: Request) -> str:
 
     It cannot be learned from the request, so it is derived from the peer address: stable across
     the worker's take and stop polls (both come from the same template), but shared by every such
-    worker on one host. Give each SDK worker a real id to avoid that.
+    worker on one host, so the fence cannot tell them apart. Used only when the server accepts
+    anonymous workers (Settings.anonymous_workers).
     """
     host = request.client.host if request.client else "unknown"
     return "anon-" + (_UNSAFE.sub("-", host).strip("-") or "unknown")
@@ -135,8 +140,22 @@ def _attempt(params: dict[str, str]) -> int | None:
     return int(raw)
 
 
-def _resolve_worker_id(request: Request, segment: str) -> str:
+#: why a `$RUNPOD_POD_ID` worker id is refused, and how to fix it (job-stop derives its URL
+#: from the job-take template, so the same text serves both, and any hand-made URL)
+ANONYMOUS_REFUSED = (
+    "the worker id in this URL is the literal `$RUNPOD_POD_ID`, so the server cannot tell which "
+    "worker this is and could not keep another worker's late result from overwriting its "
+    "jobs. The runpod SDK substitutes only `$ID` in RUNPOD_WEBHOOK_GET_JOB (and derives its "
+    "job-stop URL from it): write `.../job-take/$ID?gpu=local` there, as `neuroq worker-env` "
+    "prints, and the SDK puts its RUNPOD_POD_ID in. To accept such workers anyway, fenced per "
+    "host only, start the server with NEUROQ_ANONYMOUS_WORKERS=true."
+)
+
+
+def _resolve_worker_id(request: Request, segment: str, settings: Settings) -> str:
     if segment == POD_ID_PLACEHOLDER:
+        if not settings.anonymous_workers:
+            raise _Anonymous(ANONYMOUS_REFUSED)
         return anonymous_worker_id(request)
     if not segment or len(segment) > MAX_WORKER_ID_LEN:
         raise _BadRequest(f"worker id must be 1..{MAX_WORKER_ID_LEN} characters")
@@ -147,13 +166,19 @@ class _BadRequest(Exception):
     """A worker request that cannot be understood; the message names the field."""
 
 
+class _Anonymous(_BadRequest):
+    """A worker id nobody substituted, from a server that accepts no anonymous workers."""
+
+
 async def _worker_call(
-    request: Request, segment_param: str, *, delay_auth_failure: bool
+    request: Request, segment_param: str, *, delay_refusal: bool
 ) -> WorkerCall | Response:
-    """Authenticate and parse; returns the error response to send when either fails."""
+    """Authenticate and parse; returns the error response to send when either fails.
+    `delay_refusal` (job-take and job-stop, which the SDK re-asks at once) holds back the
+    refusals a retry cannot cure: a bad key, an unsubstituted worker id."""
     settings: Settings = request.app.state.settings
     if not request.app.state.keys.check_worker(request.headers.get("authorization")):
-        if delay_auth_failure:
+        if delay_refusal:
             # The SDK re-asks at once on a 401; the delay keeps a misconfigured worker from
             # spinning (spec 2.3).
             await asyncio.sleep(settings.worker_auth_failure_delay_s)
@@ -173,8 +198,13 @@ async def _worker_call(
     if segment_param == "job_id":
         job_id, worker_segment = segment, request.path_params["worker_id"]
     try:
-        worker_id = _resolve_worker_id(request, worker_segment)
+        worker_id = _resolve_worker_id(request, worker_segment, settings)
         attempt = _attempt(params)
+    except _Anonymous as exc:
+        _warn_anonymous(request, endpoint_id)
+        if delay_refusal:
+            await asyncio.sleep(settings.worker_auth_failure_delay_s)
+        return error_response(400, str(exc))
     except _BadRequest as exc:
         return error_response(400, str(exc))
     return WorkerCall(
@@ -183,9 +213,31 @@ async def _worker_call(
         params=params,
         settings=settings,
         store=request.app.state.store,
-        alias=anonymous_worker_id(request),
+        alias=anonymous_worker_id(request) if settings.anonymous_workers else None,
         job_id=job_id,
         attempt=attempt,
+    )
+
+
+def _warn_anonymous(request: Request, endpoint_id: str) -> None:
+    """Log a refused `$RUNPOD_POD_ID` worker once per host and process: the SDK hides the 400
+    (it logs it at debug level and asks again), so the server's log is where an operator sees
+    why such a worker gets no jobs."""
+    warned: set[str] | None = getattr(request.app.state, "anonymous_warned", None)
+    if warned is None:
+        warned = request.app.state.anonymous_warned = set()
+    host = request.client.host if request.client else "unknown"
+    if host in warned:
+        return
+    if len(warned) >= 1_000:
+        warned.clear()
+    warned.add(host)
+    log.warning(
+        "refused worker requests from %s on %s with the literal worker id %s: %s",
+        host,
+        endpoint_id,
+        POD_ID_PLACEHOLDER,
+        ANONYMOUS_REFUSED,
     )
 
 
@@ -231,7 +283,7 @@ async def job_take_batch(request: Request) -> Response:
 
 
 async def _take(request: Request, *, batch: bool) -> Response:
-    call = await _worker_call(request, "worker_id", delay_auth_failure=True)
+    call = await _worker_call(request, "worker_id", delay_refusal=True)
     if isinstance(call, Response):
         return call
     try:
@@ -365,7 +417,7 @@ async def _read_post(request: Request, call: WorkerCall, what: str) -> dict[str,
 
 
 async def job_done(request: Request) -> Response:
-    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    call = await _worker_call(request, "job_id", delay_refusal=False)
     if isinstance(call, Response):
         return call
     job_id = call.job_id or ""
@@ -461,7 +513,7 @@ async def job_done_batch(request: Request) -> Response:
     {"finished"|"discarded"|"ignored"|"unknown": [ids]}. Our worker sends a batch only while an
     earlier post is still in flight, so a worker at concurrency 64 makes a few requests per
     batch of jobs instead of one per job."""
-    call = await _worker_call(request, "worker_id", delay_auth_failure=False)
+    call = await _worker_call(request, "worker_id", delay_refusal=False)
     if isinstance(call, Response):
         return call
     limit = call.settings.max_result_body_bytes
@@ -537,7 +589,7 @@ def _batch_item_problem(item: Any) -> str | None:
 
 
 async def job_stream(request: Request) -> Response:
-    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    call = await _worker_call(request, "job_id", delay_refusal=False)
     if isinstance(call, Response):
         return call
     body = await _read_post(request, call, "job-stream")
@@ -563,7 +615,7 @@ async def job_log(request: Request) -> Response:
     result (its last lines may follow the result). The store cuts long lines, caps each attempt
     and marks where it dropped lines. A bad body is refused and, unlike a bad result, fails
     nothing: logs are a side channel."""
-    call = await _worker_call(request, "job_id", delay_auth_failure=False)
+    call = await _worker_call(request, "job_id", delay_refusal=False)
     if isinstance(call, Response):
         return call
     try:
@@ -646,7 +698,7 @@ def _stop_offers(request: Request) -> dict[str, _Offer]:
 
 
 async def job_stop(request: Request) -> Response:
-    call = await _worker_call(request, "worker_id", delay_auth_failure=True)
+    call = await _worker_call(request, "worker_id", delay_refusal=True)
     if isinstance(call, Response):
         return call
     store = call.store
@@ -689,7 +741,7 @@ async def job_stop(request: Request) -> Response:
 
 
 async def ping(request: Request) -> Response:
-    call = await _worker_call(request, "worker_id", delay_auth_failure=False)
+    call = await _worker_call(request, "worker_id", delay_refusal=False)
     if isinstance(call, Response):
         return call
     status = call.params.get("status", "").lower()

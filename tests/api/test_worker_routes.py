@@ -21,17 +21,23 @@ AUTH_DELAY_S = 0.4
 MAX_RESULT_BYTES = 64 * 1024
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def _serve(factory: pytest.TempPathFactory, **extra: str) -> Iterator[ServerProcess]:
+    """A server with this module's short holds and small limits, plus `extra` settings."""
     proc = start_server(
-        tmp_path_factory.mktemp("worker-routes"),
+        factory.mktemp("worker-routes"),
         NEUROQ_JOB_TAKE_HOLD_S=str(TAKE_HOLD_S),
         NEUROQ_JOB_STOP_HOLD_S=str(STOP_HOLD_S),
         NEUROQ_WORKER_AUTH_FAILURE_DELAY_S=str(AUTH_DELAY_S),
         NEUROQ_MAX_RESULT_BODY_BYTES=str(MAX_RESULT_BYTES),
+        **extra,
     )
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from _serve(tmp_path_factory)
 
 
 class Api:
@@ -250,17 +256,58 @@ async def test_worker_routes_refuse_the_endpoint_ids_client_routes_refuse(
         assert "endpoint ids are 1-128 characters" in reply.json()["error"]
 
 
-async def test_literal_pod_id_placeholder_is_an_anonymous_worker(api: Api, ep: str) -> None:
+async def test_literal_pod_id_placeholder_is_refused_saying_how_to_fix_it(
+    api: Api, ep: str
+) -> None:
+    """A take template that keeps `$RUNPOD_POD_ID` names no worker: every route refuses it with
+    a 400 that says what to write instead; job-take and job-stop (which the SDK re-asks at
+    once) hold the refusal back as they do a bad key, and the job stays queued."""
     job_id = await api.submit(ep)
-    reply = await api.worker.get(f"/{ep}/job-take/$RUNPOD_POD_ID?gpu=local&job_in_progress=0")
-    assert reply.status_code == 200
-    assert reply.json()["id"] == job_id
-    assert (await api.status(ep, job_id))["workerId"] == "anon-127-0-0-1"
-    # The SDK substitutes its real id in job-done: the result is still accepted.
-    assert (await api.done(ep, "real-pod", job_id, {"output": "ok"})).status_code == 200
-    status = await api.status(ep, job_id)
-    assert status["status"] == "COMPLETED"
-    assert status["output"] == "ok"
+    for url in (
+        f"/{ep}/job-take/$RUNPOD_POD_ID?gpu=local&job_in_progress=0",
+        f"/{ep}/job-take-batch/$RUNPOD_POD_ID?gpu=local&batch_size=2",
+        f"/{ep}/job-stop/$RUNPOD_POD_ID?gpu=local",
+    ):
+        started = time.monotonic()
+        reply = await api.worker.get(url)
+        assert time.monotonic() - started >= AUTH_DELAY_S - 0.05, url
+        assert reply.status_code == 400, reply.text
+        error = reply.json()["error"]
+        assert "literal `$RUNPOD_POD_ID`" in error
+        assert "RUNPOD_WEBHOOK_GET_JOB" in error and "/job-take/$ID" in error
+        assert "NEUROQ_ANONYMOUS_WORKERS=true" in error
+    for reply in (
+        await api.done(ep, "$RUNPOD_POD_ID", job_id, {"output": "x"}),
+        await api.worker.get(f"/{ep}/ping/$RUNPOD_POD_ID?job_id={job_id}"),
+    ):
+        assert reply.status_code == 400 and "RUNPOD_POD_ID" in reply.json()["error"]
+    assert (await api.status(ep, job_id))["status"] == "IN_QUEUE"
+    assert (await api.take(ep, "real-pod")).json()["id"] == job_id
+
+
+@pytest.fixture(scope="module")
+def anon_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server that accepts `$RUNPOD_POD_ID` takes under a per-host alias."""
+    yield from _serve(tmp_path_factory, NEUROQ_ANONYMOUS_WORKERS="true")
+
+
+async def test_literal_pod_id_placeholder_is_an_anonymous_worker_when_allowed(
+    anon_srv: ServerProcess, ep: str
+) -> None:
+    api = Api(anon_srv)
+    try:
+        job_id = await api.submit(ep)
+        reply = await api.take(ep, "$RUNPOD_POD_ID", "?gpu=local&job_in_progress=0")
+        assert reply.status_code == 200
+        assert reply.json()["id"] == job_id
+        assert (await api.status(ep, job_id))["workerId"] == "anon-127-0-0-1"
+        # The SDK substitutes its real id in job-done: the result is still accepted.
+        assert (await api.done(ep, "real-pod", job_id, {"output": "ok"})).json() == {}
+        status = await api.status(ep, job_id)
+        assert status["status"] == "COMPLETED"
+        assert status["output"] == "ok"
+    finally:
+        await api.aclose()
 
 
 # -- job-done ------------------------------------------------------------------------------------

@@ -3,8 +3,9 @@
 A lease is renewed only by evidence that the worker holds that job (a ping naming it, or a post
 for it), never by a take or a stop poll. So a job that runs ten leases long must survive on its
 worker's pings: an unmodified SDK worker with a real pod id, one whose job-take template keeps a
-literal `$RUNPOD_POD_ID` (its take is anonymous, its pings come under its real id), and our own
-worker. Each job must run once and complete without a retry.
+literal `$RUNPOD_POD_ID` (its take is anonymous, which the server accepts only with
+NEUROQ_ANONYMOUS_WORKERS; its pings come under its real id), and our own worker. Each job must
+run once and complete without a retry.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
         NEUROQ_WORKER_LOST_S=str(LEASE_S),
         NEUROQ_JOB_TAKE_HOLD_S="1",
         NEUROQ_JOB_STOP_HOLD_S="1",
+        NEUROQ_ANONYMOUS_WORKERS="true",
     )
     yield srv
     srv.stop()

@@ -1,6 +1,8 @@
 """Leases and fencing against a real server, driven by raw-HTTP workers so that every interleaving
 is exact: a lease is renewed only by evidence that the worker holds that job, and only the worker
-holding the current attempt of a job can change it (result, progress, stream chunk).
+holding the current attempt of a job can change it (result, progress, stream chunk). A take
+that names no worker (a literal `$RUNPOD_POD_ID`) is refused, since it could not be fenced; with
+NEUROQ_ANONYMOUS_WORKERS it is accepted under a host alias, fenced per host only.
 
 The server runs with one-second leases, so a silent worker's job comes back within a few seconds.
 """
@@ -18,17 +20,23 @@ from harness import SDK_POST_HEADERS, ServerProcess, start_server
 LEASE_S = 1.0
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def _serve(factory: pytest.TempPathFactory, **extra: str) -> Iterator[ServerProcess]:
+    """A server with one-second leases and holds, plus `extra` settings."""
     proc = start_server(
-        tmp_path_factory.mktemp("fencing"),
+        factory.mktemp("fencing"),
         NEUROQ_WORKER_LOST_S=str(LEASE_S),
         NEUROQ_JOB_TAKE_HOLD_S="1",
         NEUROQ_JOB_STOP_HOLD_S="1",
         NEUROQ_MAX_RETRIES="3",
+        **extra,
     )
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    yield from _serve(tmp_path_factory)
 
 
 class Raw:
@@ -253,3 +261,84 @@ async def test_an_earlier_attempt_of_the_same_worker_id_is_fenced_by_its_attempt
     )
     assert fresh.json() == {}
     assert (await raw.status(job_id))["output"] == "fresh"
+
+
+# -- anonymous takes ------------------------------------------------------------------------------
+
+#: what the SDK sends as the worker id when its job-take template says `$RUNPOD_POD_ID`
+ANON = "$RUNPOD_POD_ID"
+
+
+async def test_a_take_that_names_no_worker_is_refused_so_no_zombie_can_share_its_id(
+    raw: Raw,
+) -> None:
+    """Two workers on one host whose job-take template keeps the literal `$RUNPOD_POD_ID` would
+    both hold jobs as `anon-127-0-0-1`, and a zombie's late result would win over the holder's
+    (the opt-in case below). By default such a take is refused, and so is every post or ping
+    under that id; the job stays queued for a worker that names itself."""
+    job_id = await raw.submit()
+    for route in ("job-take", "job-stop"):
+        reply = await raw.worker.get(f"/{route}/{ANON}?job_in_progress=0")
+        assert reply.status_code == 400, reply.text
+        assert "`$ID`" in reply.json()["error"]
+    assert (await raw.status(job_id))["status"] == "IN_QUEUE"
+    assert await raw.take("pod-b") == job_id
+    reply = await raw.worker.post(f"/job-done/{ANON}/{job_id}", content=b'{"output": "stale"}')
+    assert reply.status_code == 400, reply.text
+    assert await raw.done("pod-b", job_id, '{"output": "fresh"}') == {}
+    assert (await raw.status(job_id))["output"] == "fresh"
+
+
+@pytest.fixture(scope="module")
+def anon_srv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server that accepts `$RUNPOD_POD_ID` takes (NEUROQ_ANONYMOUS_WORKERS)."""
+    yield from _serve(tmp_path_factory, NEUROQ_ANONYMOUS_WORKERS="true")
+
+
+@pytest.fixture
+async def anon_raw(anon_srv: ServerProcess, ep: str) -> AsyncIterator[Raw]:
+    api = Raw(anon_srv, ep)
+    yield api
+    await api.aclose()
+
+
+async def test_with_anonymous_workers_a_same_host_zombie_is_not_fenced(anon_raw: Raw) -> None:
+    """The documented limit of NEUROQ_ANONYMOUS_WORKERS: pod-a and pod-b share a host, so both
+    take as `anon-127-0-0-1`. pod-a's lease lapses, pod-b takes the next attempt, and pod-a's
+    late result still passes the fence (its host alias holds the job) and beats pod-b's."""
+    raw = anon_raw
+    job_id = await raw.submit()
+    assert await raw.take(ANON) == job_id  # pod-a
+    await lapse_to(raw, job_id, ANON, old_worker="pod-a")  # pod-b, same host
+    status = await raw.status(job_id)
+    assert status["workerId"] == "anon-127-0-0-1" and status["retries"] == 1
+    assert await raw.done("pod-a", job_id, '{"output": "stale"}') == {}
+    assert "ignored" in await raw.done("pod-b", job_id, '{"output": "fresh"}')
+    assert (await raw.status(job_id))["output"] == "stale"
+
+
+async def test_with_anonymous_workers_another_host_is_fenced_out(
+    anon_raw: Raw, anon_srv: ServerProcess
+) -> None:
+    """The alias is per host: a worker on another address (127.0.0.2, also loopback) neither
+    changes a job held by `anon-127-0-0-1` nor shares its alias."""
+    raw = anon_raw
+    elsewhere = httpx.AsyncClient(
+        base_url=f"{anon_srv.base_url}/{raw.ep}",
+        headers=anon_srv.worker_headers,
+        timeout=30,
+        transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"),
+    )
+    try:
+        first, second = await raw.submit(), await raw.submit()
+        assert await raw.take(ANON) == first
+        reply = await elsewhere.post(f"/job-done/pod-x/{first}", content=b'{"output": "x"}')
+        assert "ignored" in reply.json(), reply.text
+        reply = await elsewhere.get(f"/job-take/{ANON}?job_in_progress=0")
+        assert reply.json()["id"] == second
+        assert (await raw.status(second))["workerId"] == "anon-127-0-0-2"
+        assert "ignored" in await raw.done("pod-a", second, '{"output": "not mine"}')
+        assert await raw.done("pod-a", first, '{"output": "mine"}') == {}
+        assert (await raw.status(first))["output"] == "mine"
+    finally:
+        await elsewhere.aclose()
