@@ -230,9 +230,9 @@ class PostgresStore(OpStore):
             async with self._pool.connection() as conn, conn.cursor() as cur:
                 if one_statement:
                     committing = write
-                    outcome = await self._script(cur, op, one_statement=True)
-                    if outcome.topics:
-                        await self._notify_after(cur, outcome.topics)
+                    outcome, notified = await self._one_statement(cur, op)
+                    if outcome.topics - notified:
+                        await self._notify_after(cur, outcome.topics - notified)
                 else:
                     async with conn.transaction():
                         outcome = await self._script(cur, op)
@@ -257,25 +257,50 @@ class PostgresStore(OpStore):
         except psycopg.Error as exc:
             log.warning("NOTIFY after a committed write failed (others re-check): %s", exc)
 
-    async def _script(
-        self, cur: psycopg.AsyncCursor[Any], op: Op[T], *, one_statement: bool = False
-    ) -> Outcome[T]:
+    async def _script(self, cur: psycopg.AsyncCursor[Any], op: Op[T]) -> Outcome[T]:
         """Run the statements `op` yields, sending each one the rows of the one before."""
-        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
         rows: list[tuple[Any, ...]] | None = None
         while True:
             try:
                 stmt = next(op) if rows is None else op.send(rows)
             except StopIteration as stop:
                 return stop.value
-            if one_statement and rows is not None:
-                raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
-            await cur.execute(_QUERIES[stmt.name], {**base, **stmt.params})
-            # Not `cur.description`: it builds a Column object per column (22 for a job) on
-            # every statement, a measurable share of a finish's CPU.
-            result = cur.pgresult
-            returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
-            rows = await cur.fetchall() if returned else []
+            rows = await self._execute(cur, _QUERIES[stmt.name], stmt.params)
+
+    async def _one_statement(
+        self, cur: psycopg.AsyncCursor[Any], op: Op[T]
+    ) -> tuple[Outcome[T], frozenset[str]]:
+        """Run an operation of one statement, in autocommit. When the statement names the
+        topics it publishes (`Stmt.notify`), their `pg_notify` runs inside it, for each row it
+        returns: the notification is sent with its commit, and a statement that changes nothing
+        notifies nothing. Returns the outcome and the topics already notified."""
+        stmt = next(op)
+        sql = _QUERIES[stmt.name]
+        params = stmt.params
+        payloads = _payloads(set(stmt.notify))
+        notified = frozenset[str]()
+        if len(payloads) == 1:
+            notify = "pg_notify(%(_channel)s, %(_topics)s)::text = ''"
+            sql = f"WITH s AS ({sql}) SELECT * FROM s WHERE {notify}"
+            params = {**params, "_channel": self.channel, "_topics": payloads[0]}
+            notified = stmt.notify
+        rows = await self._execute(cur, sql, params)
+        try:
+            stmt = op.send(rows)
+        except StopIteration as stop:
+            return stop.value, notified if rows else frozenset()
+        raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
+
+    async def _execute(
+        self, cur: psycopg.AsyncCursor[Any], sql: str, params: dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
+        await cur.execute(sql, {**base, **params})
+        # Not `cur.description`: it builds a Column object per column (22 for a job) on
+        # every statement, a measurable share of a finish's CPU.
+        result = cur.pgresult
+        returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
+        return await cur.fetchall() if returned else []
 
 
 def _unavailable(exc: psycopg.Error) -> StoreUnavailable | None:

@@ -75,6 +75,29 @@ async def test_a_commit_in_one_store_wakes_another(schema: str, tmp_path: Path) 
         await reader.close()
 
 
+async def test_a_submit_notifies_within_its_insert(
+    schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A keyless submit is one statement, its NOTIFY included: no second round trip after the
+    commit, and the other store still wakes."""
+    writer = await open_store("postgres", tmp_path, schema)
+    reader = await open_store("postgres", tmp_path, schema)
+
+    async def no_second_round_trip(*args: object) -> None:
+        raise AssertionError("a submit sent its NOTIFY after the INSERT")
+
+    monkeypatch.setattr(PostgresStore, "_notify_after", no_second_round_trip)
+    try:
+        queue_version = reader.notifier.version(queue_topic(EP))
+        job, created = await writer.submit(NewJob(EP, "1"), now_ms())
+        assert created and job.status.value == "IN_QUEUE"
+        assert await reader.notifier.wait(queue_topic(EP), queue_version, timeout_s=5.0)
+        assert await writer.get(EP, job.id) == job
+    finally:
+        await writer.close()
+        await reader.close()
+
+
 def test_schema_name_is_validated() -> None:
     with pytest.raises(ValueError, match="schema="):
         PostgresStore(POSTGRES_URL, schema="x; DROP TABLE jobs")

@@ -60,6 +60,10 @@ WEBHOOK_CLAIM_MS = 60_000
 class Stmt:
     name: str
     params: dict[str, Any]
+    #: the topics a row returned by this statement publishes, when they are known before it
+    #: runs: a store may send their notification within the statement (PostgreSQL does, for a
+    #: one-statement write, instead of a second round trip)
+    notify: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -98,8 +102,9 @@ def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
                 return Outcome((old, False))
             # the key's holder is past retention: it no longer reserves the key
             yield Stmt("delete_job", {"id": old.id})
+    job_id = new.id or new_job_id(new.sync)
     params = {
-        "id": new.id or new_job_id(new.sync),
+        "id": job_id,
         "endpoint_id": new.endpoint_id,
         "input_json": new.input_json,
         "execution_timeout_ms": new.policy.execution_timeout_ms,
@@ -113,14 +118,14 @@ def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
         "key": key,
         "now": now_ms,
     }
-    rows = yield Stmt("insert_job", params)
+    topics = {job_topic(job_id), queue_topic(new.endpoint_id)}
+    rows = yield Stmt("insert_job", params, frozenset(topics))
     if not rows:
         # Another transaction committed the same key after our look-up (PostgreSQL only;
         # SQLite writers are serialised): theirs is the job.
         rows = yield Stmt("find_by_key", by_key)
         return Outcome((job_from_row(rows[0]), False))
     job = job_from_row(rows[0])
-    topics = {job_topic(job.id), queue_topic(job.endpoint_id)}
     return Outcome((job, True), topics, [events.JobSubmitted(job)])
 
 
