@@ -1,4 +1,5 @@
-"""A server with workers for the dashboard tests, and a signed-in HTTP session on it."""
+"""A server with workers for the dashboard tests, a signed-in HTTP session on it, and the
+client calls the tests make beside the pages (harness's `submit` and `status`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import harness
 import httpx
 from harness import ServerProcess, WorkerProcess, start_server, start_worker
 
@@ -57,3 +59,16 @@ def sign_in(server: Any, key: str | None = None) -> Iterator[httpx.Client]:
         reply = client.post("/login", data={"key": key or server.api_key, "next": "/"})
         assert reply.status_code == 303, reply.text
         yield client
+
+
+def submit_job(server: ServerProcess, endpoint: str, job_input: Any = None) -> str:
+    """POST /run of `job_input` (harness.submit's default when None) with the client key; the
+    new job's id."""
+    with server.client() as client:
+        return harness.submit(client, endpoint, job_input)
+
+
+def job_status(server: ServerProcess, endpoint: str, job_id: str) -> str:
+    """The job's status through GET /status."""
+    with server.client() as client:
+        return str(harness.status(client, endpoint, job_id)["status"])

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from dashstack import ServerProcess, csrf_of, sign_in, start_server
+from dashstack import ServerProcess, csrf_of, sign_in, start_server, submit_job
 
 from neuroq.jobs import JobStatus, NewJob, now_ms
 from neuroq.store.sqlite import SQLiteStore
@@ -22,16 +22,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = start_server(tmp_path_factory.mktemp("dash-http"))
     yield proc
     proc.stop()
-
-
-def submit(server: ServerProcess, endpoint: str, job_input: object) -> str:
-    reply = httpx.post(
-        f"{server.base_url}/{endpoint}/run",
-        json={"input": job_input},
-        headers=server.client_headers,
-    )
-    job_id: str = reply.json()["id"]
-    return job_id
 
 
 def test_pages_need_a_session(server: ServerProcess) -> None:
@@ -62,7 +52,7 @@ def test_login_sets_a_strict_http_only_cookie_and_refuses_wrong_keys(server: Ser
 
 
 def test_actions_need_the_csrf_token_and_same_origin(server: ServerProcess) -> None:
-    job_id = submit(server, "dh-act", {})
+    job_id = submit_job(server, "dh-act", {})
     with sign_in(server) as ui:
         token = csrf_of(ui.get("/").text)
         body = {"endpoint_id": "dh-act", "job_id": job_id}
@@ -80,7 +70,7 @@ def test_actions_need_the_csrf_token_and_same_origin(server: ServerProcess) -> N
             "/ui/action/cancel", json={"endpoint_id": "dh-act"}, headers={"X-CSRF-Token": token}
         )
         assert missing.status_code == 400 and missing.json()["error"].startswith("job_id:")
-        submit(server, "dh-act", {})
+        submit_job(server, "dh-act", {})
         purge = ui.post(
             "/ui/action/purge", json={"endpoint_id": "dh-act"}, headers={"X-CSRF-Token": token}
         )
@@ -99,7 +89,7 @@ def test_logout_ends_the_session(server: ServerProcess) -> None:
 
 def test_untrusted_job_data_is_escaped(server: ServerProcess) -> None:
     evil = '<script>alert("x")</script><img src=x onerror=alert(1)>'
-    job_id = submit(server, "dh-xss", {"prompt": evil})
+    job_id = submit_job(server, "dh-xss", {"prompt": evil})
     with sign_in(server) as ui:
         page = ui.get(f"/jobs/dh-xss/{job_id}")
         assert page.status_code == 200
@@ -112,7 +102,7 @@ def test_untrusted_job_data_is_escaped(server: ServerProcess) -> None:
 
 
 def test_job_list_filters_and_pages(server: ServerProcess) -> None:
-    ids = [submit(server, "dh-page", {"n": i}) for i in range(30)]
+    ids = [submit_job(server, "dh-page", {"n": i}) for i in range(30)]
     with sign_in(server) as ui:
         first = ui.get("/jobs?endpoint=dh-page").text
         assert first.count('<tr data-job="') == 25

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from dashstack import ServerProcess, sign_in, start_server
+from dashstack import ServerProcess, sign_in, start_server, submit_job
 from harness import RawWorker, new_endpoint
 
 from neuroq.api.dashboard import render
@@ -35,17 +35,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc.stop()
 
 
-def submit(server: ServerProcess, endpoint: str, job_input: object = None) -> str:
-    reply = httpx.post(
-        f"{server.base_url}/{endpoint}/run",
-        json={"input": job_input or {}},
-        headers=server.client_headers,
-    )
-    reply.raise_for_status()
-    job_id: str = reply.json()["id"]
-    return job_id
-
-
 def endpoint_row(page: str, endpoint: str) -> str:
     match = re.search(rf'<tr data-endpoint="{endpoint}">.*?</tr>', page)
     assert match is not None, f"no row for {endpoint}"
@@ -54,7 +43,7 @@ def endpoint_row(page: str, endpoint: str) -> str:
 
 def test_training_progress_is_a_bar_kept_live(server: ServerProcess) -> None:
     ep = new_endpoint("dp-train")
-    job_id = submit(server, ep)
+    job_id = submit_job(server, ep)
     worker = RawWorker(server, ep)
     try:
         assert worker.take()["id"] == job_id
@@ -121,8 +110,8 @@ def test_unserved_queues_are_marked(server: ServerProcess) -> None:
         # a worker in touch before any submit, so no cached "unserved" answer lingers
         ping = worker.http.get(f"/{served}/ping/w-dp?gpu=local")
         assert ping.status_code == 200, ping.text
-        submit(server, never, {"prompt": "<script>"})
-        submit(server, served)
+        submit_job(server, never, {"prompt": "<script>"})
+        submit_job(server, served)
         with sign_in(server) as ui:
             page = ui.get("/").text
             assert "no worker has served this endpoint" in endpoint_row(page, never)
@@ -141,7 +130,7 @@ def test_job_list_pages_match_the_json_route(server: ServerProcess) -> None:
     """The dashboard reads through job_list.read_page: the same jobs, order and next page."""
     ep = new_endpoint("dp-list")
     for i in range(27):
-        submit(server, ep, {"n": i})
+        submit_job(server, ep, {"n": i})
     with sign_in(server) as ui:
         for offset in (0, 25):
             page = ui.get(f"/jobs?endpoint={ep}&offset={offset}").text
