@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from dashstack import NEUROQ_EP, SLEEP_EP, STREAM_EP, Stack, running_stack
+from dashstack import NEUROQ_EP, SLEEP_EP, STREAM_EP, Stack, job_status, running_stack, submit_job
+from harness import wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
@@ -34,6 +34,8 @@ ARGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 20_000
+#: (width, height) of the viewports the layout tests run at: a phone and a desktop
+WIDTHS = [(390, 844), (1280, 800)]
 
 
 @pytest.fixture(scope="module")
@@ -71,23 +73,21 @@ def screenshot(tab: Any, name: str, tmp_path: Path) -> None:
     tab.screenshot(path=str(target / f"{name}.png"), full_page=True)
 
 
-def submit(stack: Stack, endpoint: str, job_input: dict[str, Any]) -> str:
-    reply = httpx.post(
-        f"{stack.server.base_url}/{endpoint}/run",
-        json={"input": job_input},
-        headers=stack.server.client_headers,
+def horizontal_overflow(tab: Any) -> int:
+    """How many px the page is wider than the viewport (0 or less: no sideways scrolling)."""
+    overflow: int = tab.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
-    reply.raise_for_status()
-    job_id: str = reply.json()["id"]
-    return job_id
+    return overflow
 
 
-def status_of(stack: Stack, endpoint: str, job_id: str) -> str:
-    reply = httpx.get(
-        f"{stack.server.base_url}/{endpoint}/status/{job_id}", headers=stack.server.client_headers
-    )
-    status: str = reply.json()["status"]
-    return status
+def assert_within_viewport(tab: Any, locator: Any, what: str) -> dict[str, float]:
+    """`locator`'s box lies inside the viewport's width; its box."""
+    box = locator.bounding_box()
+    width = tab.viewport_size["width"]
+    assert box is not None, f"{what} is not shown"
+    assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, f"{what} {box} at {width}px"
+    return dict(box)
 
 
 def test_a_wrong_key_is_refused(browser: Any, stack: Stack) -> None:
@@ -114,7 +114,7 @@ def test_session_cookie_is_http_only_and_strict(page: Any) -> None:
 def test_a_submitted_job_appears_and_finishes_live(page: Any, stack: Stack, tmp_path: Path) -> None:
     page.goto(f"/jobs?endpoint={SLEEP_EP}")
     page.evaluate("window.__noReload = true")
-    job_id = submit(stack, SLEEP_EP, {"seconds": 1.0, "note": "<b>not bold</b>"})
+    job_id = submit_job(stack.server, SLEEP_EP, {"seconds": 1.0, "note": "<b>not bold</b>"})
     row = page.locator(f'tr[data-job="{job_id}"]')
     row.locator(".badge", has_text="IN_PROGRESS").wait_for()
     row.locator(".badge", has_text="COMPLETED").wait_for()
@@ -143,7 +143,7 @@ def test_a_submitted_job_appears_and_finishes_live(page: Any, stack: Stack, tmp_
 
 def test_cancel_a_running_job(page: Any, stack: Stack, tmp_path: Path) -> None:
     marker = tmp_path / "stopped"
-    job_id = submit(stack, SLEEP_EP, {"seconds": 60, "marker": str(marker)})
+    job_id = submit_job(stack.server, SLEEP_EP, {"seconds": 60, "marker": str(marker)})
     page.goto(f"/jobs/{SLEEP_EP}/{job_id}")
     page.locator("#job .badge", has_text="IN_PROGRESS").wait_for()
     dialogs: list[str] = []
@@ -156,21 +156,19 @@ def test_cancel_a_running_job(page: Any, stack: Stack, tmp_path: Path) -> None:
     page.click('button[data-action="cancel"]')
     page.locator("#job .badge", has_text="CANCELLED").wait_for()
     assert dialogs == [f"Cancel job {job_id}?"]
-    assert status_of(stack, SLEEP_EP, job_id) == "CANCELLED"
+    assert job_status(stack.server, SLEEP_EP, job_id) == "CANCELLED"
     # the worker really stopped the handler (it writes the marker when cancelled)
-    deadline = time.monotonic() + 20
-    while not marker.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(marker.exists, 20, "the handler to write its marker")
     assert marker.read_text() == "cancelled"
 
 
 def test_declining_the_confirmation_changes_nothing(page: Any, stack: Stack) -> None:
-    job_id = submit(stack, "dash-nobody", {})
+    job_id = submit_job(stack.server, "dash-nobody", {})
     page.goto(f"/jobs/dash-nobody/{job_id}")
     page.on("dialog", lambda dialog: dialog.dismiss())
     page.click('button[data-action="cancel"]')
     assert page.locator("#flash").inner_text() == ""
-    assert status_of(stack, "dash-nobody", job_id) == "IN_QUEUE"
+    assert job_status(stack.server, "dash-nobody", job_id) == "IN_QUEUE"
 
 
 def test_playground_shows_streamed_text(page: Any, stack: Stack, tmp_path: Path) -> None:
@@ -227,9 +225,7 @@ def test_fits_a_phone_screen(browser: Any, stack: Stack, tmp_path: Path) -> None
     tab.wait_for_url(f"{stack.server.url}/")
     for path in ("/", "/jobs", "/playground"):
         tab.goto(path)
-        overflow = tab.evaluate(
-            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-        )
+        overflow = horizontal_overflow(tab)
         assert overflow <= 0, f"{path} is {overflow}px wider than a phone screen"
     screenshot(tab, "phone", tmp_path)
     context.close()
@@ -258,7 +254,7 @@ def test_job_list_ids_stay_on_one_line(
     (the whole id in its title and link), and a page a phone can scroll through; the ids used
     to break after every character, making the page about 8,000 px tall."""
     endpoint = "dash-list"  # no worker: the jobs stay queued
-    ids = [submit(stack, endpoint, {"n": i}) for i in range(25)]
+    ids = [submit_job(stack.server, endpoint, {"n": i}) for i in range(25)]
     context, tab = signed_in_context(browser, stack, width, height)
     tab.goto(f"/jobs?endpoint={endpoint}")
     links = tab.locator("#jobs a.id")
@@ -274,22 +270,22 @@ def test_job_list_ids_stay_on_one_line(
     assert first.get_attribute("href") == f"/jobs/{endpoint}/{first.get_attribute('title')}"
     page_px = tab.evaluate("document.documentElement.scrollHeight")
     assert page_px <= max_page_px, f"the job list is {page_px}px tall at {width}px wide"
-    overflow = tab.evaluate(
-        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
-    assert overflow <= 0
+    assert horizontal_overflow(tab) <= 0
     screenshot(tab, f"jobs-{width}", tmp_path)
     context.close()
 
 
-@pytest.mark.parametrize(("width", "height"), [(390, 844), (1280, 800)])
+@pytest.mark.parametrize(("width", "height"), WIDTHS)
 def test_overview_plots_throughput_and_latency_per_endpoint(
     browser: Any, stack: Stack, tmp_path: Path, width: int, height: int
 ) -> None:
-    job_id = submit(stack, STREAM_EP, {"count": 1, "delay": 0})
-    deadline = time.monotonic() + 30
-    while status_of(stack, STREAM_EP, job_id) != "COMPLETED" and time.monotonic() < deadline:
-        time.sleep(0.1)
+    job_id = submit_job(stack.server, STREAM_EP, {"count": 1, "delay": 0})
+    wait_for(
+        lambda: job_status(stack.server, STREAM_EP, job_id),
+        30,
+        "the job to complete",
+        until=lambda status: status == "COMPLETED",
+    )
     context, tab = signed_in_context(browser, stack, width, height)
     section = tab.locator(f'#plots section[data-endpoint="{STREAM_EP}"]')
     section.wait_for()
@@ -309,9 +305,17 @@ def test_overview_plots_throughput_and_latency_per_endpoint(
     context.close()
 
 
-def test_json_request_form(page: Any, stack: Stack, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("width", "height"), WIDTHS)
+def test_json_request_form(
+    browser: Any, stack: Stack, tmp_path: Path, width: int, height: int
+) -> None:
+    """The JSON request form beside the playground: checked as JSON while typed, its job run by
+    a real worker (three chunks: the count typed), the form and its result inside the screen."""
+    context, page = signed_in_context(browser, stack, width, height)
     page.goto("/playground")
     form = page.locator("#json-request")
+    for field in ("input[name=endpoint_id]", "textarea[name=input]", "button[type=submit]"):
+        assert_within_viewport(page, form.locator(field), field)
     form.locator("input[name=endpoint_id]").fill(STREAM_EP)
     textarea = form.locator("textarea[name=input]")
     textarea.fill('{"count": 3,')
@@ -322,6 +326,9 @@ def test_json_request_form(page: Any, stack: Stack, tmp_path: Path) -> None:
     form.locator("button[type=submit]").click()
     page.locator("#json-status", has_text="COMPLETED").wait_for()
     assert page.locator("#json-output").inner_text().split() == [f'{{"i":{i}}}' for i in range(3)]
+    assert_within_viewport(page, page.locator("#json-output"), "the output")
     job_id = page.locator("#json-job").inner_text()
-    assert status_of(stack, STREAM_EP, job_id) == "COMPLETED"
-    screenshot(page, "json-request", tmp_path)
+    assert job_status(stack.server, STREAM_EP, job_id) == "COMPLETED"
+    assert horizontal_overflow(page) <= 0
+    screenshot(page, f"json-request-{width}", tmp_path)
+    context.close()

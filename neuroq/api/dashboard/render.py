@@ -636,14 +636,16 @@ def job_logs(lines: list[LogLine], truncated: bool) -> str:
     if truncated:
         notes.append("lines past the per-job cap were dropped")
     note = f'<p class="muted">{h("; ".join(notes))}</p>' if notes else ""
+    # `cards`: on a phone each line is a card, its time, level and attempt above the full-width
+    # text (as the job list's rows are), so the text is not squeezed into a fourth column
     rows = "".join(
         f'<tr class="log-{h(line.level.lower())}"><td>{fmt_time(line.at_ms)}</td>'
-        f"<td>{h(line.level)}</td><td>{line.attempt}</td>"
-        f"<td><pre>{h(line.line)}</pre></td></tr>"
+        f'<td>{h(line.level)}</td><td class="num" data-label="attempt">{line.attempt}</td>'
+        f'<td class="line"><pre>{h(line.line)}</pre></td></tr>'
         for line in shown
     )
     return (
-        f'<h2>Logs ({len(shown)})</h2>{note}<table class="logs"><thead><tr><th>time</th>'
+        f'<h2>Logs ({len(shown)})</h2>{note}<table class="logs cards"><thead><tr><th>time</th>'
         f"<th>level</th><th>attempt</th><th>line</th></tr></thead><tbody>{rows}</tbody></table>"
     )
 
