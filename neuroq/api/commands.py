@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import click
 import uvicorn
 
+from neuroq.client import connection
 from neuroq.config import DEFAULT_ENDPOINT, Settings
 from neuroq.store.base import JobStore
 
@@ -52,7 +53,7 @@ KEEP_ALIVE_S = 75
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Database, generated keys and other state.  [default: $NEUROQ_DATA_DIR or .neuroq]",
+    help=f"Database, generated keys and other state.  {connection.DATA_DIR_DEFAULT}",
 )
 @click.option(
     "--store",
@@ -279,25 +280,34 @@ def _local_url(settings: Settings, server: uvicorn.Server) -> str:
 
 
 @click.command("worker-env")
-@click.option("--endpoint", required=True, help="Endpoint id the worker serves.")
-@click.option("--url", default="http://127.0.0.1:8000", show_default=True, help="Server base URL.")
-@click.option("--worker-id", default=None, help="Worker id (RUNPOD_POD_ID); random by default.")
+@click.option("--endpoint", metavar="ID", help=connection.ENDPOINT_HELP)
+@click.option("--url", metavar="URL", help=connection.URL_HELP)
+@click.option(
+    "--worker-id",
+    default=None,
+    help="Worker id, the worker's RUNPOD_POD_ID.  [default: a random id]",
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where a generated worker key is kept.  [default: $NEUROQ_DATA_DIR or .neuroq]",
+    help=f"Where a generated worker key is kept.  {connection.DATA_DIR_DEFAULT}",
 )
-def worker_env(endpoint: str, url: str, worker_id: str | None, data_dir: Path | None) -> None:
-    """Print the environment an unmodified RunPod worker needs to attach (spec 2.2).
+def worker_env(
+    endpoint: str | None, url: str | None, worker_id: str | None, data_dir: Path | None
+) -> None:
+    """Print the environment an unmodified RunPod worker needs to attach: the job-take, result,
+    stream and ping URLs of the endpoint on this server, a worker id and the worker key.
 
     Use as `eval "$(neuroq worker-env --endpoint ep)"` before starting the worker."""
     from neuroq.api.auth import load_keys
     from neuroq.jobs import is_path_safe, new_worker_id
     from neuroq.scaler.processes import runpod_worker_env
 
+    endpoint = connection.endpoint_id(endpoint)
     if not is_path_safe(endpoint):
         raise click.BadParameter("use 1-128 characters of A-Z a-z 0-9 _ -", param_hint="--endpoint")
+    url = connection.server_origin(connection.server_url(url))
     worker_id = worker_id or new_worker_id()
     if not is_path_safe(worker_id):
         raise click.BadParameter(

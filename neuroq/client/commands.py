@@ -123,7 +123,7 @@ def send(
       neuroq send '{"action": "health"}'
       neuroq send @train.json --endpoint neuroq --timeout 3600
       echo '{"prompt": "hi"}' | neuroq send - --stream
-      neuroq send '{"action": "train"}' --async-submit
+      neuroq send '{"action": "train", "model": "mine"}' --async-submit
     """
     job_input, request = split_request(read_input(input_arg))
     if "s3Config" in request:

@@ -39,6 +39,8 @@ CLIENT_KEY_HELP = (
     "Client API key.  [default: $RUNPOD_API_KEY, or for a server on this machine "
     "$NEUROQ_DATA_DIR/api_key (.neuroq/api_key)]"
 )
+#: how every command's --data-dir help states its default
+DATA_DIR_DEFAULT = "[default: $NEUROQ_DATA_DIR or .neuroq]"
 WORKER_KEY_HELP = (
     "Worker key.  [default: $NEUROQ_WORKER_KEY, or for a server on this machine "
     "$NEUROQ_DATA_DIR/worker_key (.neuroq/worker_key)]"

@@ -17,17 +17,47 @@ from typing import Any
 
 import click
 
+from neuroq.client.connection import DATA_DIR_DEFAULT
+
 MODES = ("layered", "brain")
 #: sampling.MAX_LENGTH_CAP, restated so that `--help` needs no torch (a test holds them equal)
 MAX_LENGTH_CAP = 150
+#: tokenizer.DEFAULT_VOCAB_SIZE, restated for the same reason
+DEFAULT_VOCAB_SIZE = 4000
+#: NeuroQConfig's defaults as (layered, brain), restated for the same reason: what a new model
+#: gets for an architecture option left out
+ARCHITECTURE_DEFAULTS: dict[str, tuple[float, float]] = {
+    "embed_dim": (64, 128),
+    "hidden_dim": (128, 512),
+    "num_heads": (4, 4),
+    "num_layers": (2, 3),
+    "max_seq_len": (128, 256),
+    "num_neurons": (75, 75),
+    "dropout": (0.1, 0.1),
+    "lambda_entangle": (0.35, 0.35),
+}
 
 
 data_dir_option = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where named models live, in checkpoints/NAME [NEUROQ_DATA_DIR, .neuroq].",
+    help=f"Where named models live, in checkpoints/NAME.  {DATA_DIR_DEFAULT}",
 )
+
+
+def _architecture_option(name: str, kind: click.ParamType, help: str) -> Any:
+    """An option that shapes a new model, with its default per mode in the help."""
+    layered, brain = ARCHITECTURE_DEFAULTS[name]
+    default = f"{layered:g}" if layered == brain else f"{layered:g}, brain mode {brain:g}"
+    callback = _positive if isinstance(kind, click.types.IntParamType) else None
+    return click.option(
+        "--" + name.replace("_", "-"),
+        type=kind,
+        default=None,
+        callback=callback,
+        help=f"{help}  [default: {default}]",
+    )
 
 
 def _data_dir(option: Path | None) -> Path:
@@ -53,6 +83,14 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     return value
 
 
+def _shown(name: str, kind: Any, default: Any, help: str, positive: bool = False) -> Any:
+    """An option whose --help states its default as `[default: ...]`."""
+    callback = _positive if positive else None
+    return click.option(
+        name, type=kind, default=default, show_default=True, callback=callback, help=help
+    )
+
+
 @click.command()
 @click.option(
     "--corpus",
@@ -61,13 +99,16 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     help="A .jsonl ({user, assistant} per line) or .txt file, or 'default' for the shipped corpus.",
 )
 @click.option(
-    "--out", "out_dir", type=click.Path(path_type=Path), help="Checkpoint directory (or --model)."
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Checkpoint directory to write; give this or --model.",
 )
 @click.option(
     "--model",
     "model_name",
     default=None,
-    help="Write the model NAME in the data directory instead, where jobs and "
+    help="Write the model NAME in the data directory instead of --out, where jobs and "
     "`neuroq generate --model NAME` find it.",
 )
 @click.option(
@@ -79,42 +120,68 @@ def _positive(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     "--from-model",
     default=None,
     help="Fine-tune this model (a name in the data directory, or a checkpoint directory): start "
-    "from its weights, architecture and tokenizer instead of fresh ones.",
+    "from its weights, architecture and tokenizer.  [default: fresh weights]",
 )
 @data_dir_option
-@click.option("--mode", type=click.Choice(MODES), default="layered", show_default=True)
-@click.option("--epochs", type=int, default=5, show_default=True, callback=_positive)
-@click.option("--batch-size", type=int, default=16, show_default=True, callback=_positive)
-@click.option("--lr", type=float, default=1e-3, show_default=True, callback=_positive)
-@click.option("--seq-len", type=click.IntRange(min=2), default=64, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_shown(
+    "--mode",
+    click.Choice(MODES),
+    "layered",
+    "Architecture of a new model; --resume and --from-model keep the checkpoint's.",
+)
+@_shown("--epochs", int, 5, "Epochs in all; with --resume, counting the checkpoint's.", True)
+@_shown("--batch-size", int, 16, "Windows per optimiser step.", True)
+@_shown(
+    "--lr",
+    float,
+    1e-3,
+    "Peak learning rate: linear warm-up to it, then cosine decay to a tenth of it.",
+    True,
+)
+@_shown(
+    "--seq-len",
+    click.IntRange(min=2),
+    64,
+    "Tokens per training window, at most the model's --max-seq-len.",
+)
+@_shown(
+    "--seed",
+    click.IntRange(min=0),
+    0,
+    "Seeds the tokenizer, weights, held-out split, batch order and dropout: the same seed "
+    "gives the same run.",
+)
 @click.option(
     "--vocab-size",
     type=click.IntRange(min=300),
     default=None,
-    help="Tokenizer size (default 4000).",
+    help=f"Pieces of the tokenizer trained on the corpus.  [default: {DEFAULT_VOCAB_SIZE}]",
 )
 @click.option(
     "--tokenizer",
     "tokenizer_path",
     type=click.Path(path_type=Path),
     default=None,
-    help="Use this tokenizer.model instead of training one on the corpus.",
+    help="Use this tokenizer.model.  [default: train one on the corpus]",
 )
 @click.option("--resume", is_flag=True, help="Continue training the checkpoint in --out.")
-@click.option("--embed-dim", type=int, default=None, callback=_positive)
-@click.option("--hidden-dim", type=int, default=None, callback=_positive)
-@click.option("--num-heads", type=int, default=None, callback=_positive)
-@click.option("--num-layers", type=int, default=None, callback=_positive)
-@click.option("--max-seq-len", type=int, default=None, callback=_positive)
-@click.option("--num-neurons", type=int, default=None, callback=_positive, help="Brain mode.")
-@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None)
-@click.option("--lambda-entangle", type=click.FloatRange(min=0.0), default=None)
+@_architecture_option("embed_dim", click.INT, "Embedding width, a multiple of --num-heads.")
+@_architecture_option("hidden_dim", click.INT, "Width of the feed-forward and QBNN layers.")
+@_architecture_option("num_heads", click.INT, "Attention heads per layer.")
+@_architecture_option("num_layers", click.INT, "Transformer layers.")
+@_architecture_option("max_seq_len", click.INT, "Longest window the model sees at once.")
+@_architecture_option("num_neurons", click.INT, "Neurons of the attention brain (brain mode).")
+@_architecture_option(
+    "dropout", click.FloatRange(0.0, 1.0, max_open=True), "Dropout rate while training."
+)
+@_architecture_option(
+    "lambda_entangle", click.FloatRange(min=0.0), "QBNN entanglement strength (lambda0)."
+)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="torch CPU threads (default: torch's choice).",
+    help="torch CPU threads.  [default: torch's choice]",
 )
 @click.option(
     "--precision",
@@ -143,13 +210,18 @@ def train(
     precision: str,
     **model_options: Any,
 ) -> None:
-    """Train a NeuroQ model and write a checkpoint directory."""
+    """Train a NeuroQ model and write a checkpoint directory.
+
+    The architecture options shape a new model; --resume and --from-model keep the
+    checkpoint's. Progress shows on stderr: a live bar on a terminal, a line every 10 s
+    otherwise.
+    """
     import torch
 
     from neuroq.model.checkpoint import CONFIG_FILE, named_checkpoint
     from neuroq.model.corpus import CorpusError, load_corpus
     from neuroq.model.model import NeuroQConfig
-    from neuroq.model.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, TokenizerError
+    from neuroq.model.tokenizer import Tokenizer, TokenizerError
     from neuroq.model.train import train as run_training
 
     if (out_dir is None) == (model_name is None):
@@ -249,7 +321,12 @@ def _train_tokenizer(dialogues: Any, vocab_size: int, seed: int) -> Any:
 
 
 @click.command()
-@click.option("--corpus", default="default", show_default=True, help="Corpus file or 'default'.")
+@click.option(
+    "--corpus",
+    default="default",
+    show_default=True,
+    help="A .jsonl or .txt corpus file, or 'default' for the shipped corpus.",
+)
 @click.option(
     "--out",
     "out_dir",
@@ -261,13 +338,17 @@ def _train_tokenizer(dialogues: Any, vocab_size: int, seed: int) -> Any:
     "--vocab-size",
     type=click.IntRange(min=300),
     default=None,
-    help="Number of pieces (default 4000).",
+    help=f"Number of pieces.  [default: {DEFAULT_VOCAB_SIZE}]",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_shown(
+    "--seed",
+    click.IntRange(min=0),
+    0,
+    "SentencePiece's seed: the same seed and corpus give the same tokenizer.",
+)
 def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> None:
     """Train the SentencePiece tokenizer on a corpus."""
     from neuroq.model.corpus import CorpusError, load_corpus
-    from neuroq.model.tokenizer import DEFAULT_VOCAB_SIZE
 
     try:
         dialogues = load_corpus(corpus)
@@ -284,8 +365,8 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
     "--model",
     "model_name",
     default=None,
-    help="A model in the data directory (default: 'default', the shipped model unless a "
-    "trained copy replaced it).",
+    help="A model in the data directory.  [default: default, the shipped model unless a "
+    "trained copy replaced it]",
 )
 @click.option(
     "--checkpoint",
@@ -308,10 +389,26 @@ def tokenizer(corpus: str, out_dir: Path, vocab_size: int | None, seed: int) -> 
     show_default=True,
     help="Randomness, 0-10; 0 = greedy: always the most likely token (the seed does not matter).",
 )
-@click.option("--top-k", type=int, default=40, show_default=True)
-@click.option("--top-p", type=float, default=0.9, show_default=True)
-@click.option("--repetition-penalty", type=float, default=2.0, show_default=True)
-@click.option("--seed", type=int, default=None, help="Make the output reproducible.")
+@_shown("--top-k", int, 40, "Draw from the K most likely tokens only, 0-50; 0 = no limit.")
+@_shown(
+    "--top-p",
+    float,
+    0.9,
+    "Draw from the fewest most likely tokens whose probabilities sum to P, in (0, 1]; "
+    "1 = no limit.",
+)
+@_shown(
+    "--repetition-penalty",
+    float,
+    2.0,
+    "Make tokens already in the reply less likely, 1-10; 1 = no penalty.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Make the output reproducible.  [default: a fresh random seed per run]",
+)
 @click.option("--stream", is_flag=True, help="Print the reply piece by piece as it is generated.")
 @click.option(
     "--precision",
@@ -400,7 +497,13 @@ def model() -> None:
 @model.command("list")
 @data_dir_option
 def list_models(data_dir: Path | None) -> None:
-    """Show each model's name, mode, epochs and directory."""
+    """Show each model's name, mode, epochs and directory.
+
+    \b
+    Examples:
+      neuroq model list
+      neuroq model list --data-dir /var/lib/neuroq
+    """
     from neuroq.model.checkpoint import CONFIG_FILE, DEFAULT_CHECKPOINT, named_checkpoint
 
     root = _data_dir(data_dir) / "checkpoints"
@@ -425,6 +528,10 @@ def reset(name: str, data_dir: Path | None) -> None:
     """Make NAME (default: 'default') the shipped model again by deleting its trained copy.
 
     Workers sharing the data directory serve the shipped model from their next job on.
+
+    \b
+    Example:
+      neuroq model reset default
     """
     from neuroq.model.checkpoint import DEFAULT_CHECKPOINT, remove_checkpoint
 

@@ -31,7 +31,7 @@ class _WarmupError(click.ClickException):
     show_default=True,
     help="Jobs this worker runs at once.",
 )
-@click.option("--worker-id", default=None, help="Stable worker id; a random one by default.")
+@click.option("--worker-id", default=None, help="Stable worker id.  [default: a random id]")
 @click.option("--burst", is_flag=True, help="Exit once the queue is empty and no job runs.")
 @click.option(
     "--ping-interval",
@@ -52,14 +52,14 @@ class _WarmupError(click.ClickException):
 @click.option(
     "--aggregate-stream/--no-aggregate-stream",
     default=None,
-    help="Generators: final output is every chunk (default: the handler's own setting).",
+    help="Generators: final output is every chunk.  [default: the handler's own setting]",
 )
 @click.option(
     "--warmup",
     metavar="MODULE:FUNC",
     default=None,
-    help="Run FUNC (sync or async, no arguments) before the first job; default: the handler "
-    "module's own `warmup` function, if any.",
+    help="Run FUNC (sync or async, no arguments) before the first job.  [default: the handler "
+    "module's own `warmup` function, if any]",
 )
 @click.option(
     "--log-level",
