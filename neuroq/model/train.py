@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import torch
+from tqdm import tqdm
 
 from neuroq.model.checkpoint import (
     load_checkpoint,
@@ -229,38 +230,61 @@ def train_step(
 
 
 class TerminalProgress:
-    """A tqdm-free progress display: one rewritten `\\r` line on a TTY, periodic lines otherwise."""
+    """Training progress on stderr: a live tqdm bar on a terminal (steps of the whole run, the
+    epoch, loss, tokens/s and learning rate), plain lines at most every `interval_s` elsewhere,
+    so a log file gets a readable line every 10 s rather than a bar's redraws."""
 
     def __init__(self, stream: TextIO | None = None, interval_s: float | None = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.interval_s = interval_s if interval_s is not None else (0.1 if self.tty else 10.0)
         self._last = 0.0
+        self._bar: tqdm[Any] | None = None
 
     def __call__(self, ev: ProgressEvent) -> None:
+        stats = f"loss {ev.loss:.3f} {ev.tokens_per_s / 1000:.1f}k tok/s lr {ev.lr:.2e}"
+        if self.tty:
+            self._draw(ev, stats)
+            return
         now = time.monotonic()
         final = ev.step == ev.total_steps
         if now - self._last < self.interval_s and not final:
             return
         self._last = now
-        width = 24
-        filled = int(width * ev.step / max(1, ev.total_steps))
-        bar = "#" * filled + "." * (width - filled)
-        line = (
-            f"epoch {ev.epoch}/{ev.epochs} [{bar}] {ev.step}/{ev.total_steps} "
-            f"loss {ev.loss:.3f} {ev.tokens_per_s / 1000:.1f}k tok/s lr {ev.lr:.2e}"
-        )
-        if self.tty:
-            self.stream.write("\r" + line + ("\n" if final else ""))
-        else:
-            self.stream.write(line + "\n")
+        self.stream.write(f"epoch {ev.epoch}/{ev.epochs} {ev.step}/{ev.total_steps} {stats}\n")
         self.stream.flush()
 
+    def _draw(self, ev: ProgressEvent, stats: str) -> None:
+        bar = self._bar
+        if bar is None:
+            # A resumed run's bar starts at the checkpoint's step; tqdm throttles its redraws.
+            bar = self._bar = tqdm(
+                total=ev.total_steps,
+                initial=ev.step - 1,
+                file=self.stream,
+                mininterval=self.interval_s,
+                dynamic_ncols=True,
+                unit="step",
+            )
+        bar.set_description_str(f"epoch {ev.epoch}/{ev.epochs}", refresh=False)
+        bar.set_postfix_str(stats, refresh=False)
+        bar.update(ev.step - bar.n)
+        if ev.step == ev.total_steps:
+            self.close()
+
     def message(self, text: str) -> None:
-        if self.tty:
-            self.stream.write("\r\033[K")
+        """A line of its own, above the bar while one is drawn."""
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+            return
         self.stream.write(text + "\n")
         self.stream.flush()
+
+    def close(self) -> None:
+        """End the bar (the run finished or stopped), leaving its last state on screen."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 @torch.no_grad()
@@ -319,10 +343,10 @@ def train(
     ignored. `init_from` is a checkpoint directory to fine-tune: its weights, config and
     tokenizer are the starting point (not `config`/`tokenizer`), with a fresh optimizer and
     schedule, and `out_dir` gets the result. `progress` receives a `ProgressEvent` after every
-    step (throttle it on the receiving side); `terminal` draws the progress line (None: stderr;
-    pass `TerminalProgress(io)` to redirect). `precision` is "auto" (bfloat16 autocast on CPUs
-    with native bf16, else float32), "bf16" or "fp32" (see `resolve_precision`). Returns the
-    figures also stored in the checkpoint's meta.json.
+    step (throttle it on the receiving side); `terminal` shows progress (None: on stderr, a bar
+    on a terminal; pass `TerminalProgress(io)` to redirect). `precision` is "auto" (bfloat16
+    autocast on CPUs with native bf16, else float32), "bf16" or "fp32" (see
+    `resolve_precision`). Returns the figures also stored in the checkpoint's meta.json.
     """
     _check_positive_int("epochs", epochs)
     _check_positive_int("batch_size", batch_size)
@@ -465,6 +489,7 @@ def train(
             f"epoch {done_epochs}/{epochs}: train loss {train_loss:.4f}, eval loss {ev_text}, "
             f"{tokens_per_s / 1000:.1f}k tokens/s, checkpoint {out}"
         )
+    term.close()
     if stopped:
         term.message(f"stopped at step {step}; the checkpoint in {out} has {done_epochs} epochs")
         step = start_step + (done_epochs - start_epoch) * steps_per_epoch

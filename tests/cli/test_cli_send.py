@@ -4,22 +4,15 @@ results, chunks, progress, the misspelt-endpoint warning and the hint after --as
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
-import os
-import pty
 import shlex
-import struct
 import subprocess
-import sys
-import termios
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_support import clean_env, neuroq
+from cli_support import neuroq, on_terminal
 from click.testing import CliRunner
 from harness import start_server, start_worker
 
@@ -186,29 +179,14 @@ def test_progress_is_a_live_bar_on_a_terminal(cli_server: Any, tmp_path: Path) -
     handler = tmp_path / "training.py"
     handler.write_text(TRAINING_HANDLER)
     worker = start_worker(cli_server, f"{handler}:handler", "cli-training", tmp_path)
-    master, terminal = pty.openpty()
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     env = {"NEUROQ_API_URL": cli_server.base_url, "RUNPOD_API_KEY": cli_server.api_key}
     try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "neuroq", "send", "--endpoint", "cli-training", "{}"],
-            env=clean_env(**env),
-            stdout=subprocess.PIPE,
-            stderr=terminal,
-        )
-        os.close(terminal)
-        drawn = b""
-        with contextlib.suppress(OSError):  # EIO once the command has exited
-            while chunk := os.read(master, 4096):
-                drawn += chunk
-        stdout = proc.communicate(timeout=60)[0]
+        code, stdout, drawn = on_terminal("send", "--endpoint", "cli-training", "{}", **env)
     finally:
-        os.close(master)
         worker.stop()
-    assert proc.returncode == 0, drawn
+    assert code == 0, drawn
     assert json.loads(stdout) == {"trained": True}
-    text = drawn.decode(errors="replace")
-    assert "%|" in text and "2/3 loss=0.75" in text
+    assert "%|" in drawn and "2/3 loss=0.75" in drawn
 
 
 def test_a_misspelt_endpoint_is_warned_about_on_stderr(cli_server: Any) -> None:
