@@ -10,7 +10,9 @@ do. The wire shape uses RunPod's names (`workersMin`, `workersMax`, `idleTimeout
 - `REQUEST_COUNT`: run `ceil((queued + running) / scalerValue)` workers.
 
 Both stay within `workersMin`..`workersMax`; a worker idle for `idleTimeout` seconds is stopped
-(down to `workersMin`, zero by default).
+(down to `workersMin`, zero by default). `workersSpare` (no RunPod equivalent) keeps that many
+workers started beyond the ones holding a job, so the first jobs of a burst find one ready
+instead of waiting for a cold start.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class EndpointConfig:
     command: tuple[str, ...] | None = None
     workers_min: int = 0
     workers_max: int = 3
+    #: idle workers kept started beyond those holding a job (within workers_max)
+    workers_spare: int = 0
     idle_timeout_s: int = 5
     scaler_type: ScalerType = ScalerType.QUEUE_DELAY
     scaler_value: int = 4
@@ -80,6 +84,7 @@ class EndpointConfig:
             "command": list(self.command) if self.command is not None else None,
             "workersMin": self.workers_min,
             "workersMax": self.workers_max,
+            "workersSpare": self.workers_spare,
             "idleTimeout": self.idle_timeout_s,
             "scalerType": self.scaler_type.value,
             "scalerValue": self.scaler_value,
@@ -174,6 +179,7 @@ _WIRE_FIELDS = {
     "command": "command",
     "workersMin": "workers_min",
     "workersMax": "workers_max",
+    "workersSpare": "workers_spare",
     "idleTimeout": "idle_timeout_s",
     "scalerType": "scaler_type",
     "scalerValue": "scaler_value",
@@ -186,6 +192,7 @@ _CHECKS: dict[str, Any] = {
     "command": _command,
     "workersMin": _int(0, MAX_WORKERS),
     "workersMax": _int(0, MAX_WORKERS),
+    "workersSpare": _int(0, MAX_WORKERS),
     "idleTimeout": _int(0, MAX_IDLE_TIMEOUT_S),
     "scalerType": _scaler_type,
     "scalerValue": _int(1, MAX_SCALER_VALUE),
@@ -200,6 +207,10 @@ def _check_consistent(config: EndpointConfig) -> None:
         raise EndpointError(
             "workersMin", f"{config.workers_min} is more than workersMax {config.workers_max}"
         )
+    if config.workers_spare > config.workers_max:
+        raise EndpointError(
+            "workersSpare", f"{config.workers_spare} is more than workersMax {config.workers_max}"
+        )
     if config.handler is not None and config.command is not None:
         raise EndpointError("command", "give a handler or a command, not both")
 
@@ -211,12 +222,14 @@ def desired_workers(
     running: int,
     oldest_wait_s: float,
     current: int,
+    busy: int = 0,
     external: bool = False,
 ) -> int:
-    """How many workers the endpoint should have now, by its scaler rule (before idle
-    timeouts, which the scaler applies per worker: it never stops a busy one). With
-    `external`, the workers are started by someone else (KEDA, an operator), so the endpoint
-    needs no handler or command of its own to want them."""
+    """How many workers the endpoint should have now, by its scaler rule and its spare (before
+    idle timeouts, which the scaler applies per worker: it never stops a busy one). `busy`
+    counts the workers holding a job. With `external`, the workers are started by someone
+    else (KEDA, an operator), so the endpoint needs no handler or command of its own to want
+    them."""
     if not config.runs_workers and not external:
         return 0
     if config.scaler_type is ScalerType.REQUEST_COUNT:
@@ -226,4 +239,13 @@ def desired_workers(
         # nobody to serve the queue at all: one worker at once, whatever the delay
         if queued and current == 0:
             wanted = max(wanted, 1)
+    wanted = max(wanted, spare_floor(config, busy))
     return max(config.workers_min, min(config.workers_max, wanted))
+
+
+def spare_floor(config: EndpointConfig, busy: int) -> int:
+    """The fleet `workersSpare` asks for: the `busy` workers (holding a job) plus the spares,
+    within `workersMax`; 0 without a spare."""
+    if not config.workers_spare:
+        return 0
+    return min(config.workers_max, busy + config.workers_spare)

@@ -13,7 +13,9 @@ registering a starting worker, which is what a (remote) scaler does with the wor
     GET    /endpoints/{ep}/workers         live workers: id, state, jobs, lastSeen
     POST   /endpoints/{ep}/workers/{id}    worker key: show a starting worker as initializing
 
-A bad setting is `400 {"error": "workersMax: must be ...", "field": "workersMax"}`.
+A bad setting is `400 {"error": "workersMax: must be ...", "field": "workersMax"}`. A change
+wakes this server's scaler at once (`SETTINGS_TOPIC`), so a new spare or a raised workersMin
+does not wait for its next look.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from starlette.routing import BaseRoute, Route
 from neuroq.api.schemas import parse_json_object, read_body_limited
 from neuroq.endpoints import EndpointConfig, EndpointError
 from neuroq.jobs import is_path_safe, now_ms
-from neuroq.scaler.source import endpoint_report
+from neuroq.scaler.source import SETTINGS_TOPIC, endpoint_report
 from neuroq.store.base import JobStore, QueueStats
 
 #: settings are small; anything bigger is a mistake
@@ -69,6 +71,10 @@ async def _settings_body(request: Request) -> dict[str, Any]:
     return parse_json_object(await read_body_limited(request, MAX_SETTINGS_BODY_BYTES))
 
 
+def _settings_changed(request: Request) -> None:
+    _store(request).notifier.publish(SETTINGS_TOPIC)
+
+
 def _not_configured(endpoint_id: str) -> HTTPException:
     return HTTPException(404, f"endpoint {endpoint_id} is not configured (it is a plain queue)")
 
@@ -99,6 +105,7 @@ async def put_endpoint(request: Request) -> Response:
         return _invalid(exc)
     existed = await store.get_endpoint(endpoint_id) is not None
     stored = await store.put_endpoint(config, now_ms())
+    _settings_changed(request)
     return JSONResponse(stored.to_wire(), status_code=200 if existed else 201)
 
 
@@ -114,7 +121,9 @@ async def patch_endpoint(request: Request) -> Response:
         changed = config.updated(body)
     except EndpointError as exc:
         return _invalid(exc)
-    return JSONResponse((await store.put_endpoint(changed, now_ms())).to_wire())
+    stored = await store.put_endpoint(changed, now_ms())
+    _settings_changed(request)
+    return JSONResponse(stored.to_wire())
 
 
 async def delete_endpoint(request: Request) -> Response:
@@ -122,6 +131,7 @@ async def delete_endpoint(request: Request) -> Response:
     endpoint_id = _endpoint_id(request)
     if not await _store(request).delete_endpoint(endpoint_id):
         raise _not_configured(endpoint_id)
+    _settings_changed(request)
     return JSONResponse({"deleted": endpoint_id})
 
 

@@ -697,6 +697,10 @@ def _settings_schemas() -> Schema:
         },
         "workersMin": {**count, "description": "At most workersMax."},
         "workersMax": count,
+        "workersSpare": {
+            **count,
+            "description": "Idle workers kept started beyond the busy ones; at most workersMax.",
+        },
         "idleTimeout": {"type": "integer", "minimum": 0, "maximum": MAX_IDLE_TIMEOUT_S},
         "scalerType": {"type": "string", "enum": [t.value for t in ScalerType]},
         "scalerValue": {"type": "integer", "minimum": 1, "maximum": MAX_SCALER_VALUE},
@@ -768,6 +772,7 @@ def _scaler_schemas() -> Schema:
         "desiredWorkers": {**n, "description": "What the scaler rule asks for now."},
         "workersMin": n,
         "workersMax": n,
+        "workersSpare": n,
         "scalerType": {"type": "string", "enum": [t.value for t in ScalerType]},
         "scalerValue": {"type": "integer", "minimum": 1},
     }

@@ -132,6 +132,11 @@ def _settings_options(fn: Any) -> Any:
         ),
         click.option("--workers-min", type=int, help="Workers kept warm [0]."),
         click.option("--workers-max", type=int, help="Most workers at once [3]."),
+        click.option(
+            "--workers-spare",
+            type=int,
+            help="Idle workers kept started beyond the busy ones, within --workers-max [0].",
+        ),
         click.option("--idle-timeout", type=int, help="Seconds idle before a worker stops [5]."),
         click.option(
             "--scaler-type",
@@ -156,6 +161,7 @@ def _wire(options: dict[str, Any]) -> dict[str, Any]:
         "handler": "handler",
         "workers_min": "workersMin",
         "workers_max": "workersMax",
+        "workers_spare": "workersSpare",
         "idle_timeout": "idleTimeout",
         "scaler_type": "scalerType",
         "scaler_value": "scalerValue",

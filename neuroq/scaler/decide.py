@@ -3,7 +3,8 @@
 A pure function of what the scaler observed and the time, so it is tested with a simulated
 clock. Scaling up follows the endpoint's rule (`neuroq.endpoints.desired_workers`); scaling
 down is per worker: only a worker that has held no job for `idleTimeout` seconds is stopped,
-and never below what the rule still wants (`workersMin` at least). A worker over `workersMax`
+and never below what the rule still wants (`workersMin` at least, and `workersSpare` idle
+workers beyond the busy ones). A worker over `workersMax`
 (the setting was lowered) is stopped at once, idle ones first; stopping always means a
 drain (SIGTERM: in-flight jobs finish), never a kill.
 """
@@ -14,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from neuroq.endpoints import EndpointConfig, ScalerType, desired_workers
+from neuroq.endpoints import EndpointConfig, ScalerType, desired_workers, spare_floor
 from neuroq.store.base import QueueStats
 
 
@@ -61,6 +62,8 @@ def decide(
     sees them as still wanted, so each is replaced while the rule still wants it."""
     current = len(workers)
     starting = sum(1 for w in workers if not w.ready)
+    busy = sum(1 for w in workers if w.busy)
+    spares = spare_floor(config, busy) if config.runs_workers else 0
     wanted = desired_workers(
         config,
         queued=stats.queued,
@@ -72,6 +75,7 @@ def decide(
         # One worker at a time: the queue delay says nothing new until the worker already on
         # its way has started and taken its share.
         wanted = min(wanted, max(current, config.workers_min))
+    wanted = max(wanted, spares)
     if wanted > current:
         return Decision(wanted, wanted - current)
 
@@ -81,7 +85,7 @@ def decide(
         by_idleness = sorted(workers, key=lambda w: (w.busy, w.idle_since_ms))
         stop = [w.worker_id for w in by_idleness[: current - config.workers_max]]
     # Idle workers past their timeout, down to what the rule still needs.
-    keep = max(config.workers_min, _still_needed(config, stats))
+    keep = max(config.workers_min, spares, _still_needed(config, stats))
     idle = sorted(
         (
             w

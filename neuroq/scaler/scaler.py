@@ -2,8 +2,9 @@
 
 Every `interval_s` it reads the configured endpoints, their queues and the server's live
 workers (one `Observation`), and for each endpoint with a handler or a command applies
-`decide`. It acts only on the processes it started itself, tracked here and in pidfiles under
-`state_dir`:
+`decide`; inside `neuroq serve` a job queued on such an endpoint (or a settings change) brings
+the next look forward, so a cold start begins at once (looks stay `MIN_GAP_S` apart). It acts
+only on the processes it started itself, tracked here and in pidfiles under `state_dir`:
 
 - a worker is registered `initializing` before it is started, so `/health` shows it while it
   loads; its first contact with the server makes it `ready`;
@@ -45,6 +46,9 @@ CRASH_WINDOW_S = 10.0
 MAX_BACKOFF_S = 30.0
 #: extra time past the drain grace before a stopping worker is killed
 KILL_MARGIN_S = 5.0
+#: the least time between two looks, however many jobs are queued meanwhile (a burst of
+#: submits costs at most 1 / MIN_GAP_S looks a second)
+MIN_GAP_S = 0.05
 
 
 class ScalerBusy(RuntimeError):
@@ -99,12 +103,17 @@ class Scaler:
         self.acquire()
         cleanup = asyncio.create_task(end_stale_workers(self.state_dir, self.stop_grace_s))
         try:
+            loop = asyncio.get_running_loop()
             while True:
+                looked = loop.time()
                 try:
                     await self.tick()
                 except Exception as exc:
                     log.warning("scaler tick failed: %s", exc)
-                await asyncio.sleep(self.interval_s)
+                await self.source.pause(self.interval_s)
+                rest = min(MIN_GAP_S, self.interval_s) - (loop.time() - looked)
+                if rest > 0:
+                    await asyncio.sleep(rest)
         finally:
             await asyncio.shield(self._shutdown(cleanup))
 

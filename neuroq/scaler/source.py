@@ -2,10 +2,14 @@
 from a server (`neuroq scaler --url`), and the per-endpoint report the metrics route serves.
 
 Both sources give the same `Observation`, so the scaler itself does not know where it runs.
+Between looks the scaler waits on its source: the store's source wakes it at once when a job is
+queued on an endpoint it scales or when endpoint settings change in this process, so a cold
+start does not also wait for the next look; the HTTP source only sleeps.
 """
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -14,7 +18,10 @@ import httpx
 from neuroq.endpoints import EndpointConfig, desired_workers
 from neuroq.jobs import now_ms
 from neuroq.scaler.decide import oldest_wait_s
-from neuroq.store.base import JobStore, QueueStats, WorkerInfo
+from neuroq.store.base import JobStore, QueueStats, WorkerInfo, queue_topic
+
+#: published on the store's notifier when an endpoint's settings change (endpoint routes)
+SETTINGS_TOPIC = "endpoint-settings"
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,10 @@ class Observation:
 class Source(Protocol):
     async def observe(self) -> Observation: ...
 
+    async def pause(self, timeout_s: float) -> None:
+        """Wait `timeout_s` before the next look, or less when there is news."""
+        ...
+
     async def register(self, endpoint_id: str, worker_id: str) -> None:
         """Show a worker that is starting as `initializing` in the endpoint's health."""
         ...
@@ -41,12 +52,34 @@ class StoreSource:
 
     def __init__(self, store: JobStore) -> None:
         self.store = store
+        #: topic -> its version when last observed: what `pause` wakes on
+        self._seen: dict[str, int] = {}
 
     async def observe(self) -> Observation:
+        notifier = self.store.notifier
         configs = await self.store.list_endpoints()
+        # read before the queue counts, so a job queued after them moves a version
+        topics = [queue_topic(c.endpoint_id) for c in configs if c.runs_workers]
+        self._seen = {t: notifier.version(t) for t in [SETTINGS_TOPIC, *topics]}
         stats = await self.store.queue_stats()
         workers = {w.worker_id: w for w in await self.store.list_workers()}
         return Observation(configs, stats, workers, now_ms())
+
+    async def pause(self, timeout_s: float) -> None:
+        """Until a job is queued on a scaled endpoint, settings change, or `timeout_s`."""
+        notifier = self.store.notifier
+        waits = [
+            asyncio.ensure_future(notifier.wait(topic, version, timeout_s))
+            for topic, version in self._seen.items()
+        ]
+        if not waits:
+            await asyncio.sleep(timeout_s)
+            return
+        try:
+            await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def register(self, endpoint_id: str, worker_id: str) -> None:
         await self.store.touch_worker(endpoint_id, worker_id, now_ms(), state="initializing")
@@ -93,6 +126,9 @@ class HTTPSource:
                 )
         return Observation(configs, stats, workers, now_ms())
 
+    async def pause(self, timeout_s: float) -> None:
+        await asyncio.sleep(timeout_s)
+
     async def register(self, endpoint_id: str, worker_id: str) -> None:
         reply = await self.client.post(
             f"/endpoints/{endpoint_id}/workers/{worker_id}", headers=self.worker_headers
@@ -119,7 +155,8 @@ def endpoint_report(
 
     `desiredWorkers` is the rule applied as an external autoscaler would apply it: the current
     count is the workers holding a job, so the figure falls back once the queue is served and
-    idle workers are not counted as wanted (KEDA's cooldown then plays the idle timeout)."""
+    idle workers are not counted as wanted (KEDA's cooldown then plays the idle timeout), except
+    the endpoint's `workersSpare`."""
     live = [w for w in workers if w.state != "recycling"]
     busy = sum(1 for w in live if w.held_job_ids)
     rule = config if config is not None else EndpointConfig(endpoint_id)
@@ -130,6 +167,7 @@ def endpoint_report(
         running=stats.running,
         oldest_wait_s=wait_s,
         current=busy,
+        busy=busy,
         external=True,
     )
     return {
@@ -145,6 +183,7 @@ def endpoint_report(
         "desiredWorkers": desired,
         "workersMin": rule.workers_min,
         "workersMax": rule.workers_max,
+        "workersSpare": rule.workers_spare,
         "scalerType": rule.scaler_type.value,
         "scalerValue": rule.scaler_value,
     }

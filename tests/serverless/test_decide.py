@@ -1,10 +1,13 @@
 """The scaler's decision (neuroq.scaler.decide) on a simulated clock: scale from zero, the two
 rules, workersMax under a flood, the idle timeout per worker, workersMin kept warm, busy workers
-never stopped, crashed workers replaced, a lowered workersMax. No processes, no real time."""
+never stopped, crashed workers replaced, a lowered workersMax, workersSpare idle workers kept
+beyond the busy ones. No processes, no real time."""
 
 from __future__ import annotations
 
-from neuroq.endpoints import EndpointConfig, ScalerType
+import pytest
+
+from neuroq.endpoints import EndpointConfig, EndpointError, ScalerType, desired_workers
 from neuroq.scaler.decide import Decision, WorkerView, decide
 from neuroq.store.base import QueueStats
 
@@ -111,3 +114,62 @@ def test_lowering_workers_max_stops_the_excess_idle_first() -> None:
 
 def test_scaler_types_are_the_two_runpod_rules() -> None:
     assert {t.value for t in ScalerType} == {"QUEUE_DELAY", "REQUEST_COUNT"}
+
+
+def test_a_spare_is_started_while_nothing_is_queued() -> None:
+    assert decide(cfg(workersSpare=1), QueueStats(), [], T0) == Decision(1, 1)
+    assert decide(cfg(workersSpare=2), QueueStats(), [], T0) == Decision(2, 2)
+    # the spare on its way is enough: nothing more while it starts
+    assert decide(cfg(workersSpare=1), QueueStats(), [starting("a")], T0) == Decision(1, 0)
+
+
+def test_a_busy_spare_is_replaced_by_another_idle_one() -> None:
+    for rule in (cfg(workersSpare=1), cfg(workersSpare=1, scalerType="REQUEST_COUNT")):
+        assert decide(rule, QueueStats(running=1), [busy("a")], T0) == Decision(2, 1)
+        fleet = [busy("a"), idle("b")]
+        assert decide(rule, QueueStats(running=1), fleet, T0 + 600_000) == Decision(2, 0)
+
+
+def test_the_spare_is_never_stopped_for_idleness_and_the_rest_are() -> None:
+    fleet = [idle("a"), idle("b", since_ms=T0 + 1), idle("c", since_ms=T0 + 2)]
+    later = T0 + 60_000
+    assert decide(cfg(workersSpare=1), QueueStats(), fleet, later) == Decision(1, 0, ("a", "b"))
+    assert decide(cfg(workersSpare=1), QueueStats(), [idle("c")], later).stop == ()
+
+
+def test_spares_stay_within_workers_max() -> None:
+    full = [busy(str(i)) for i in range(4)]
+    assert decide(cfg(workersSpare=2), QueueStats(running=4), full, T0).start == 0
+    three = full[:3]
+    assert decide(cfg(workersSpare=2), QueueStats(running=3), three, T0) == Decision(4, 1)
+
+
+def test_a_worker_starting_for_the_queue_does_not_hold_back_the_spares() -> None:
+    # QUEUE_DELAY adds one worker at a time; the spares are not part of that rule
+    rule = cfg(workersSpare=2, scalerValue=1)
+    fleet = [busy("a"), busy("b"), starting("c")]
+    assert decide(rule, queued(1, waited_s=5), fleet, T0) == Decision(4, 1)
+    assert decide(cfg(scalerValue=1), queued(1, waited_s=5), fleet, T0).start == 0
+
+
+def test_without_a_handler_a_spare_starts_nothing_but_keda_sees_it() -> None:
+    plain = EndpointConfig("ep", workers_spare=1)
+    assert decide(plain, QueueStats(), [], T0).start == 0
+    wanted = desired_workers(
+        plain, queued=0, running=1, oldest_wait_s=0, current=1, busy=1, external=True
+    )
+    assert wanted == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"workersSpare": -1}, "workersSpare: must be an integer from 0 to 256, got -1"),
+        ({"workersSpare": True}, "workersSpare: must be an integer from 0 to 256, got True"),
+        ({"workersSpare": 5}, "workersSpare: 5 is more than workersMax 4"),
+    ],
+)
+def test_bad_spares_are_refused_by_name(changes: dict[str, object], message: str) -> None:
+    with pytest.raises(EndpointError, match=r"^workersSpare: ") as caught:
+        cfg(**changes)
+    assert str(caught.value) == message and caught.value.field == "workersSpare"
