@@ -10,11 +10,10 @@ the 100,000-deep bodies that used to raise RecursionError.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
-from harness import SDK_POST_HEADERS, ServerProcess, new_endpoint
+from harness import SDK_POST_HEADERS, ServerProcess, new_endpoint, status
 
 from neuroq.strict_json import MAX_DEPTH
 
@@ -29,24 +28,18 @@ HOSTILE: dict[str, tuple[bytes, str]] = {
 
 @pytest.fixture
 def http(shared_server: ServerProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=shared_server.base_url, timeout=30) as client:
+    """A client for the client routes; worker calls pass the worker key themselves."""
+    with shared_server.client(timeout_s=30) as client:
         yield client
 
 
 def running(http: httpx.Client, server: ServerProcess) -> tuple[str, str]:
     ep = new_endpoint()
-    reply = http.post(f"/{ep}/run", json={"input": {}}, headers=server.client_headers)
+    reply = http.post(f"/{ep}/run", json={"input": {}})
     assert reply.status_code == 200, reply.text
     reply = http.get(f"/{ep}/job-take/w1?job_in_progress=0", headers=server.worker_headers)
     assert reply.status_code == 200, reply.text
     return ep, str(reply.json()["id"])
-
-
-def status(http: httpx.Client, server: ServerProcess, ep: str, job_id: str) -> dict[str, Any]:
-    reply = http.get(f"/{ep}/status/{job_id}", headers=server.client_headers)
-    assert reply.status_code == 200, reply.text
-    body: dict[str, Any] = reply.json()
-    return body
 
 
 @pytest.mark.parametrize("route", ["job-done", "job-stream"])
@@ -60,12 +53,12 @@ def test_hostile_result_is_refused_and_fails_the_job_once(
     reply = http.post(f"/{ep}/{route}/w1/{job_id}?isStream=false", content=body, headers=headers)
     assert reply.status_code == 400, reply.text
     assert named in reply.json()["error"]
-    ended = status(http, shared_server, ep, job_id)
+    ended = status(http, ep, job_id)
     assert ended["status"] == "FAILED" and named in ended["error"]
     # the SDK's retry of the same body changes nothing and is not a 5xx either
     again = http.post(f"/{ep}/{route}/w1/{job_id}?isStream=false", content=body, headers=headers)
     assert again.status_code == 400
-    assert status(http, shared_server, ep, job_id) == ended
+    assert status(http, ep, job_id) == ended
 
 
 def test_hostile_progress_and_batch_get_400(
@@ -76,7 +69,7 @@ def test_hostile_progress_and_batch_get_400(
     progress = b'{"status": "IN_PROGRESS", "output": {"pct": 1e309}}'
     reply = http.post(f"/{ep}/job-done/w1/{job_id}", content=progress, headers=headers)
     assert reply.status_code == 400 and "output.pct" in reply.json()["error"]
-    assert status(http, shared_server, ep, job_id)["status"] == "FAILED"
+    assert status(http, ep, job_id)["status"] == "FAILED"
     deep = b"[" * 100_000 + b"]" * 100_000
     reply = http.post(f"/{ep}/job-done-batch/w1", content=deep, headers=headers)
     assert reply.status_code == 400 and str(MAX_DEPTH) in reply.json()["error"]
