@@ -10,6 +10,7 @@ training, decoding) runs in threads, so heartbeats, stop signals and other jobs 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -274,7 +275,8 @@ class Service:
             )
             trained = await self.train(job, before)
         if not self.models.exists(name):
-            hint = f'; send {{"action": "train", "mode": "{mode}"}} first' if mode else ""
+            train = json.dumps({"action": "train", "model": name, "mode": mode})
+            hint = f"; send {train} first" if mode else ""
             raise ModelNotFound(f"model: no checkpoint named {name!r}{hint}")
         info = self.models.describe(name)
         if mode is not None and info["mode"] != mode:

@@ -255,8 +255,8 @@ def validate(raw: Any) -> Request:
             "action",
             f"{action!r} is not available: it fetched training data from the internet or "
             "started an OpenAI job, and this service runs offline. Send "
-            '{"action": "train"} with "texts" (or without, to train on the shipped corpus) '
-            "instead",
+            '{"action": "train", "model": "NAME"} with "texts" (or without, to train on the '
+            "shipped corpus) instead",
         )
     action = COMMON["action"].check("action", action)
     schema = SCHEMAS[action]

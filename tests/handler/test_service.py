@@ -101,11 +101,20 @@ EXACT_ERRORS = [
     ),
     ({"prompt": "hi", "temp_max": 1.0}, "temp_min: temp_min and temp_max must be given together"),
     ({"prompt": "hi", "temp_min": 2.0, "temp_max": 1.0}, "temp_min: must be <= temp_max (1.0)"),
-    ({"prompt": "hi", "mode": "brain"}, "model: no checkpoint named 'brain'; send"),
+    (
+        {"prompt": "hi", "mode": "brain"},
+        "model: no checkpoint named 'brain'; send "
+        '{"action": "train", "model": "brain", "mode": "brain"} first',
+    ),
     ({"action": "clear_session", "session_id": "a b"}, "session_id: must be 1-128 characters"),
     ({"action": "init", "checkpoint": "../x"}, "checkpoint: must be a checkpoint name"),
     ({"action": "train", "lr": 0}, "lr: must be a number in (0.0, 1.0], got 0"),
-    ({"action": "pretrain"}, "action: 'pretrain' is not available"),
+    (
+        {"action": "pretrain"},
+        "action: 'pretrain' is not available: it fetched training data from the internet or "
+        'started an OpenAI job, and this service runs offline. Send {"action": "train", '
+        '"model": "NAME"} with "texts"',
+    ),
 ]
 
 
