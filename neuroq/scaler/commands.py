@@ -1,44 +1,65 @@
 """`neuroq scaler` (the scaler against a remote server) and `neuroq endpoint ...` (endpoint
-settings through the server's `/endpoints` routes). Both only parse and call."""
+settings through the server's `/endpoints` routes). Both only parse and call.
+
+The server and the keys are found as for `neuroq send` (`neuroq.client.connection`: the flag,
+then the environment, then a local server's key files); `--data-dir` names the directory those
+key files are read from.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import click
 import httpx
 
-_URL = click.option(
-    "--url",
-    default=lambda: os.environ.get("NEUROQ_URL", "http://127.0.0.1:8000"),
-    show_default="$NEUROQ_URL or http://127.0.0.1:8000",
-    help="Server address, http://HOST:PORT.",
-)
-_KEY = click.option(
-    "--key",
-    envvar="NEUROQ_API_KEY",
-    show_envvar=True,
-    help="Client key; default: the data directory's generated one.",
-)
-_DATA_DIR = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where generated keys (and the scaler's pidfiles) live [NEUROQ_DATA_DIR, .neuroq].",
+from neuroq.client import connection
+
+_URL = click.option("--url", metavar="URL", help=connection.URL_HELP)
+_KEY = click.option("--key", metavar="KEY", help=connection.CLIENT_KEY_HELP)
+_DATA_DIR_HELP = (
+    "Data directory whose api_key and worker_key files are read for a server on this machine"
 )
 
 
-def _client_key(key: str | None, data_dir: Path | None) -> str:
-    if key:
-        return key
-    from neuroq.api.auth import load_keys
-    from neuroq.config import Settings
+def _data_dir_option(help: str) -> Any:
+    return click.option(
+        "--data-dir",
+        metavar="DIR",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help=f"{help}.  [default: $NEUROQ_DATA_DIR or .neuroq]",
+    )
 
-    return load_keys(Settings.from_env(data_dir=data_dir)).client[0]
+
+_DATA_DIR = _data_dir_option(_DATA_DIR_HELP)
+
+
+def _environ(data_dir: Path | None) -> Mapping[str, str]:
+    """The environment the resolution reads, with --data-dir standing for $NEUROQ_DATA_DIR."""
+    if data_dir is None:
+        return os.environ
+    return {**os.environ, "NEUROQ_DATA_DIR": str(data_dir)}
+
+
+def _server(url: str | None, env: Mapping[str, str]) -> str:
+    """The server's origin (`http://host:port`; a trailing /v2 given is dropped)."""
+    return connection.server_origin(connection.server_url(url, env))
+
+
+def _client_key(key: str | None, url: str, env: Mapping[str, str]) -> str:
+    found = connection.client_key(key, url, env)
+    if found is None:
+        raise click.UsageError(
+            f"no client key for {url}: give --key or set $RUNPOD_API_KEY"
+            " (for a server on this machine, its data directory's api_key file is read)"
+        )
+    return found
 
 
 @click.command()
@@ -46,11 +67,14 @@ def _client_key(key: str | None, data_dir: Path | None) -> str:
 @_KEY
 @click.option(
     "--worker-key",
-    envvar="NEUROQ_WORKER_KEY",
-    show_envvar=True,
-    help="Worker key the started workers use; default: the data directory's generated one.",
+    metavar="KEY",
+    help="Worker key the started workers use.  [default: $NEUROQ_WORKER_KEY, or for a server on"
+    " this machine $NEUROQ_DATA_DIR/worker_key (.neuroq/worker_key)]",
 )
-@_DATA_DIR
+@_data_dir_option(
+    "Where the scaler keeps its workers' pidfiles (DIR/scaler), and whose key files are read"
+    " for a server on this machine"
+)
 @click.option(
     "--interval",
     "interval_s",
@@ -77,7 +101,7 @@ def _client_key(key: str | None, data_dir: Path | None) -> str:
     "NEUROQ_WORKER_LOST_S / 3.",
 )
 def scaler(
-    url: str,
+    url: str | None,
     key: str | None,
     worker_key: str | None,
     data_dir: Path | None,
@@ -85,22 +109,34 @@ def scaler(
     grace_s: float,
     ping_interval_s: float,
 ) -> None:
-    """Start and stop workers for a server's configured endpoints, on this machine."""
-    from neuroq.api.auth import load_keys
+    """Start and stop workers for a server's configured endpoints, on this machine.
+
+    \b
+    Examples:
+      neuroq scaler                      # next to a local `neuroq serve --no-scaler`
+      neuroq scaler --url https://queue.example --key CLIENT_KEY --worker-key WORKER_KEY
+    """
     from neuroq.config import Settings
     from neuroq.logs import configure_logging
     from neuroq.scaler.scaler import Scaler, ScalerBusy
     from neuroq.scaler.source import HTTPSource
 
+    env = _environ(data_dir)
+    server = _server(url, env)
+    client_key = _client_key(key, server, env)
+    workers_key = connection.worker_key(worker_key, server, env)
+    if workers_key is None:
+        raise click.UsageError(
+            f"no worker key for {server}: give --worker-key or set $NEUROQ_WORKER_KEY"
+            " (for a server on this machine, its data directory's worker_key file is read)"
+        )
     settings = Settings.from_env(data_dir=data_dir)
-    client_key = _client_key(key, data_dir)
-    worker_key = worker_key or load_keys(settings).worker[0]
-    configure_logging(settings, secrets=[client_key, worker_key])
-    source = HTTPSource(url, client_key, worker_key)
+    configure_logging(settings, secrets=[client_key, workers_key])
+    source = HTTPSource(server, client_key, workers_key)
     runner = Scaler(
         source,
-        url,
-        worker_key,
+        server,
+        workers_key,
         settings.data_dir / "scaler",
         interval_s=interval_s,
         stop_grace_s=grace_s,
@@ -119,34 +155,68 @@ def scaler(
 
 @click.group()
 def endpoint() -> None:
-    """Configure endpoints: workers, scaling rule, default executionTimeout."""
+    """Configure endpoints: workers, scaling rule, default executionTimeout.
+
+    The server and key are found as for `neuroq send`; next to a local `neuroq serve`, no
+    option is needed.
+    """
 
 
 def _settings_options(fn: Any) -> Any:
+    """The settings flags; one left out keeps its value (update) or takes its default (create)."""
     options = [
-        click.option("--handler", help="MODULE:FUNCTION or FILE.py:FUNCTION for neuroq worker."),
+        click.option(
+            "--handler",
+            metavar="MODULE:FUNC",
+            help="What `neuroq worker` runs: MODULE:FUNCTION or FILE.py:FUNCTION.",
+        ),
         click.option(
             "--command",
             "command_line",
-            help="An external worker command (e.g. 'python rp_handler.py'), split like a shell.",
+            metavar="CMD",
+            help="An external worker command instead (e.g. 'python rp_handler.py'), split like"
+            " a shell.",
         ),
-        click.option("--workers-min", type=int, help="Workers kept warm [0]."),
-        click.option("--workers-max", type=int, help="Most workers at once [3]."),
+        click.option(
+            "--workers-min", type=int, help="Workers kept running even when idle.  [default: 0]"
+        ),
+        click.option("--workers-max", type=int, help="Most workers at once.  [default: 3]"),
         click.option(
             "--workers-spare",
             type=int,
-            help="Idle workers kept started beyond the busy ones, within --workers-max [0].",
+            help="Idle workers kept started beyond the busy ones, within --workers-max."
+            "  [default: 0]",
         ),
-        click.option("--idle-timeout", type=int, help="Seconds idle before a worker stops [5]."),
+        click.option(
+            "--idle-timeout",
+            type=int,
+            help="Seconds without a job before a worker is drained.  [default: 5]",
+        ),
         click.option(
             "--scaler-type",
             type=click.Choice(["QUEUE_DELAY", "REQUEST_COUNT"]),
-            help="Scaling rule [QUEUE_DELAY].",
+            help="Scaling rule.  [default: QUEUE_DELAY]",
         ),
-        click.option("--scaler-value", type=int, help="Seconds of delay, or jobs per worker [4]."),
-        click.option("--concurrency", type=int, help="Jobs one worker runs at once [1]."),
-        click.option("--execution-timeout", type=int, help="Default executionTimeout, in ms."),
-        click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE"),
+        click.option(
+            "--scaler-value",
+            type=int,
+            help="QUEUE_DELAY: seconds the oldest job may wait before a worker is added;"
+            " REQUEST_COUNT: jobs per worker.  [default: 4]",
+        ),
+        click.option("--concurrency", type=int, help="Jobs one worker runs at once.  [default: 1]"),
+        click.option(
+            "--execution-timeout",
+            type=int,
+            metavar="MS",
+            help="executionTimeout of jobs submitted without one, in ms.  [default: the server's]",
+        ),
+        click.option(
+            "--env",
+            "env_items",
+            multiple=True,
+            metavar="NAME=VALUE",
+            help="A variable added to each worker's environment; repeat for more.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -179,17 +249,21 @@ def _wire(options: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _call(method: str, url: str, key: str, path: str, body: Any = None) -> Any:
+def _call(
+    method: str,
+    path: str,
+    connect: tuple[str | None, str | None, Path | None],
+    body: Any = None,
+) -> Any:
+    """One request to the server that `connect` (--url, --key, --data-dir) resolves to."""
+    url, key, data_dir = connect
+    env = _environ(data_dir)
+    server = _server(url, env)
+    headers = {"Authorization": f"Bearer {_client_key(key, server, env)}"}
     try:
-        reply = httpx.request(
-            method,
-            f"{url.rstrip('/')}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30.0,
-        )
+        reply = httpx.request(method, f"{server}{path}", json=body, headers=headers, timeout=30.0)
     except httpx.TransportError as exc:
-        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+        raise click.ClickException(f"cannot reach {server}: {exc}") from None
     if reply.status_code >= 400:
         try:
             message = reply.json().get("error", reply.text)
@@ -209,9 +283,19 @@ def _echo(value: Any) -> None:
 @_URL
 @_KEY
 @_DATA_DIR
-def create(name: str, url: str, key: str | None, data_dir: Path | None, **options: Any) -> None:
-    """Create NAME, or replace all its settings (unnamed ones take their defaults)."""
-    _echo(_call("PUT", url, _client_key(key, data_dir), f"/endpoints/{name}", _wire(options)))
+def create(
+    name: str, url: str | None, key: str | None, data_dir: Path | None, **options: Any
+) -> None:
+    """Create NAME, or replace all its settings (unnamed ones take their defaults).
+
+    \b
+    Examples:
+      neuroq endpoint create demo --handler my_handler.py:handler --workers-max 4
+      neuroq endpoint create sdk --command 'python rp_handler.py' --env MODEL=/models/a
+      neuroq endpoint create neuroq --handler neuroq.handler:handler --workers-spare 1 \\
+          --scaler-type REQUEST_COUNT --scaler-value 8 --url http://gpu-host:8000
+    """
+    _echo(_call("PUT", f"/endpoints/{name}", (url, key, data_dir), _wire(options)))
 
 
 @endpoint.command("update")
@@ -220,18 +304,32 @@ def create(name: str, url: str, key: str | None, data_dir: Path | None, **option
 @_URL
 @_KEY
 @_DATA_DIR
-def update(name: str, url: str, key: str | None, data_dir: Path | None, **options: Any) -> None:
-    """Change the given settings of NAME, keeping the others."""
-    _echo(_call("PATCH", url, _client_key(key, data_dir), f"/endpoints/{name}", _wire(options)))
+def update(
+    name: str, url: str | None, key: str | None, data_dir: Path | None, **options: Any
+) -> None:
+    """Change the given settings of NAME, keeping the others.
+
+    \b
+    Examples:
+      neuroq endpoint update demo --workers-max 8
+      neuroq endpoint update demo --workers-min 1 --idle-timeout 60
+    """
+    _echo(_call("PATCH", f"/endpoints/{name}", (url, key, data_dir), _wire(options)))
 
 
 @endpoint.command("list")
 @_URL
 @_KEY
 @_DATA_DIR
-def list_(url: str, key: str | None, data_dir: Path | None) -> None:
-    """Print every configured endpoint's settings."""
-    _echo(_call("GET", url, _client_key(key, data_dir), "/endpoints")["endpoints"])
+def list_(url: str | None, key: str | None, data_dir: Path | None) -> None:
+    """Print every configured endpoint's settings as JSON.
+
+    \b
+    Examples:
+      neuroq endpoint list
+      neuroq endpoint list --url https://queue.example | jq '.[].name'
+    """
+    _echo(_call("GET", "/endpoints", (url, key, data_dir))["endpoints"])
 
 
 @endpoint.command("delete")
@@ -239,6 +337,11 @@ def list_(url: str, key: str | None, data_dir: Path | None) -> None:
 @_URL
 @_KEY
 @_DATA_DIR
-def delete(name: str, url: str, key: str | None, data_dir: Path | None) -> None:
-    """Forget NAME's settings: its workers are drained and it is a plain queue again."""
-    _echo(_call("DELETE", url, _client_key(key, data_dir), f"/endpoints/{name}"))
+def delete(name: str, url: str | None, key: str | None, data_dir: Path | None) -> None:
+    """Forget NAME's settings: its workers are drained and it is a plain queue again.
+
+    \b
+    Examples:
+      neuroq endpoint delete demo
+    """
+    _echo(_call("DELETE", f"/endpoints/{name}", (url, key, data_dir)))

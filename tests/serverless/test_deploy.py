@@ -23,7 +23,8 @@ from neuroq.store.base import QueueStats
 DEPLOY = REPO / "deploy"
 YAML_FILES = sorted([*DEPLOY.glob("*.yml"), *DEPLOY.glob("k8s/*.yaml")])
 DOCKERFILES = sorted(DEPLOY.glob("Dockerfile.*"))
-#: variables the CLI reads besides Settings' NEUROQ_<FIELD>, and the worker image's own two
+#: variables the CLI reads besides Settings' NEUROQ_<FIELD>, the worker image's own two, and
+#: NEUROQ_API_KEY, which docker-compose.yml takes from the shell that runs it
 OTHER_VARS = {"NEUROQ_URL", "NEUROQ_WORKER_KEY", "NEUROQ_API_KEY", "NEUROQ_HANDLER",
               "NEUROQ_ENDPOINT"}  # fmt: skip
 

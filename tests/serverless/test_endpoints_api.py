@@ -1,23 +1,30 @@
 """Endpoint settings over HTTP and the CLI: create, read, patch, list, delete under
 `/endpoints`, errors naming the field, the client key required; an endpoint's executionTimeout
-as the default of its jobs; `neuroq endpoint` commands; an unmodified RunPod SDK worker started
+as the default of its jobs; `neuroq endpoint` commands, finding the server and key as `neuroq
+send` does (flags, environment, the data directory's key file), with help for every option and
+examples; an unmodified RunPod SDK worker started
 by the scaler as the endpoint's external command; the metrics JSON in the shape KEDA's
 metrics-api scaler reads, and the Prometheus gauges beside it."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 from fleet import SERVER_ENV, client, configure, new_endpoint, wait_for, worker_leaders
 from harness import REPO, ServerProcess, start_server
 
 SDK_WORKER = REPO / "tests" / "compat" / "workers" / "sync_worker.py"
+#: what `neuroq.client.connection` reads: left out of the CLI runs' environment
+CONNECTION_VARS = ("NEUROQ_API_URL", "NEUROQ_URL", "RUNPOD_API_KEY", "NEUROQ_DATA_DIR",
+                   "NEUROQ_WORKER_KEY")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +62,8 @@ def test_settings_round_trip(api_server: ServerProcess) -> None:
     [
         ({"workersMax": -1}, "workersMax"),
         ({"workersMin": 3, "workersMax": 2}, "workersMin"),
+        ({"workersSpare": -1}, "workersSpare"),
+        ({"workersSpare": 4, "workersMax": 3}, "workersSpare"),
         ({"scalerType": "CPU"}, "scalerType"),
         ({"handler": "no-colon"}, "handler"),
         ({"command": "python w.py"}, "command"),
@@ -96,13 +105,24 @@ def test_endpoint_execution_timeout_is_the_jobs_default(api_server: ServerProces
         assert timeouts == {implicit: 5_000, explicit: 60_000}
 
 
+def _neuroq(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m neuroq ARGS` with none of the caller's connection settings, plus `env`."""
+    clean = {k: v for k, v in os.environ.items() if k not in CONNECTION_VARS}
+    return subprocess.run(
+        [sys.executable, "-m", "neuroq", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**clean, **env},
+    )
+
+
 def test_endpoint_cli(api_server: ServerProcess) -> None:
     ep = new_endpoint("cli")
-    base = [sys.executable, "-m", "neuroq", "endpoint"]
     auth = ["--url", api_server.url, "--key", api_server.api_key]
 
     def run(*args: str) -> object:
-        out = subprocess.run([*base, *args, *auth], capture_output=True, text=True, cwd=REPO)
+        out = _neuroq("endpoint", *args, *auth)
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
@@ -111,10 +131,60 @@ def test_endpoint_cli(api_server: ServerProcess) -> None:
     updated = run("update", ep, "--idle-timeout", "7")
     assert updated == {**created, "idleTimeout": 7, "updatedAt": updated["updatedAt"]}  # type: ignore[index]
     assert ep in [item["name"] for item in run("list")]  # type: ignore[attr-defined]
-    bad = subprocess.run([*base, "update", ep, "--workers-min", "9", *auth],
-                         capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    bad = _neuroq("endpoint", "update", ep, "--workers-min", "9", *auth)
     assert bad.returncode != 0 and "workersMin: 9 is more than workersMax 0" in bad.stderr
+    spare = _neuroq("endpoint", "update", ep, "--workers-spare", "1", *auth)
+    assert spare.returncode != 0 and "workersSpare: 1 is more than workersMax 0" in spare.stderr
+    assert run("update", ep, "--workers-max", "2", "--workers-spare", "1")["workersSpare"] == 1  # type: ignore[index]
     assert run("delete", ep) == {"deleted": ep}
+
+
+def test_endpoint_cli_finds_server_and_key_as_send_does(
+    api_server: ServerProcess, tmp_path: Path
+) -> None:
+    ep = new_endpoint("conn")
+    configure(api_server, ep, workersMax=1)
+    # the environment: $NEUROQ_API_URL (a trailing /v2 accepted) and $RUNPOD_API_KEY
+    by_env = _neuroq(
+        "endpoint", "list", cwd=tmp_path,
+        NEUROQ_API_URL=f"{api_server.url}/v2", RUNPOD_API_KEY=api_server.api_key,
+    )  # fmt: skip
+    assert by_env.returncode == 0, by_env.stderr
+    assert ep in [item["name"] for item in json.loads(by_env.stdout)]
+    # a server on this machine: the data directory's api_key file ($NEUROQ_URL, the older name)
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "api_key").write_text(api_server.api_key + "\n")
+    by_file = _neuroq(
+        "endpoint", "delete", ep, "--data-dir", str(data_dir), cwd=tmp_path,
+        NEUROQ_URL=api_server.url,
+    )  # fmt: skip
+    assert by_file.returncode == 0, by_file.stderr
+    assert json.loads(by_file.stdout) == {"deleted": ep}
+    # no key anywhere: a usage error naming where keys come from, before any request
+    empty = tmp_path / "empty"
+    none = _neuroq("endpoint", "list", "--url", api_server.url, "--data-dir", str(empty))
+    assert none.returncode == 2 and "give --key or set $RUNPOD_API_KEY" in none.stderr
+    assert not empty.exists()  # a client never generates a key
+
+
+@pytest.mark.parametrize("command", ["create", "update", "list", "delete", "scaler"])
+def test_endpoint_and_scaler_help(command: str) -> None:
+    from neuroq.cli import main
+
+    args = ["scaler"] if command == "scaler" else ["endpoint", command]
+    out = _neuroq(*args, "--help")
+    assert out.returncode == 0, out.stderr
+    text = " ".join(out.stdout.split())
+    assert "Examples: neuroq " in text
+    assert "[default: $NEUROQ_API_URL, $NEUROQ_URL or http://127.0.0.1:8000]" in text
+    assert "[default: $RUNPOD_API_KEY, or for a server on this machine" in text
+    assert "[default: $NEUROQ_DATA_DIR or .neuroq]" in text
+    group = main.get_command(click.Context(main), args[0])
+    assert group is not None
+    cmd = group if command == "scaler" else group.get_command(click.Context(group), command)  # type: ignore[attr-defined]
+    undocumented = [p.name for p in cmd.params if isinstance(p, click.Option) and not p.help]
+    assert undocumented == []
 
 
 def test_unmodified_runpod_sdk_worker_as_the_endpoint_command(
