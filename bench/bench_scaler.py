@@ -2,23 +2,28 @@
 of the same size started beforehand.
 
     python bench/bench_scaler.py [--jobs 200] [--job-ms 100] [--trials 5] [--generate-budget-s 120]
+                                 [--idle-s 60] [--idle-timeout 5]
 
 - `cold_start`: an endpoint at zero workers (`neuroq.demo_handlers:noop`, the scaler's default
-  0.5 s interval) gets one `runsync`; the time to its result, median of `--trials`, each from
-  zero again (the idle timeout is 1 s).
+  0.5 s interval between looks, which a submit cuts short) gets one `runsync`; the time to its
+  result, median of `--trials`, each from zero again (the idle timeout is 1 s).
 - `generate_cold_start`: the same with the NeuroQ handler (`neuroq.handler:handler`, the shipped
   default model, a fresh data directory) and one greedy `generate` of GENERATE_TOKENS tokens:
-  the worker's start-up, importing torch, loading the model and the reply. `--trials` runs, but
+  the worker's start-up, importing torch, loading the model (the handler's warm-up, before its
+  first take) and the reply. `--trials` runs, but
   none is started once `--generate-budget-s` has passed after the third, so a slow machine
   reports a median of 3 (the JSON gives the count).
 - `burst`: `--jobs` jobs of `--job-ms` each (`neuroq.demo_handlers:sleep`) submitted at once.
   `scaled`: workersMin 0, workersMax 4, REQUEST_COUNT 1, so the scaler starts four workers at
   the first look; `fixed`: four `neuroq worker` processes started and ready before the burst.
-  Completion is from the first submit to the last result; worker-seconds integrate the number
-  of live worker processes (sampled every 20 ms) from the submit until they are gone (scaled,
-  idle timeout 1 s) or until the last result (fixed, which runs on afterwards).
+  Completion is from the first submit to the last result. Worker-seconds are charged over the
+  same kind of window for both: from the first submit to `--idle-s` seconds after the last
+  result (a burst followed by idle). The scaled fleet's integrate its live worker processes
+  (sampled every 20 ms; its endpoint's idleTimeout is `--idle-timeout`), which are gone
+  after the idle timeout and the drain; the fixed fleet's four workers live the whole window.
 
-Prints one JSON object. Every process shares the machine's cores, so figures are indicative.
+Prints one JSON object, with the date and machine it ran on. Every process shares the
+machine's cores, so figures are indicative.
 """
 
 from __future__ import annotations
@@ -132,13 +137,14 @@ class _Sampler:
 
     def __init__(self, count: Any) -> None:
         self.worker_s = 0.0
+        self.started = time.monotonic()
         self._count = count
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        last = time.monotonic()
+        last = self.started
         while not self._stop.wait(0.02):
             now = time.monotonic()
             self.worker_s += self._count() * (now - last)
@@ -149,6 +155,14 @@ class _Sampler:
         self._thread.join()
         return self.worker_s
 
+    def until_idle_end(self, busy_s: float, idle_s: float) -> float:
+        """Worker-seconds from the start to `idle_s` after `busy_s`: sampled until the count is
+        zero (nothing starts a worker again without jobs) or the window ends."""
+        end = self.started + busy_s + idle_s
+        while self._count() and time.monotonic() < end:
+            time.sleep(0.02)
+        return self.stop()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -156,6 +170,8 @@ def main() -> None:
     parser.add_argument("--job-ms", type=int, default=100)
     parser.add_argument("--trials", type=int, default=5)
     parser.add_argument("--generate-budget-s", type=float, default=120.0)
+    parser.add_argument("--idle-s", type=float, default=60.0, help="idle window after a burst")
+    parser.add_argument("--idle-timeout", type=int, default=5, help="the scaled idleTimeout")
     args = parser.parse_args()
     env = bench_env()
     with tempfile.TemporaryDirectory() as tmp:
@@ -186,14 +202,13 @@ def main() -> None:
                 "scaled",
                 handler="neuroq.demo_handlers:sleep",
                 workersMax=FLEET,
-                idleTimeout=1,
+                idleTimeout=args.idle_timeout,
                 scalerType="REQUEST_COUNT",
                 scalerValue=1,
             )
             sampler = _Sampler(lambda: _scaled_workers(state_dir, "scaled"))
             scaled_s = asyncio.run(_burst(url, "scaled", args.jobs, args.job_ms))
-            _wait(lambda: _scaled_workers(state_dir, "scaled") == 0)
-            scaled_worker_s = sampler.stop()
+            scaled_worker_s = sampler.until_idle_end(scaled_s, args.idle_s)
 
             # the same burst on a fleet started beforehand
             fixed_workers = [_start_sleep_worker(url, env) for _ in range(FLEET)]
@@ -204,6 +219,7 @@ def main() -> None:
                 stop(proc)
             stop(server)
     ideal_s = args.jobs * args.job_ms / 1000 / FLEET
+    fixed_worker_s = FLEET * (fixed_s + args.idle_s)
     print(
         json.dumps(
             {
@@ -221,9 +237,16 @@ def main() -> None:
                     "fixed_4_s": round(fixed_s, 3),
                     "ratio": round(scaled_s / fixed_s, 3),
                     "target_ratio": 1.3,
-                    "scaled_worker_s": round(scaled_worker_s, 2),
-                    "fixed_worker_s_during_burst": round(FLEET * fixed_s, 2),
                 },
+                "worker_s": {
+                    "window": "first submit to idle_s after the last result",
+                    "idle_s": args.idle_s,
+                    "scaled_idle_timeout_s": args.idle_timeout,
+                    "scaled": round(scaled_worker_s, 2),
+                    "fixed": round(fixed_worker_s, 2),
+                    "scaled_over_fixed": round(scaled_worker_s / fixed_worker_s, 3),
+                },
+                "date": time.strftime("%Y-%m-%d"),
                 "machine": {
                     "cpus": os.cpu_count(),
                     "load_avg": [round(x, 2) for x in os.getloadavg()],
