@@ -12,7 +12,8 @@ do. The wire shape uses RunPod's names (`workersMin`, `workersMax`, `idleTimeout
 Both stay within `workersMin`..`workersMax`; a worker idle for `idleTimeout` seconds is stopped
 (down to `workersMin`, zero by default). `workersSpare` (no RunPod equivalent) keeps that many
 workers started beyond the ones holding a job, so the first jobs of a burst find one ready
-instead of waiting for a cold start.
+instead of waiting for a cold start. `inputSchema` (neuroq.input_schema) declares what a job's
+`input` holds, for the dashboard's JSON request form.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
+from neuroq.input_schema import SchemaError, check_schema
 from neuroq.jobs import EXECUTION_TIMEOUT_MAX_MS, EXECUTION_TIMEOUT_MIN_MS, is_path_safe
 
 MAX_WORKERS = 256
@@ -69,6 +71,8 @@ class EndpointConfig:
     execution_timeout_ms: int | None = None
     #: extra environment for the endpoint's workers
     env: dict[str, str] = field(default_factory=dict)
+    #: what a job's `input` holds (neuroq.input_schema), for forms; None: not declared
+    input_schema: dict[str, Any] | None = None
     created_at_ms: int = 0
     updated_at_ms: int = 0
 
@@ -91,6 +95,7 @@ class EndpointConfig:
             "concurrency": self.concurrency,
             "executionTimeout": self.execution_timeout_ms,
             "env": dict(self.env),
+            "inputSchema": self.input_schema,
             "createdAt": self.created_at_ms,
             "updatedAt": self.updated_at_ms,
         }
@@ -174,6 +179,13 @@ def _env(name: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _input_schema(name: str, value: Any) -> dict[str, Any] | None:
+    try:
+        return check_schema(name, value)
+    except SchemaError as exc:
+        raise EndpointError(exc.where, exc.message) from None
+
+
 _WIRE_FIELDS = {
     "handler": "handler",
     "command": "command",
@@ -186,7 +198,10 @@ _WIRE_FIELDS = {
     "concurrency": "concurrency",
     "executionTimeout": "execution_timeout_ms",
     "env": "env",
+    "inputSchema": "input_schema",
 }
+#: the wire names a client may set
+SETTABLE = frozenset(_WIRE_FIELDS)
 _CHECKS: dict[str, Any] = {
     "handler": _handler,
     "command": _command,
@@ -199,6 +214,7 @@ _CHECKS: dict[str, Any] = {
     "concurrency": _int(1, MAX_CONCURRENCY),
     "executionTimeout": _execution_timeout,
     "env": _env,
+    "inputSchema": _input_schema,
 }
 
 

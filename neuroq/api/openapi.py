@@ -22,6 +22,7 @@ from neuroq.endpoints import (
     MAX_WORKERS,
     ScalerType,
 )
+from neuroq.input_schema import MAX_PROPERTIES, MAX_SCHEMA_BYTES, TYPES
 from neuroq.jobs import (
     EXECUTION_TIMEOUT_MAX_MS,
     EXECUTION_TIMEOUT_MIN_MS,
@@ -715,6 +716,29 @@ def _settings_schemas() -> Schema:
             "type": "object",
             "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$"},
             "additionalProperties": {"type": "string"},
+        },
+        "inputSchema": {
+            "type": ["object", "null"],
+            "description": "What a job's input holds, for the dashboard's JSON request form: a"
+            " JSON Schema object whose properties each have a type (string, number, integer,"
+            " boolean, array, object) and optionally enum, default, description, title,"
+            " minimum, maximum, exclusiveMinimum, exclusiveMaximum, minLength, maxLength; and"
+            f" required. Other keywords are kept and ignored. At most {MAX_PROPERTIES}"
+            f" properties and {MAX_SCHEMA_BYTES} bytes as JSON. Job inputs are not checked"
+            " against it.",
+            "properties": {
+                "type": {"const": "object"},
+                "properties": {
+                    "type": "object",
+                    "maxProperties": MAX_PROPERTIES,
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["type"],
+                        "properties": {"type": {"enum": list(TYPES)}},
+                    },
+                },
+                "required": {"type": "array", "items": {"type": "string"}, "uniqueItems": True},
+            },
         },
     }
     name = {"type": "string", "pattern": _ID_PATTERN}

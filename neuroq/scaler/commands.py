@@ -217,6 +217,12 @@ def _settings_options(fn: Any) -> Any:
             metavar="NAME=VALUE",
             help="A variable added to each worker's environment; repeat for more.",
         ),
+        click.option(
+            "--input-schema",
+            metavar="FILE|JSON",
+            help="What a job's input holds, for the dashboard's JSON request form: a JSON"
+            " Schema object, inline or in a file; 'null' removes it (docs/scaling.md).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -246,7 +252,26 @@ def _wire(options: dict[str, Any]) -> dict[str, Any]:
         if any(not sep for _, sep, _ in pairs):
             raise click.BadParameter("use NAME=VALUE", param_hint="--env")
         body["env"] = {name: value for name, _, value in pairs}
+    if options["input_schema"] is not None:
+        body["inputSchema"] = _input_schema(options["input_schema"])
     return body
+
+
+def _input_schema(given: str) -> Any:
+    """--input-schema: JSON text when it looks like JSON (`{...}` or `null`), else a file's
+    path. The server checks the schema itself."""
+    text = given
+    if not given.lstrip().startswith("{") and given.strip() != "null":
+        try:
+            text = Path(given).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise click.BadParameter(
+                f"neither JSON nor a readable file: {exc}", param_hint="--input-schema"
+            ) from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--input-schema") from None
 
 
 def _call(
@@ -294,6 +319,8 @@ def create(
       neuroq endpoint create sdk --command 'python rp_handler.py' --env MODEL=/models/a
       neuroq endpoint create neuroq --handler neuroq.handler:handler --workers-spare 1 \\
           --scaler-type REQUEST_COUNT --scaler-value 8 --url http://gpu-host:8000
+      neuroq endpoint create neuroq --handler neuroq.handler:handler \\
+          --input-schema neuroq/handler/input_schema.json
     """
     _echo(_call("PUT", f"/endpoints/{name}", (url, key, data_dir), _wire(options)))
 
@@ -313,6 +340,7 @@ def update(
     Examples:
       neuroq endpoint update demo --workers-max 8
       neuroq endpoint update demo --workers-min 1 --idle-timeout 60
+      neuroq endpoint update demo --input-schema '{"properties": {"n": {"type": "integer"}}}'
     """
     _echo(_call("PATCH", f"/endpoints/{name}", (url, key, data_dir), _wire(options)))
 

@@ -10,15 +10,18 @@ start does not also wait for the next look; the HTTP source only sleeps.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
 
-from neuroq.endpoints import EndpointConfig, desired_workers
+from neuroq.endpoints import SETTABLE, EndpointConfig, desired_workers
 from neuroq.jobs import now_ms
 from neuroq.scaler.decide import oldest_wait_s
 from neuroq.store.base import JobStore, QueueStats, WorkerInfo, queue_topic
+
+log = logging.getLogger(__name__)
 
 #: published on the store's notifier when an endpoint's settings change (endpoint routes)
 SETTINGS_TOPIC = "endpoint-settings"
@@ -96,6 +99,8 @@ class HTTPSource:
         self.client = httpx.AsyncClient(base_url=url.rstrip("/"), timeout=timeout_s)
         self.client_headers = {"Authorization": f"Bearer {client_key}"}
         self.worker_headers = {"Authorization": worker_key}
+        #: settings a newer server sent that this version does not know, logged once each
+        self.unknown_settings: set[str] = set()
 
     async def _get(self, path: str) -> Any:
         reply = await self.client.get(path, headers=self.client_headers)
@@ -105,7 +110,8 @@ class HTTPSource:
     async def observe(self) -> Observation:
         listed = await self._get("/endpoints")
         configs = [
-            EndpointConfig.from_wire(item["name"], _settable(item)) for item in listed["endpoints"]
+            EndpointConfig.from_wire(item["name"], self._settable(item))
+            for item in listed["endpoints"]
         ]
         stats: dict[str, QueueStats] = {}
         workers: dict[str, WorkerInfo] = {}
@@ -126,6 +132,16 @@ class HTTPSource:
                 )
         return Observation(configs, stats, workers, now_ms())
 
+    def _settable(self, wire: dict[str, Any]) -> dict[str, Any]:
+        """The settings this version knows: a newer server may send more, which a scaler
+        that ignores them still runs correctly with (the route itself refuses unknown keys
+        from clients, where one is a typo)."""
+        unknown = set(wire) - SETTABLE - {"name", "createdAt", "updatedAt"}
+        for key in sorted(unknown - self.unknown_settings):
+            log.debug("ignoring endpoint setting %r, unknown to this version", key)
+        self.unknown_settings |= unknown
+        return {k: v for k, v in wire.items() if k in SETTABLE}
+
     async def pause(self, timeout_s: float) -> None:
         await asyncio.sleep(timeout_s)
 
@@ -137,10 +153,6 @@ class HTTPSource:
 
     async def aclose(self) -> None:
         await self.client.aclose()
-
-
-def _settable(wire: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in wire.items() if k not in ("name", "createdAt", "updatedAt")}
 
 
 def endpoint_report(

@@ -4,7 +4,9 @@ as the default of its jobs; `neuroq endpoint` commands, finding the server and k
 send` does (flags, environment, the data directory's key file), with help for every option and
 examples; an unmodified RunPod SDK worker started
 by the scaler as the endpoint's external command; the metrics JSON in the shape KEDA's
-metrics-api scaler reads, and the Prometheus gauges beside it."""
+metrics-api scaler reads, and the Prometheus gauges beside it; `inputSchema` (checked by name,
+stored, set by `--input-schema`, absent from older rows); `neuroq scaler --url` skipping the
+settings of a newer server that it does not know."""
 
 from __future__ import annotations
 
@@ -225,3 +227,172 @@ def test_metrics_json_has_the_shape_keda_reads(api_server: ServerProcess) -> Non
     assert f'neuroq_endpoint_desired_workers{{endpoint="{ep}"}} 2.0' in scrape
     assert f'neuroq_endpoint_queued_jobs{{endpoint="{ep}"}} 3.0' in scrape
     assert f'neuroq_endpoint_oldest_queue_delay_seconds{{endpoint="{ep}"}}' in scrape
+
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "prompt": {"type": "string", "description": "<b>what to answer</b>"},
+        "n": {"type": "integer", "default": 2, "minimum": 1, "maximum": 9},
+        "tone": {"type": "string", "enum": ["plain", "formal"]},
+    },
+    "required": ["prompt"],
+    "x-ignored": {"kept": True},
+}
+
+
+def test_input_schema_round_trip(api_server: ServerProcess) -> None:
+    ep = new_endpoint("schema")
+    assert configure(api_server, ep, workersMax=1)["inputSchema"] is None
+    patched = _call(api_server, "PATCH", f"/endpoints/{ep}", json={"inputSchema": SCHEMA})
+    assert patched.status_code == 200 and patched.json()["inputSchema"] == SCHEMA
+    assert _call(api_server, "GET", f"/endpoints/{ep}").json()["inputSchema"] == SCHEMA
+    listed = _call(api_server, "GET", "/endpoints").json()["endpoints"]
+    assert [item["inputSchema"] for item in listed if item["name"] == ep] == [SCHEMA]
+    # another setting changed keeps the schema; null removes it
+    kept = _call(api_server, "PATCH", f"/endpoints/{ep}", json={"idleTimeout": 3}).json()
+    assert kept["inputSchema"] == SCHEMA
+    cleared = _call(api_server, "PATCH", f"/endpoints/{ep}", json={"inputSchema": None})
+    assert cleared.json()["inputSchema"] is None
+
+
+def _property(**prop: object) -> dict[str, object]:
+    return {"properties": {"p": prop}}
+
+
+@pytest.mark.parametrize(
+    ("schema", "field"),
+    [
+        ([], "inputSchema"),
+        ({"type": "array"}, "inputSchema.type"),
+        ({"properties": []}, "inputSchema.properties"),
+        (
+            {"properties": {f"p{i}": {"type": "string"} for i in range(201)}},
+            "inputSchema.properties",
+        ),
+        ({"properties": {"p": {"type": "string", "description": "x" * 40_000}}}, "inputSchema"),
+        (_property(), "inputSchema.properties.p.type"),
+        (_property(type="text"), "inputSchema.properties.p.type"),
+        (_property(type="string", enum=[]), "inputSchema.properties.p.enum"),
+        (_property(type="integer", enum=[1, "2"]), "inputSchema.properties.p.enum"),
+        (_property(type="integer", default=1.5), "inputSchema.properties.p.default"),
+        (_property(type="integer", default=10, maximum=9), "inputSchema.properties.p.default"),
+        (_property(type="string", enum=["a"], default="b"), "inputSchema.properties.p.default"),
+        (_property(type="string", minimum=1), "inputSchema.properties.p.minimum"),
+        (_property(type="number", minimum=2, maximum=1), "inputSchema.properties.p.minimum"),
+        (_property(type="string", maxLength=-1), "inputSchema.properties.p.maxLength"),
+        (_property(type="string", description=7), "inputSchema.properties.p.description"),
+        ({**_property(type="string"), "required": ["q"]}, "inputSchema.required"),
+        ({**_property(type="string"), "required": ["p", "p"]}, "inputSchema.required"),
+    ],
+)
+def test_bad_input_schemas_are_400_naming_the_place(
+    api_server: ServerProcess, schema: object, field: str
+) -> None:
+    reply = _call(
+        api_server, "PUT", f"/endpoints/{new_endpoint('bad')}", json={"inputSchema": schema}
+    )
+    assert reply.status_code == 400, reply.text
+    assert reply.json()["field"] == field and reply.json()["error"].startswith(f"{field}: ")
+
+
+def test_endpoint_cli_input_schema(api_server: ServerProcess, tmp_path: Path) -> None:
+    ep = new_endpoint("cli-schema")
+    auth = ["--url", api_server.url, "--key", api_server.api_key]
+    shipped = REPO / "neuroq" / "handler" / "input_schema.json"
+    out = _neuroq("endpoint", "create", ep, "--input-schema", str(shipped), *auth)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["inputSchema"] == json.loads(shipped.read_text())
+    inline = _neuroq("endpoint", "update", ep, "--input-schema", json.dumps(SCHEMA), *auth)
+    assert inline.returncode == 0 and json.loads(inline.stdout)["inputSchema"] == SCHEMA
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"properties": {"p": {"type": "str"}}}')
+    refused = _neuroq("endpoint", "update", ep, "--input-schema", str(bad), *auth)
+    assert refused.returncode == 1
+    assert "400: inputSchema.properties.p.type: must be one of" in refused.stderr
+    missing = _neuroq("endpoint", "update", ep, "--input-schema", str(tmp_path / "no.json"), *auth)
+    assert missing.returncode == 2 and "--input-schema" in missing.stderr
+    cleared = _neuroq("endpoint", "update", ep, "--input-schema", "null", *auth)
+    assert cleared.returncode == 0 and json.loads(cleared.stdout)["inputSchema"] is None
+
+
+async def test_settings_stored_without_an_input_schema_read_back_as_none(tmp_path: Path) -> None:
+    """A row written before the setting existed has no inputSchema key in its config_json."""
+    import sqlite3
+
+    from neuroq.endpoints import EndpointConfig
+    from neuroq.store.sqlite import SQLiteStore
+
+    path = tmp_path / "old.db"
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        await store.put_endpoint(EndpointConfig("old", workers_max=2), 1)
+        with sqlite3.connect(path) as db:
+            (stored,) = db.execute("SELECT config_json FROM endpoints").fetchone()
+            settings = json.loads(stored)
+            assert "inputSchema" in settings
+            del settings["inputSchema"]
+            db.execute("UPDATE endpoints SET config_json = ?", (json.dumps(settings),))
+        found = await store.get_endpoint("old")
+        assert found is not None and found.input_schema is None and found.workers_max == 2
+    finally:
+        await store.close()
+
+
+def test_remote_scaler_ignores_settings_it_does_not_know(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`neuroq scaler --url` reads /endpoints of a server that may be newer than itself: a
+    setting it does not know is skipped (logged once at debug), the rest still apply."""
+    import asyncio
+    import logging
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from neuroq.endpoints import EndpointConfig
+    from neuroq.scaler.source import HTTPSource
+
+    wire = EndpointConfig("newer", handler="m:f", workers_max=4).to_wire()
+    answers = {
+        "/endpoints": {"endpoints": [{**wire, "gpuType": "H200", "regions": ["eu"]}]},
+        "/endpoints/newer/metrics": {"queued": 2, "running": 0, "oldestQueuedAt": 1},
+        "/endpoints/newer/workers": {"workers": []},
+    }
+
+    class Newer(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)  # HTTP/1.0: the body ends where the connection does
+            self.end_headers()
+            self.wfile.write(json.dumps(answers[self.path]).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Newer)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    async def look_twice() -> list[EndpointConfig]:
+        source = HTTPSource(f"http://127.0.0.1:{server.server_address[1]}", "ck", "wk")
+        try:
+            await source.observe()
+            return (await source.observe()).configs
+        finally:
+            await source.aclose()
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="neuroq.scaler.source"):
+            (config,) = asyncio.run(look_twice())
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+    assert config.endpoint_id == "newer" and config.workers_max == 4 and config.handler == "m:f"
+    ignored = [
+        r.getMessage() for r in caplog.records if "ignoring endpoint setting" in r.getMessage()
+    ]
+    assert ignored == [
+        "ignoring endpoint setting 'gpuType', unknown to this version",
+        "ignoring endpoint setting 'regions', unknown to this version",
+    ]
