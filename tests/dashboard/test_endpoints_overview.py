@@ -1,5 +1,5 @@
-"""The overview's serverless endpoints: settings beside workers now and desired, fetched over
-HTTP after signing in, every configured string escaped."""
+"""The overview's serverless endpoints: settings (workersSpare among them) beside workers now and
+desired, fetched over HTTP after signing in, every configured string escaped."""
 
 from __future__ import annotations
 
@@ -63,6 +63,8 @@ def test_overview_lists_configured_endpoints_with_workers_now_and_desired(
 ) -> None:
     # No jobs and workersMin 0: the scaler starts nothing for the hostile handler string.
     _configure(server, "dash-cfg-hostile", handler=HOSTILE, workersMax=2, idleTimeout=9)
+    # No handler either: its spare is a setting shown, not a worker started.
+    _configure(server, "dash-cfg-spare", workersMax=3, workersSpare=2)
     # No handler: the scaler leaves it alone; a worker of our own is warming up on it.
     _configure(
         server,
@@ -91,6 +93,7 @@ def test_overview_lists_configured_endpoints_with_workers_now_and_desired(
 
             row = wait_for(queue_row, 30, "the warming worker", until=lambda r: "1 starting" in r)
             assert _cell(row, "min-max") == "0–5"
+            assert _cell(row, "spare") == "0"
             assert _cell(row, "rule") == "1 worker per 2 jobs"
             assert _cell(row, "concurrency") == "3"
             assert "1.5 min" in row  # the executionTimeout default
@@ -103,6 +106,7 @@ def test_overview_lists_configured_endpoints_with_workers_now_and_desired(
             assert "<script>" not in page
             assert html.escape(HOSTILE, quote=True) in hostile
             assert _cell(hostile, "idle") == "9 s"
+            assert _cell(_row(page, "dash-cfg-spare"), "spare") == "2"
             assert _cell(hostile, "rule") == "+1 worker while a job waits over 4 s"
             assert _cell(hostile, "workers-now") == "0"
             assert _cell(hostile, "workers-desired") == "0"

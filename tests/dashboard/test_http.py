@@ -1,10 +1,12 @@
 """The dashboard over plain HTTP: sign-in, CSRF and origin checks, escaping, filters, paging,
-and the read-only store queries behind it."""
+the JSON request form's fields drawn from an endpoint's inputSchema, and the read-only store
+queries behind it."""
 
 from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
@@ -255,3 +257,68 @@ def test_the_server_does_not_import_torch() -> None:
     code = "import neuroq.api.app, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+#: an inputSchema with a field of each kind, and markup in every string that reaches the page
+HOSTILE_SCHEMA = {
+    "type": "object",
+    "description": "<script>alert('about')</script>",
+    "properties": {
+        "prompt": {"type": "string", "maxLength": 4000, "description": "<b>what</b> to say"},
+        "name<img src=x>": {"type": "string", "default": '"><script>alert(1)</script>'},
+        "n": {"type": "integer", "default": 3, "minimum": 1, "maximum": 9},
+        "t": {"type": "number", "default": 0.5, "exclusiveMinimum": 0},
+        "tone": {"type": "string", "enum": ["plain", "</option><script>x</script>"]},
+        "flag": {"type": "boolean", "default": True},
+        "tags": {"type": "array", "default": ["a"]},
+        "extra": {"type": "object"},
+    },
+    "required": ["prompt"],
+}
+
+
+def test_json_request_form_draws_the_input_schema_fields(server: ServerProcess) -> None:
+    reply = httpx.put(
+        f"{server.url}/endpoints/dh-schema",
+        json={"inputSchema": HOSTILE_SCHEMA},
+        headers=server.client_headers,
+    )
+    assert reply.status_code == 201, reply.text
+    with sign_in(server) as ui:
+        page = ui.get("/playground").text
+    assert '<option value="dh-schema"></option>' in page  # the endpoint is offered
+    start = page.index('<fieldset class="schema-fields stack" data-schema-for="dh-schema" hidden')
+    fields = page[start : page.index("</fieldset>", start)]
+    assert "<script>" not in page and "<img src=x>" not in page and "<b>" not in page
+    assert html.escape("<script>alert('about')</script>", quote=True) in fields
+    props = re.findall(r'<label class="schema-field" data-prop="([^"]*)">', fields)
+    assert props == [html.escape(name, quote=True) for name in HOSTILE_SCHEMA["properties"]]
+
+    def field(name: str) -> str:
+        match = re.search(rf'data-prop="{re.escape(name)}">(.*?)</label>', fields)
+        assert match is not None, name
+        return match.group(1)
+
+    prompt = field("prompt")
+    assert '<span class="required">required</span>' in prompt
+    assert '<textarea rows="3" maxlength="4000" data-type="string" required>' in prompt
+    assert "&lt;b&gt;what&lt;/b&gt; to say" in prompt
+    named = field(html.escape("name<img src=x>", quote=True))
+    assert f'value="{html.escape(chr(34) + "><script>alert(1)</script>", quote=True)}"' in named
+    assert "required" not in named
+    n = field("n")
+    assert '<input type="number" step="1" min="1" max="9" value="3" data-type="integer">' in n
+    assert "≥ 1, ≤ 9, default 3" in n
+    assert 'step="any" value="0.5" data-type="number"' in field("t") and "&gt; 0" in field("t")
+    tone = field("tone")
+    assert '<select data-type="string"><option value="">(not set)</option>' in tone
+    assert '<option value="&quot;plain&quot;">plain</option>' in tone
+    assert "&lt;/option&gt;&lt;script&gt;x&lt;/script&gt;</option>" in tone
+    assert '<input type="checkbox" data-type="boolean" checked>' in field("flag")
+    assert '<textarea rows="2" spellcheck="false" placeholder="[ ... ]" data-type="array">' in (
+        field("tags")
+    )
+    assert html.escape('["a"]') in field("tags")
+    assert 'placeholder="{ ... }" data-type="object"></textarea>' in field("extra")
+    # an endpoint without a schema has no fields: the form is the JSON text area alone
+    assert 'data-schema-for="neuroq"' not in page

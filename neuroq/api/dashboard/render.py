@@ -327,6 +327,7 @@ def configured_endpoints(
             f'<td><a href="/jobs?{urlencode({"endpoint": ep})}">{h(ep)}</a></td>',
             f"<td>{_runs(config)}</td>",
             f'<td class="num" data-col="min-max">{config.workers_min}–{config.workers_max}</td>',
+            f'<td class="num" data-col="spare">{config.workers_spare}</td>',
             f'<td class="num" data-col="idle">{config.idle_timeout_s} s</td>',
             f'<td data-col="rule">{h(scaler_rule(config))}</td>',
             f'<td class="num" data-col="concurrency">{config.concurrency}</td>',
@@ -343,7 +344,9 @@ def configured_endpoints(
         )
     return (
         '<div class="scroll"><table><thead><tr><th>Endpoint</th><th>Runs</th>'
-        "<th>Workers min–max</th><th>Idle timeout</th><th>Scaling rule</th><th>Concurrency</th>"
+        "<th>Workers min–max</th>"
+        '<th title="workersSpare: idle workers kept started beyond the busy ones">Spare</th>'
+        "<th>Idle timeout</th><th>Scaling rule</th><th>Concurrency</th>"
         "<th>Execution timeout</th><th>Workers now</th>"
         '<th title="desiredWorkers, as /endpoints/{id}/metrics reports it">Desired</th>'
         f"</tr></thead><tbody>{''.join(rows)}</tbody></table></div>"
@@ -666,10 +669,13 @@ JOB_MISSING = (
 # -- playground ----------------------------------------------------------------------------------
 
 
-def playground(max_length_cap: int, max_prompt_chars: int) -> str:
+def playground(
+    max_length_cap: int, max_prompt_chars: int, schemas: dict[str, dict[str, object]]
+) -> str:
     """The playground: a NeuroQ `generate` form, its limits the handler's, and beside it a form
-    that sends any JSON input to any endpoint. No handler declares an input schema, so that one
-    is a JSON text area, checked as JSON as it is typed and again by the server."""
+    that sends any JSON input to any endpoint. The input is a JSON text area, checked as JSON as
+    it is typed and again by the server; for an endpoint in `schemas` (its `inputSchema`
+    setting), a field per property sits above it, which `dashboard.js` keeps in step with it."""
     generate = (
         '<section class="card"><h1>Playground</h1>'
         "<p>Submits a <code>generate</code> job and shows the text as the worker streams it.</p>"
@@ -691,14 +697,18 @@ def playground(max_length_cap: int, max_prompt_chars: int) -> str:
         ' href="#">job</a></p><pre id="pg-output" class="generated"></pre></div></section>'
     )
     example = h(json.dumps({"action": "generate", "prompt": "Hello", "max_length": 40}))
+    endpoints = "".join(f'<option value="{h(ep)}"></option>' for ep in sorted(schemas))
+    fieldsets = "".join(schema_fields(ep, schema) for ep, schema in sorted(schemas.items()))
     request = (
         '<section class="card"><h2>JSON request</h2>'
         "<p>Sends any JSON value as the job's <code>input</code>, as"
-        " <code>POST /v2/{endpoint}/run</code> does. No handler declares an input schema, so"
-        " the input is checked as JSON only; the handler judges the rest.</p>"
+        " <code>POST /v2/{endpoint}/run</code> does. An endpoint whose settings declare an"
+        " <code>inputSchema</code> gets a field per property, kept in step with the JSON; the"
+        " input is checked as JSON, and the handler judges the rest.</p>"
         '<form id="json-request" class="stack">'
-        '<label>Endpoint <input name="endpoint_id" value="neuroq" required'
+        '<label>Endpoint <input name="endpoint_id" value="neuroq" required list="schema-endpoints"'
         ' pattern="[A-Za-z0-9_\\-]{1,128}"></label>'
+        f'<datalist id="schema-endpoints">{endpoints}</datalist>{fieldsets}'
         '<label>Input (JSON) <textarea name="input" rows="8" required spellcheck="false">'
         f"{example}</textarea></label>"
         '<p id="json-problem" class="error" role="alert" hidden></p>'
@@ -708,3 +718,108 @@ def playground(max_length_cap: int, max_prompt_chars: int) -> str:
         ' href="#">job</a></p><pre id="json-output"></pre></div></section>'
     )
     return f'<div class="side-by-side">{generate}{request}</div>'
+
+
+def _bounds(prop: dict[str, object]) -> str:
+    """A property's bounds and default in words, for its hint."""
+    words = [
+        f"{sign} {_scalar(prop[key])}"
+        for key, sign in (
+            ("minimum", "≥"),
+            ("exclusiveMinimum", ">"),
+            ("maximum", "≤"),
+            ("exclusiveMaximum", "<"),
+        )
+        if key in prop
+    ]
+    if "maxLength" in prop:
+        words.append(f"at most {_scalar(prop['maxLength'])} characters")
+    if "default" in prop:
+        words.append(f"default {json.dumps(prop['default'], ensure_ascii=False)}")
+    return ", ".join(words)
+
+
+#: a string property longer than this gets a text area rather than a one-line input
+_LONG_TEXT = 256
+
+
+def _schema_control(prop: dict[str, object], required: bool) -> str:
+    """The form control of one property; `data-type` tells dashboard.js how to read it."""
+    kind = str(prop["type"])
+    default = prop.get("default")
+    has_default = "default" in prop
+    attrs = f' data-type="{h(kind)}"' + (" required" if required and kind != "boolean" else "")
+    enum = prop.get("enum")
+    if isinstance(enum, list):
+        unset = "" if required else '<option value="">(not set)</option>'
+        options = "".join(
+            f'<option value="{h(json.dumps(v, ensure_ascii=False))}"'
+            f"{' selected' if has_default and v == default else ''}>"
+            f"{h(v if isinstance(v, str) else json.dumps(v))}</option>"
+            for v in enum
+        )
+        return f"<select{attrs}>{unset}{options}</select>"
+    if kind == "boolean":
+        # without a default the key starts absent, which dashboard.js shows as indeterminate
+        state = " checked" if default is True else "" if has_default else " data-unset"
+        return f'<input type="checkbox"{attrs}{state}>'
+    if kind in ("integer", "number"):
+        limits = "".join(
+            f' {attr}="{h(_scalar(prop[key]))}"'
+            for key, attr in (("minimum", "min"), ("maximum", "max"))
+            if key in prop
+        )
+        step = "1" if kind == "integer" else "any"
+        value = f' value="{h(_scalar(default))}"' if has_default else ""
+        return f'<input type="number" step="{step}"{limits}{value}{attrs}>'
+    if kind in ("array", "object"):
+        text = json.dumps(default, ensure_ascii=False) if has_default else ""
+        hint = "[ ... ]" if kind == "array" else "{ ... }"
+        return (
+            f'<textarea rows="2" spellcheck="false" placeholder="{h(hint)}"{attrs}>{h(text)}'
+            "</textarea>"
+        )
+    lengths = "".join(
+        f' {attr}="{h(_scalar(prop[key]))}"'
+        for key, attr in (("minLength", "minlength"), ("maxLength", "maxlength"))
+        if key in prop
+    )
+    text = h(default) if has_default else ""
+    max_length = prop.get("maxLength")
+    if isinstance(max_length, int) and max_length > _LONG_TEXT:
+        return f'<textarea rows="3"{lengths}{attrs}>{text}</textarea>'
+    return f'<input type="text"{lengths} value="{text}"{attrs}>'
+
+
+def schema_fields(endpoint_id: str, schema: dict[str, object]) -> str:
+    """The fields of one endpoint's inputSchema (neuroq.input_schema): one per property, its
+    default filled in, its description and bounds beside it, required ones marked. Hidden and
+    disabled until `dashboard.js` sees the endpoint chosen. Every name, description and enum
+    value is escaped here."""
+    properties = schema.get("properties")
+    props = properties if isinstance(properties, dict) else {}
+    listed = schema.get("required")
+    required = set(listed) if isinstance(listed, list) else set()
+    fields = []
+    for name, prop in props.items():
+        is_required = name in required
+        mark = ' <span class="required">required</span>' if is_required else ""
+        title = prop.get("title")
+        label = f'<span class="prop-name">{h(name)}</span>' + (
+            f' <span class="muted">{h(title)}</span>' if isinstance(title, str) else ""
+        )
+        hints = [str(prop.get("description", "")), _bounds(prop)]
+        hint = " · ".join(part for part in hints if part)
+        fields.append(
+            f'<label class="schema-field" data-prop="{h(name)}">'
+            f"<span>{label}{mark}</span>{_schema_control(prop, is_required)}"
+            + (f'<small class="muted">{h(hint)}</small>' if hint else "")
+            + "</label>"
+        )
+    about = schema.get("description")
+    intro = f'<p class="muted">{h(about)}</p>' if isinstance(about, str) else ""
+    return (
+        f'<fieldset class="schema-fields stack" data-schema-for="{h(endpoint_id)}" hidden'
+        f" disabled><legend>Input fields of <code>{h(endpoint_id)}</code></legend>{intro}"
+        f"{''.join(fields)}</fieldset>"
+    )

@@ -390,7 +390,9 @@ async def action(request: Request) -> Response:
 
 @signed_in_page
 async def playground_page(request: Request) -> Response:
-    return page(request, "Playground", render.playground(MAX_LENGTH_CAP, MAX_PROMPT_CHARS))
+    configs = await _dash(request).store.list_endpoints()
+    schemas = {c.endpoint_id: c.input_schema for c in configs if c.input_schema is not None}
+    return page(request, "Playground", render.playground(MAX_LENGTH_CAP, MAX_PROMPT_CHARS, schemas))
 
 
 async def playground_submit(request: Request) -> Response:

@@ -180,6 +180,123 @@
     );
   }
 
+  // One property's field of an inputSchema form: its value as JSON, `undefined` when empty
+  // (the key is left out of the input), or an Error saying why it is not a value.
+  function readField(el) {
+    const type = el.dataset.type;
+    if (el.type === "checkbox") return el.indeterminate ? undefined : el.checked;
+    if (el.tagName === "SELECT") return el.value === "" ? undefined : JSON.parse(el.value);
+    if (el.validity && el.validity.badInput) return new Error("not a number");
+    const text = el.value;
+    if (text === "") return undefined;
+    if (type === "string") return text;
+    if (type === "integer" || type === "number") {
+      const value = Number(text);
+      if (!Number.isFinite(value)) return new Error("not a number");
+      if (type === "integer" && !Number.isInteger(value)) return new Error("not a whole number");
+      return value;
+    }
+    let value;
+    try {
+      value = JSON.parse(text);
+    } catch (err) {
+      return new Error("not valid JSON: " + err.message);
+    }
+    const isArray = Array.isArray(value);
+    const isObject = value !== null && typeof value === "object" && !isArray;
+    if (type === "array" ? !isArray : !isObject) return new Error("not a JSON " + type);
+    return value;
+  }
+
+  // Show `value` (from the JSON input; `undefined`: the key is absent) in a field.
+  function writeField(el, value) {
+    el.setCustomValidity("");
+    if (el.type === "checkbox") {
+      el.indeterminate = value === undefined; // absent, which is neither true nor false
+      el.checked = value === true;
+      return;
+    }
+    const select = el.tagName === "SELECT";
+    let text = "";
+    if (typeof value === "string" && el.dataset.type === "string" && !select) text = value;
+    else if (typeof value === "number" && !select) text = String(value);
+    else if (value !== undefined) text = JSON.stringify(value);
+    if (select) {
+      if (Array.from(el.options).some((option) => option.value === text)) el.value = text;
+    } else {
+      el.value = text;
+    }
+  }
+
+  // The fields of the chosen endpoint's inputSchema (a fieldset per endpoint that declares one,
+  // rendered and escaped by the server), kept in step with the JSON input both ways: a field
+  // changed sets or removes its key, and JSON typed sets the fields of the schema's keys. When
+  // an endpoint is chosen, keys its JSON has fill the fields, and the fields (defaults
+  // included) fill the keys it lacks.
+  function schemaForm(form, input, checked) {
+    const sets = Array.from(form.querySelectorAll("fieldset[data-schema-for]"));
+    const endpoint = form.elements["endpoint_id"];
+    let active = null;
+    const fields = () =>
+      Array.from(active.querySelectorAll("label[data-prop]")).map((label) => ({
+        name: label.dataset.prop,
+        el: label.querySelector("[data-type]"),
+      }));
+    const parsed = () => {
+      try {
+        const value = JSON.parse(input.value);
+        return value !== null && typeof value === "object" && !Array.isArray(value) ? value : {};
+      } catch (err) {
+        return null; // the JSON is being typed: leave it alone
+      }
+    };
+    const show = (value) => {
+      input.value = JSON.stringify(value, null, 2);
+      checked();
+    };
+    const choose = () => {
+      const chosen = sets.find((set) => set.dataset.schemaFor === endpoint.value) || null;
+      if (chosen === active) return;
+      for (const set of sets) {
+        set.hidden = set !== chosen;
+        set.disabled = set !== chosen;
+      }
+      active = chosen;
+      const value = active && parsed();
+      if (!value) return;
+      for (const { name, el } of fields()) {
+        if (Object.prototype.hasOwnProperty.call(value, name)) writeField(el, value[name]);
+        const read = readField(el);
+        if (read !== undefined && !(read instanceof Error)) value[name] = read;
+      }
+      show(value);
+    };
+    for (const box of form.querySelectorAll("input[type=checkbox][data-unset]")) {
+      box.indeterminate = true;
+    }
+    endpoint.addEventListener("input", choose);
+    const fieldChanged = (event) => {
+      const label = event.target.closest("label[data-prop]");
+      if (!active || !label || !active.contains(label)) return;
+      const el = label.querySelector("[data-type]");
+      const read = readField(el);
+      el.setCustomValidity(read instanceof Error ? read.message : "");
+      const value = parsed();
+      if (read instanceof Error || !value) return;
+      if (read === undefined) delete value[label.dataset.prop];
+      else value[label.dataset.prop] = read;
+      show(value);
+    };
+    form.addEventListener("input", fieldChanged);
+    form.addEventListener("change", fieldChanged);
+    input.addEventListener("input", () => {
+      const value = active && parsed();
+      if (!value) return;
+      for (const { name, el } of fields()) writeField(el, value[name]);
+    });
+    choose();
+  }
+
   // The JSON request form: the input is checked as JSON while it is typed, and the server
   // checks it again.
   function jsonRequest(form) {
@@ -200,6 +317,7 @@
     };
     input.addEventListener("input", check);
     check();
+    schemaForm(form, input, check);
     jobForm(
       form,
       "/ui/submit",
