@@ -2,12 +2,14 @@
 endpoint whose settings declare an inputSchema. Choosing the endpoint shows a field per
 property (defaults filled in, the JSON gaining them); filling the fields writes the JSON, and
 JSON typed fills the fields; a required field left empty blocks the send; the job a raw HTTP
-worker takes has exactly the input filled in, and its output shows. Nothing is wider than the
-screen. Uses test_browser's fixtures on a server with no worker of its own."""
+worker takes has exactly the input filled in, and its output shows; the NeuroQ handler's
+shipped schema makes an input the handler accepts. Nothing is wider than the screen. Uses
+test_browser's fixtures on a server with no worker of its own."""
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ browser = test_browser.browser
 stack = test_browser_progress.stack
 tab = test_browser_progress.tab
 
-SCHEMA = {
+SCHEMA: dict[str, Any] = {
     "required": ["prompt"],
     "properties": {
         "flag": {"type": "boolean"},
@@ -36,12 +38,12 @@ SCHEMA = {
 }
 
 
-def configured(stack: Stack) -> str:
-    """A new endpoint with SCHEMA and no handler (the scaler starts nothing for it)."""
+def configured(stack: Stack, schema: dict[str, Any] = SCHEMA) -> str:
+    """A new endpoint with `schema` and no handler (the scaler starts nothing for it)."""
     ep = new_endpoint("bs")
     reply = httpx.put(
         f"{stack.server.url}/endpoints/{ep}",
-        json={"inputSchema": SCHEMA},
+        json={"inputSchema": schema},
         headers=stack.server.client_headers,
     )
     assert reply.status_code == 201, reply.text
@@ -104,3 +106,31 @@ def test_schema_fields_fill_the_json_and_the_job(tab: Any, stack: Stack, tmp_pat
     tab.locator("#json-status", has_text="COMPLETED").wait_for()
     assert tab.locator("#json-job").inner_text() == job["id"]
     assert json.loads(tab.locator("#json-output").inner_text()) == {"echo": filled}
+
+
+def test_the_neuroq_handlers_schema_makes_an_input_it_accepts(
+    tab: Any, stack: Stack, tmp_path: Path
+) -> None:
+    """neuroq/handler/input_schema.json declared on an endpoint: its form's defaults and a
+    prompt make an input that the handler's validation accepts, the same request as the prompt
+    alone."""
+    from neuroq.handler.validation import validate
+
+    shipped = json.loads(
+        resources.files("neuroq.handler").joinpath("input_schema.json").read_text("utf-8")
+    )
+    ep = configured(stack, shipped)
+    tab.goto("/playground")
+    form = tab.locator("#json-request")
+    form.locator("textarea[name=input]").fill("{}")
+    form.locator("input[name=endpoint_id]").fill(ep)
+    fields = form.locator(f'fieldset[data-schema-for="{ep}"]')
+    fields.wait_for(state="visible")
+    assert fields.locator("label[data-prop]").count() == len(shipped["properties"])
+    fields.locator('[data-prop="prompt"] textarea').fill("Hello there")
+    sent = typed_json(form)
+    defaults = {n: p["default"] for n, p in shipped["properties"].items() if "default" in p}
+    assert sent == {**defaults, "prompt": "Hello there"}
+    assert validate(sent) == validate({"prompt": "Hello there"})
+    assert horizontal_overflow(tab) <= 0
+    screenshot(tab, f"json-schema-neuroq-{tab.viewport_size['width']}", tmp_path)
