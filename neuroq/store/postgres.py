@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import pq
+from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
@@ -218,7 +218,9 @@ class PostgresStore(OpStore):
         self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
     ) -> T:
         """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
-        commit only) and publish them here at once. Never blocks the loop, heavy or not.
+        commit only) and publish them here at once. Never blocks the loop, heavy or not. The
+        NOTIFY and the COMMIT travel together (`_notify_and_commit`): BEGIN, the statements,
+        then one round trip to end.
 
         The pool's connections are in autocommit mode, so a `one_statement` operation runs as
         its own transaction: one round trip instead of three (BEGIN, the statement, COMMIT),
@@ -234,16 +236,28 @@ class PostgresStore(OpStore):
                     if outcome.topics - notified:
                         await self._notify_after(cur, outcome.topics - notified)
                 else:
-                    async with conn.transaction():
-                        outcome = await self._script(cur, op)
-                        await self._notify(cur, outcome.topics)
-                        committing = True
+                    # A failure or a cancellation before the COMMIT: leaving the pool's
+                    # connection block rolls the transaction back.
+                    await cur.execute(b"BEGIN", prepare=False)
+                    outcome = await self._script(cur, op)
+                    committing = True
+                    await cur.execute(self._notify_and_commit(outcome.topics), prepare=False)
         except psycopg.Error as exc:
             unavailable = None if committing and exc.sqlstate is None else _unavailable(exc)
             if unavailable is None:
                 raise
             raise unavailable from exc
         return self._committed(outcome)
+
+    def _notify_and_commit(self, topics: set[str]) -> sql.Composed:
+        """The end of a transaction as one simple query, one round trip: `pg_notify` of its
+        topics (delivered only if the COMMIT that follows succeeds), then COMMIT."""
+        notify = sql.SQL("SELECT pg_notify({}, {})")
+        statements = [
+            notify.format(sql.Literal(self.channel), sql.Literal(payload))
+            for payload in _payloads(topics)
+        ]
+        return sql.SQL("; ").join([*statements, sql.SQL("COMMIT")])
 
     async def _notify(self, cur: psycopg.AsyncCursor[Any], topics: set[str]) -> None:
         for payload in _payloads(topics):

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from harness import wait_for_async
 from store_backends import POSTGRES_URL, drop_schema, open_store
 
 from neuroq.jobs import NewJob, now_ms
+from neuroq.store import postgres
 from neuroq.store.base import job_topic, queue_topic
 from neuroq.store.postgres import MIGRATIONS, PostgresStore
 
@@ -96,6 +98,59 @@ async def test_a_submit_notifies_within_its_insert(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_a_cancelled_transaction_leaves_its_connection_idle(
+    schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An operation cancelled inside its transaction (here: waiting for a row lock) leaves it
+    rolled back, its connection back in the pool idle, and the store working."""
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        job, _ = await store.submit(NewJob(EP, "1"), now_ms())
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as holder:
+            await holder.execute(
+                f'SELECT 1 FROM "{schema}".jobs WHERE id = %s FOR UPDATE', (job.id,)
+            )
+            cancel = asyncio.create_task(store.cancel(EP, job.id, now_ms()))
+
+            async def blocked() -> int:
+                cur = await holder.execute("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                row = await cur.fetchone()
+                return int(row[0]) if row else 0
+
+            await wait_for_async(blocked, 10.0, "the cancel waiting for the row lock")
+            cancel.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await cancel
+            await holder.rollback()
+        assert "rolling back returned connection" not in caplog.text
+        for conn in store._pool._pool:  # the idle connections the pool holds
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        cancelled = await store.cancel(EP, job.id, now_ms())
+        assert cancelled is not None and cancelled.status.value == "CANCELLED"
+    finally:
+        await store.close()
+
+
+async def test_a_failed_transaction_is_rolled_back_before_its_connection_returns(
+    schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement the server refuses aborts the transaction, which is rolled back before the
+    connection returns to the pool (a pool given it open would roll back and warn)."""
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        await store.submit(NewJob(EP, "1"), now_ms())
+        monkeypatch.setitem(postgres._QUERIES, "take", "SELECT no_such_column FROM jobs")
+        with pytest.raises(psycopg.errors.UndefinedColumn):
+            await store.take(EP, "w1", 1, now_ms(), 60_000)
+        monkeypatch.undo()
+        assert "rolling back returned connection" not in caplog.text
+        assert [job.status.value for job in await store.take(EP, "w1", 1, now_ms(), 60_000)] == [
+            "IN_PROGRESS"
+        ]
+    finally:
+        await store.close()
 
 
 def test_schema_name_is_validated() -> None:
