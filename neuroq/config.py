@@ -27,6 +27,9 @@ class Settings:
     data_dir: Path = Path(".neuroq")
     #: None = SQLite in data_dir; "postgresql://..." = PostgreSQL
     store: str | None = None
+    #: PostgreSQL: the most connections one server process holds (its pool); each request
+    #: borrows one for a transaction, so this bounds the process's concurrent store work
+    store_pool_size: int = 10
     #: cap on the SQLite database file; 0 = none. Past it, writes answer 503 as on a full disk
     #: while reads go on, so the queue cannot fill the volume it shares with other files
     sqlite_max_size_mb: int = 0
@@ -35,23 +38,23 @@ class Settings:
     #: worker keys, kept apart from client keys so a leaked worker key cannot read results
     worker_keys: tuple[str, ...] = ()
 
-    # Retention of finished jobs (spec 1.13): 30 min for /run, 1 min for /runsync.
+    # Retention of finished jobs: 30 min for /run, 1 min for /runsync, as on RunPod.
     retention_run_s: float = 1800.0
     retention_sync_s: float = 60.0
 
-    # Payload limits (spec 1.13, 2.11).
+    # Payload limits: RunPod's 10 MB for /run and 20 MB for /runsync bodies.
     max_run_body_bytes: int = 10 * MB
     max_runsync_body_bytes: int = 20 * MB
     max_result_body_bytes: int = 32 * MB
 
-    # Long-poll hold times. Workers give up after 90 s, so holds stay well below that (spec 2.4).
+    # Long-poll hold times. Workers give up after 90 s, so holds stay well below that.
     job_take_hold_s: float = 20.0
     job_stop_hold_s: float = 30.0
     runsync_default_wait_ms: int = 90_000
     #: longest ?wait= accepted on status long-polls (our extension)
     status_max_wait_ms: int = 90_000
 
-    # Liveness (spec 2.12): a worker is lost after this long without contact; its jobs go back
+    # Liveness: a worker is lost after this long without contact; its jobs go back
     # to the queue up to max_retries times, then fail with "worker lost".
     worker_lost_s: float = 30.0
     max_retries: int = 1
@@ -60,13 +63,13 @@ class Settings:
     #: how often a long-poll re-reads the store for changes made by another process
     recheck_s: float = 0.5
 
-    # Webhooks (spec 1.14): 2 more attempts, 10 s apart; private targets refused by default.
+    # Webhooks: 2 more attempts, 10 s apart; private targets refused by default.
     webhook_retries: int = 2
     webhook_retry_delay_s: float = 10.0
     webhook_timeout_s: float = 10.0
     webhook_allow_private: bool = False
 
-    #: delay before a 401 on job-take, so a worker with a bad key cannot spin (spec 2.3)
+    #: delay before a 401 on job-take, so a worker with a bad key cannot spin
     worker_auth_failure_delay_s: float = 2.0
     #: accept a worker id left as the literal `$RUNPOD_POD_ID` (a job-take template the SDK
     #: does not substitute), as the host alias `anon-<peer address>`. Off, such a request is

@@ -40,6 +40,10 @@ def create_store(settings: Settings) -> JobStore:
     if target.startswith(("postgresql://", "postgres://")):
         from neuroq.store.postgres import PostgresStore, split_schema
 
+        if settings.store_pool_size < 1:
+            raise ValueError(
+                f"NEUROQ_STORE_POOL_SIZE: must be at least 1, got {settings.store_pool_size}"
+            )
         try:
             url, schema = split_schema(target)
             return PostgresStore(
@@ -48,6 +52,7 @@ def create_store(settings: Settings) -> JobStore:
                 recheck_s=recheck_s,
                 retention_run_ms=run_ms,
                 retention_sync_ms=sync_ms,
+                pool_max_size=settings.store_pool_size,
             )
         except ValueError as exc:
             raise ValueError(f"NEUROQ_STORE: {exc}") from None

@@ -120,6 +120,8 @@ class PostgresStore(OpStore):
             raise ValueError(
                 "options: the store URL sets search_path; name the schema with ?schema=NAME"
             )
+        if pool_max_size < 1:
+            raise ValueError(f"pool_max_size: must be at least 1, got {pool_max_size}")
         self._pool_max_size = pool_max_size
         self._options = f"{options} -c search_path={schema}".strip()
         self._pool = self._new_pool()

@@ -34,3 +34,14 @@ def test_postgres_urls(url: str) -> None:
 def test_anything_else_is_refused_naming_the_setting() -> None:
     with pytest.raises(ValueError, match="NEUROQ_STORE='mysql://x'"):
         create_store(Settings(store="mysql://x"))
+
+
+def test_the_postgresql_pool_size_is_a_setting() -> None:
+    store = create_store(Settings(store="postgresql://u@h/db", store_pool_size=3))
+    assert isinstance(store, PostgresStore)
+    assert store._pool.max_size == 3
+    assert create_store(Settings(store="postgresql://u@h/db"))._pool.max_size == 10  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="NEUROQ_STORE_POOL_SIZE: must be at least 1, got 0"):
+        create_store(Settings(store="postgresql://u@h/db", store_pool_size=0))
+    env = {"NEUROQ_STORE": "postgresql://u@h/db", "NEUROQ_STORE_POOL_SIZE": "24"}
+    assert create_store(Settings.from_env(env))._pool.max_size == 24  # type: ignore[attr-defined]
