@@ -1,12 +1,13 @@
 """Model and engine throughput on the CPU: `python bench/bench_model.py` prints one JSON object.
 
-For the spec's two layered sizes (random weights, vocab 8000, 2 torch threads):
-- generate: 80 new tokens from a 10-token prompt (the length of the spec's benchmark prompt), stop
-  rules off, so every call makes exactly 80 tokens; the KV-cached engine in each of `MODES`
-  (decode-step weights fp32 / fp16 / int8, eager or compiled: `Engine(precision=..., compile=...)`;
-  the first call, which compiles, is a warm-up) vs `generate_naive` (the original's
-  full-recompute algorithm, float32), best of `--repeats` interleaved runs each (the same number
-  for all, so none gets more chances at a quiet moment), and each mode's gain over naive;
+For the original's two layered sizes (random weights, vocab 8000, 2 torch threads):
+- generate: 80 new tokens from a 10-token prompt (the length of the prompt behind the reference
+  figures below), stop rules off, so every call makes exactly 80 tokens; the KV-cached engine in
+  each of `MODES` (decode-step weights fp32 / fp16 / int8, eager or compiled:
+  `Engine(precision=..., compile=...)`; the first call, which compiles, is a warm-up) vs
+  `generate_naive` (the original's full-recompute algorithm, float32), best of `--repeats`
+  interleaved runs each (the same number for all, so none gets more chances at a quiet moment),
+  and each mode's gain over naive;
 - batching: 8 prompts of ragged lengths in one `Engine.generate` call vs 8 sequential calls;
 - training: `neuroq.model.train.train_step` (what `neuroq train` runs: forward, backward, gradient
   clipping, fused AdamW) on 64-token windows, batch 16, tokens/s, with the default precision
@@ -17,7 +18,7 @@ For the spec's two layered sizes (random weights, vocab 8000, 2 torch threads):
   decaying every parameter) on the same model and step, and the default's gain over it;
 - peak RSS of this process (both models, every decode mode, training), and of a fresh process
   that serves one reply with one model in the default mode (`generate_peak_rss_mb`).
-Reference figures of the original on a similar machine (spec §0): generate 504 tok/s (small) and
+Reference figures of the original on a similar machine: generate 504 tok/s (small) and
 78 tok/s (large), training 14.8k tok/s (small) and 2.27k tok/s (large), peak RSS while
 generating about 0.5 GB (small) and 1.0 GB (large).
 """
@@ -49,7 +50,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "small": dict(embed_dim=64, hidden_dim=128, num_heads=4, num_layers=2, max_seq_len=128),
     "large": dict(embed_dim=256, hidden_dim=512, num_heads=8, num_layers=6, max_seq_len=256),
 }
-# The spec's benchmark sampling settings, with the stop rules disabled.
+# The sampling settings behind the reference figures (module docstring), stop rules disabled.
 PARAMS = SamplingParams(
     max_length=NEW_TOKENS,
     temp_min=0.56,
@@ -160,11 +161,11 @@ def bench_generate(model: NeuroQ, repeats: int) -> dict[str, Any]:
 def bench_train(model: NeuroQ, steps: int, precision: str) -> float:
     """Training tokens/s of `train_step` with a fresh optimiser (the model's weights change).
 
-    precision "reference" is the original's recipe (spec §5) on the same model and step: float32,
-    and PyTorch's default AdamW over every parameter (weight decay 0.01 on all, default betas,
-    the per-tensor loop on a CPU), so training has a baseline measured on the same machine in
-    the same run, like generation's naive path. It reproduces the original's recipe, not its
-    code: what it measures is what our precision and optimiser choices gain."""
+    precision "reference" is the original's recipe (docs/model-engine.md, Benchmark) on the same
+    model and step: float32, and PyTorch's default AdamW over every parameter (weight decay 0.01
+    on all, default betas, the per-tensor loop on a CPU), so training has a baseline measured on
+    the same machine in the same run, like generation's naive path. It reproduces the original's
+    recipe, not its code: what it measures is what our precision and optimiser choices gain."""
     model.train()
     if precision == "reference":
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(

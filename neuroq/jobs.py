@@ -185,8 +185,8 @@ class Job:
         return max(0, self.finished_at_ms - self.started_at_ms)
 
     def status_object(self) -> dict[str, Any]:
-        """The RunPod status object (spec 1.2), as sent by status, runsync, cancel and webhooks.
-        `s3Config` is never included."""
+        """The RunPod status object (docs/api.md, Conventions), as sent by status, runsync, cancel
+        and webhooks. `s3Config` is never included."""
         body: dict[str, Any] = {"id": self.id, "status": self.status.value}
         if (delay := self.delay_time_ms) is not None:
             body["delayTime"] = delay
@@ -203,7 +203,7 @@ class Job:
         return body
 
     def worker_payload(self) -> dict[str, Any]:
-        """The job object handed to a worker (spec 2.5)."""
+        """The job object handed to a worker (docs/worker-protocol.md, Routes)."""
         body: dict[str, Any] = {
             "id": self.id,
             "input": json.loads(self.input_json),

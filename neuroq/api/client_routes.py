@@ -1,4 +1,4 @@
-"""The client-facing routes under `/v2/{endpoint_id}/` (spec section 1).
+"""The client-facing routes under `/v2/{endpoint_id}/` (docs/api.md).
 
 Handlers hold no job state: each reads or changes the store and renders the job's status object.
 Every long-poll (runsync, status?wait, status-sync, stream?wait, the SSE stream) sleeps on the

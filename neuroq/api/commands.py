@@ -40,7 +40,8 @@ WORKER_STOP_GRACE_S = 15.0
 #: how long an idle keep-alive connection stays open. The runpod SDK worker reuses a pooled
 #: connection idle for up to 15 s (aiohttp's default), and a sync handler blocks its event loop
 #: meanwhile; had the server closed that connection first (uvicorn's default is 5 s), the result
-#: post after a 5-15 s handler meets a dead socket and the SDK drops the result (spec 2.6).
+#: post after a 5-15 s handler meets a dead socket and the SDK drops the result (docs/runpod.md,
+#: Deliberate differences).
 KEEP_ALIVE_S = 75
 
 

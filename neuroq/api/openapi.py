@@ -1,12 +1,12 @@
 """The OpenAPI 3.1 description of the client API, served at /openapi.json.
 
-Written by hand rather than derived from the handlers, so it states the wire contract (spec
-section 1) and a fuzzer can hold the server to it: tests run schemathesis over this document and
-expect no 5xx and no reply that breaks the schemas below. Keep it in step with client_routes.py,
-job_list.py, job_logs.py, openai_routes.py, endpoint_routes.py, metrics.py and schemas.py;
-tests/api/test_openapi.py fails on a route the app serves that is missing here. Not described:
-the worker protocol (spec section 2, the SDK's), the dashboard's pages and their `/ui/` calls
-(session cookie, not an API), and this document and its `/docs` page.
+Written by hand rather than derived from the handlers, so it states the wire contract
+(docs/api.md) and a fuzzer can hold the server to it: tests run schemathesis over this document
+and expect no 5xx and no reply that breaks the schemas below. Keep it in step with
+client_routes.py, job_list.py, job_logs.py, openai_routes.py, endpoint_routes.py, metrics.py and
+schemas.py; tests/api/test_openapi.py fails on a route the app serves that is missing here. Not
+described: the worker protocol (docs/worker-protocol.md, the SDK's), the dashboard's pages and
+their `/ui/` calls (session cookie, not an API), and this document and its `/docs` page.
 """
 
 from __future__ import annotations

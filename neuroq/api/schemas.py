@@ -162,7 +162,7 @@ def parse_webhook(value: Any, field: str) -> str | None:
 
 
 def parse_submit(body: dict[str, Any]) -> SubmitRequest:
-    """Validate a /run or /runsync body (spec 1.4, 1.12)."""
+    """Validate a /run or /runsync body (docs/api.md, Submitting and JSON limits)."""
     if "input" not in body:
         raise bad_request("input is required (any JSON value, normally an object)")
     webhook = parse_webhook(body.get("webhook"), "webhook")

@@ -1,4 +1,5 @@
-"""Webhook delivery: POST a finished job's status object to the URL its client gave (spec 1.14).
+"""Webhook delivery: POST a finished job's status object to the URL its client gave
+(docs/worker-protocol.md, Webhooks).
 
 The store queues a delivery in the same transaction that ends the job (an outbox), so a job's
 state never waits on a webhook and a delivery survives a restart. This module only drains that

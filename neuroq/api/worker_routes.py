@@ -1,5 +1,5 @@
-"""The worker-facing half of the RunPod protocol (spec section 2), as the `runpod` 1.12 SDK and our
-own worker runtime speak it.
+"""The worker-facing half of the RunPod protocol (docs/worker-protocol.md), as the `runpod` 1.12
+SDK and our own worker runtime speak it.
 
     GET  /v2/{ep}/job-take/{worker}            long-poll, one job object or 204
     GET  /v2/{ep}/job-take-batch/{worker}      long-poll, a list of at most batch_size jobs or 204
@@ -11,11 +11,12 @@ own worker runtime speak it.
     GET  /v2/{ep}/ping/{worker}                heartbeat, a fitness failure report, or goodbye
 
 The SDK builds these URLs by pasting ids into templates and appending `&key=value`, so the routes
-tolerate what careless templates produce (spec 2.2): a last path segment with the query glued on
-(`w1&job_in_progress=0`), empty query pairs and unknown parameters. A worker id left as the
-literal `$RUNPOD_POD_ID` (the SDK substitutes only `$ID` in the job-take template) names no
-worker, so it is refused with a 400 saying how to fix the template, unless the server accepts
-such workers under a per-host alias (Settings.anonymous_workers). The SDK loses a result on any
+tolerate what careless templates produce (docs/worker-protocol.md, Tolerated URL forms): a last
+path segment with the query glued on (`w1&job_in_progress=0`), empty query pairs and unknown
+parameters. A worker id left as the literal `$RUNPOD_POD_ID` (the SDK substitutes only `$ID` in
+the job-take template) names no worker, so it is refused with a 400 saying how to fix the
+template, unless the server accepts such workers under a per-host alias
+(Settings.anonymous_workers). The SDK loses a result on any
 4xx, so a well-formed post is never refused; and it re-asks at once after a 204, so job-take and
 job-stop hold idle workers instead of answering; they end early with a 204 when the server stops
 (neuroq.api.stopping).
@@ -55,7 +56,7 @@ from neuroq.store.base import (
 
 log = logging.getLogger("neuroq.api.worker")
 
-#: the placeholder the SDK leaves unsubstituted when a job-take template names it (spec 2.2)
+#: the placeholder the SDK leaves unsubstituted when a job-take template names it
 POD_ID_PLACEHOLDER = "$RUNPOD_POD_ID"
 #: a ping's status saying the worker stops cleanly (our extension)
 LEAVING = "leaving"
@@ -180,7 +181,7 @@ async def _worker_call(
     if not request.app.state.keys.check_worker(request.headers.get("authorization")):
         if delay_refusal:
             # The SDK re-asks at once on a 401; the delay keeps a misconfigured worker from
-            # spinning (spec 2.3).
+            # spinning.
             await asyncio.sleep(settings.worker_auth_failure_delay_s)
         return error_response(401, "invalid or missing worker key in the Authorization header")
     endpoint_id = request.path_params["endpoint_id"]
@@ -326,7 +327,8 @@ async def _take(request: Request, *, batch: bool) -> Response:
         return Response(status_code=204)
     if await request.is_disconnected():
         # Nobody will read this reply: put the jobs back without counting a retry. A disconnect
-        # after this check is caught later by the lease running out (spec 2.4).
+        # after this check is caught later by the lease running out (docs/worker-protocol.md,
+        # job-take).
         released = await store.release([j.id for j in result], call.worker_id, now_ms())
         log.info(
             "released %d job(s) taken by worker %s on %s: the worker left before the reply",
@@ -427,7 +429,8 @@ async def job_done(request: Request) -> Response:
     store, now = call.store, now_ms()
     if body.get("status") == "IN_PROGRESS":
         # A progress update; these travel on their own thread in the SDK and may land after the
-        # final result, which the store ignores (spec 2.6). It renews its job's lease.
+        # final result, which the store ignores (docs/worker-protocol.md, job-done). It renews its
+        # job's lease.
         reply = await _progress(call, job_id, body, now)
     else:
         job, outcome = await _finish(call, job_id, body, now, call.holder)
@@ -437,7 +440,8 @@ async def job_done(request: Request) -> Response:
     if body.get("stopPod") is True:
         await store.touch_worker(call.endpoint_id, call.worker_id, now, state=RECYCLING)
         log.info("worker %s on %s asked to be recycled", call.worker_id, call.endpoint_id)
-        # Wake its pending take and stop polls so they answer 204 at once (spec 2.11).
+        # Wake its pending take and stop polls so they answer 204 at once (docs/worker-protocol.md,
+        # Worker states and liveness).
         store.notifier.publish_all({queue_topic(call.endpoint_id), stop_topic(call.worker_id)})
     else:
         await _sign_of_life(request, call, now)
@@ -710,7 +714,8 @@ async def job_stop(request: Request) -> Response:
     stop = _server_stop(request)
 
     # While the worker still holds a stopped job, the store keeps returning it: one delivery is
-    # not enough, the SDK drops a stop id that arrives before the job's task starts (spec 2.8).
+    # not enough, the SDK drops a stop id that arrives before the job's task starts
+    # (docs/worker-protocol.md, job-stop).
     # But the SDK asks again at once after a reply with ids, and it only lets go of the job on
     # its next ping or take, so the same ids are re-offered at most once per REOFFER_S (the
     # SDK's own pace after an empty reply) instead of in a hot loop; a new id goes out at once.

@@ -52,7 +52,7 @@ DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_WAIT_TIMEOUT_S = 600.0
 #: longest hold asked of the server per status poll; well under its 90 s cap
 LONG_POLL_MS = 30_000
-#: runsync's own wait bounds on hosted RunPod (spec 1.5)
+#: runsync's own wait bounds on hosted RunPod
 RUNSYNC_MIN_WAIT_MS = 1_000
 RUNSYNC_MAX_WAIT_MS = 90_000
 #: our server sends an SSE keep-alive every 15 s; silence this long means a dead connection
@@ -136,7 +136,7 @@ class Request:
 
 
 class Routes:
-    """Builds the `Request` for every client route of one endpoint (spec section 1)."""
+    """Builds the `Request` for every client route of one endpoint (docs/api.md, Routes)."""
 
     def __init__(self, config: ClientConfig) -> None:
         self.config = config

@@ -1,9 +1,10 @@
 """The handler's actions: health, status, init, train, generate, clear_session, reset_model.
 
 `Service.handle(job)` validates the input into a request dataclass, runs one action and returns
-the result object (spec §6.1 field names: `status`, `mode`, `prompt`, `generated`, `vocab_size`,
-...). Every expected failure comes back as `{"error": "<param>: <what is wrong>"}`, which both
-our worker and the RunPod SDK turn into a FAILED job with that error. Blocking work (loading,
+the result object (docs/handler.md, Actions; the original's field names: `status`, `mode`,
+`prompt`, `generated`, `vocab_size`, ...). Every expected failure comes back as
+`{"error": "<param>: <what is wrong>"}`, which both our worker and the RunPod SDK turn into a
+FAILED job with that error. Blocking work (loading,
 training, decoding) runs in threads, so heartbeats, stop signals and other jobs keep going.
 """
 

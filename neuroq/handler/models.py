@@ -3,7 +3,7 @@
 `<data_dir>/checkpoints/<name>/` holds each model the `init` and `train` actions wrote. The name
 `default` falls back to the checkpoint shipped with the package until a user trains their own.
 Loading happens in full before a model becomes visible, so a failed load leaves the previous one
-serving (spec §7 item 15: the original mutated module globals mid-request).
+serving (the original mutated module globals mid-request).
 
 Training writes into a hidden staging directory and swaps it into place only when the run ends
 normally; a cancelled or failed run deletes its staging directory, so the previous checkpoint of
@@ -62,8 +62,8 @@ class _Loaded:
 
 def build_config(mode: str, architecture: Architecture, vocab_size: int) -> NeuroQConfig:
     """A config from the request's model parameters. In layered mode `num_neurons` is the
-    original's other name for `hidden_dim` (spec §6.1); in brain mode it is the brain's neuron
-    count."""
+    original's other name for `hidden_dim` (docs/handler.md, Actions); in brain mode it is the
+    brain's neuron count."""
     values = architecture.overrides()
     values["vocab_size"] = vocab_size
     if mode == "brain":

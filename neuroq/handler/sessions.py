@@ -1,9 +1,9 @@
 """Conversation sessions in one SQLite file in the data directory.
 
-The original kept sessions in a process-local dict (spec §7 item 16): lost on restart, not shared
-between workers, unbounded, never expiring. Here every worker on the machine opens the same file
-(WAL, so readers never block the writer), each session keeps at most `max_messages` messages, and
-sessions untouched for `ttl_s` are deleted on the next write.
+The original kept sessions in a process-local dict: lost on restart, not shared between workers,
+unbounded, never expiring. Here every worker on the machine opens the same file (WAL, so readers
+never block the writer), each session keeps at most `max_messages` messages, and sessions
+untouched for `ttl_s` are deleted on the next write.
 
 Session ids are checked here too, not only by the handler's input validation, because the file
 outlives any one caller: an id with a control character in it would be stored for good.

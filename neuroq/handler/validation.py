@@ -1,10 +1,10 @@
 """Input validation for the NeuroQ handler: one table of parameters per action.
 
 Every check names the parameter and what is allowed, so a bad request ends FAILED with an error a
-user can act on (spec §7 item 17: the original accepted anything and failed late with generic
-Japanese text). Unknown keys are refused instead of leaking into model construction. The tables
-hold checks and aliases only: what an absent parameter means is the business of the request
-dataclasses `validate()` returns (requests.py).
+user can act on (the original accepted anything and failed late with generic Japanese text).
+Unknown keys are refused instead of leaking into model construction. The tables hold checks and
+aliases only: what an absent parameter means is the business of the request dataclasses
+`validate()` returns (requests.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from neuroq.model.sampling import (
 )
 
 ACTIONS = ("health", "status", "init", "train", "generate", "clear_session", "reset_model")
-#: actions of later original revisions that downloaded data or spawned OpenAI jobs (spec §6.2)
+#: actions of later original revisions that downloaded data or spawned OpenAI jobs
 OFFLINE_UNAVAILABLE = ("pretrain", "pretrain_openai", "pretrain_status")
 MODES = ("layered", "brain")
 

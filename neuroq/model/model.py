@@ -3,14 +3,15 @@
 Two variants share one skeleton (embeddings -> pre-norm blocks -> final LayerNorm -> untied head):
 
 - layered: every block adds a QBNN branch beside the feed-forward network, and attention scores
-  get an entanglement term  λ_attn · tanh(q)ᵀ J tanh(k)  (spec §1).
+  get an entanglement term  λ_attn · tanh(q)ᵀ J tanh(k).
 - brain: a recurrent "brain" of sparsely connected neurons modulates the attention queries and
-  keys and forms the quantum branch of the feed-forward network (spec §2).
+  keys and forms the quantum branch of the feed-forward network.
 
-Departures from the original, all deliberate (spec "Decisions"): the dynamic λ phase is a function
-of the token's position rather than of a per-layer call counter, so outputs are reproducible and a
-KV cache is exact; the brain's connection masks come from a seed in the config and its noise is off
-at inference; the borrowed parameters that never received gradients are gone.
+Departures from the original, all deliberate (docs/model-engine.md, Decisions): the dynamic λ
+phase is a function of the token's position rather than of a per-layer call counter, so outputs
+are reproducible and a KV cache is exact; the brain's connection masks come from a seed in the
+config and its noise is off at inference; the borrowed parameters that never received gradients
+are gone.
 
 This file is the definition: the modules and their forward math, used for training, evaluation
 and as the reference. `NeuroQ.generate_naive` re-runs the whole window through these modules for
@@ -36,7 +37,7 @@ from neuroq.model.tokenizer import EOS_ID, PAD_ID, USER_ID
 
 MODES = ("layered", "brain")
 
-# Brain layer constants of the original (spec §2); fixed there, so not part of the config.
+# Brain layer constants of the original; fixed there, so not part of the config.
 BRAIN_ATTN_DENSITY, BRAIN_ATTN_LAMBDA = 0.2, 0.3
 BRAIN_FFN_DENSITY, BRAIN_FFN_LAMBDA = 0.25, 0.35
 BRAIN_TIME_STEPS = 2
@@ -53,7 +54,7 @@ def default_device() -> torch.device:
 @dataclass
 class NeuroQConfig:
     """Every shape of the model. Defaults are the original handler's `init` for the layered mode
-    (spec §1.1); `NeuroQConfig.brain_defaults()` gives the brain mode's."""
+    (docs/model-engine.md, Model API); `NeuroQConfig.brain_defaults()` gives the brain mode's."""
 
     mode: str = "layered"
     # 8000 pieces: the size of the SentencePiece tokenizer the handler ships.
@@ -108,7 +109,7 @@ class NeuroQConfig:
 
     @classmethod
     def brain_defaults(cls, **overrides: Any) -> NeuroQConfig:
-        """The brain mode's handler defaults: E128 H4 L3 P256, N75, FFN 4·E (spec §2)."""
+        """The brain mode's handler defaults: E128 H4 L3 P256, N75, FFN 4·E."""
         values: dict[str, Any] = dict(
             mode="brain",
             embed_dim=128,
@@ -145,7 +146,7 @@ def _is_real(value: object) -> bool:
 
 
 class QBNNLayer(nn.Module):
-    """A linear layer plus an entanglement correction (spec §1.3):
+    """A linear layer plus an entanglement correction:
 
     a = W h + b,  Δ = (tanh(h) J) ⊙ tanh(a),  out = GELU(LayerNorm(a + λ_eff Δ))
 
@@ -183,8 +184,8 @@ class QBNNBranch(nn.Module):
 
 
 class BrainLayer(nn.Module):
-    """A small recurrent network of N sparsely connected neurons, applied to each token on its own
-    (spec §2.1). Per step: state = tanh(state·(Wᵣ⊙M) + λ·s⊙(s·(J⊙M)) [+ noise]), s = tanh(state).
+    """A small recurrent network of N sparsely connected neurons, applied to each token on its own.
+    Per step: state = tanh(state·(Wᵣ⊙M) + λ·s⊙(s·(J⊙M)) [+ noise]), s = tanh(state).
 
     The connection mask M is drawn from `seed` (not the global RNG) so the wiring is a function of
     the config; it is a buffer, so checkpoints carry it. The noise ε·|sin 2θ|·0.1 is on in training
@@ -379,7 +380,7 @@ class NeuroQ(nn.Module):
         self.register_buffer(
             "lambda_phase_table", 0.5 * lam0 + 0.3 * lam0 * phase, persistent=False
         )
-        # Spec §1.6: N(0, 0.02²) for every linear and embedding, zero biases, no depth scaling.
+        # N(0, 0.02²) for every linear and embedding, zero biases, no depth scaling.
         # The QBNN/brain tensors (J, λ, Wᵣ, θ) were initialised by their own modules.
         self.apply(self._init_weights)
 
@@ -428,7 +429,8 @@ class NeuroQ(nn.Module):
             pos = cache.positions(T)  # (B, T)
             attn_mask = cache.attention_mask(T)
         x = self.drop(self.wte(idx) + self.wpe(pos))
-        # Dynamic λ (spec decision): φ = 0.5 in training, φ(t) of the token's position in eval.
+        # Dynamic λ (docs/model-engine.md, Decisions): φ = 0.5 in training, φ(t) of the token's
+        # position in eval.
         if self.training:
             lam0 = self.config.lambda_entangle
             lambda_phase = torch.tensor(0.5 * lam0 + 0.3 * lam0 * 0.5, device=idx.device)
@@ -476,7 +478,8 @@ class NeuroQ(nn.Module):
 
     def optimizer_groups(self, weight_decay: float) -> list[dict[str, Any]]:
         """AdamW parameter groups: decay only matrices and embeddings (2-D and up), not biases,
-        LayerNorm gains or the λ scalars (the original decayed everything, spec §7.12)."""
+        LayerNorm gains or the λ scalars (the original decayed everything; docs/model.md,
+        Training)."""
         decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
         return [

@@ -1,11 +1,11 @@
 """Sampling: request parameters, the logit filters and a batched, per-row-seeded sampler.
 
-The order is fixed by the spec: repetition penalty -> temperature (sine schedule) -> top-k ->
-top-p -> draw. The filters below work on a (B, V) batch of logits with one parameter per row;
-they are the readable reference. `Sampler`, which generation uses, applies the same rules with
-shortcuts the tests hold to those filters: the penalty on the seen ids only, and everything after
-one `topk` call on the few candidates left. Each row owns a random stream, so a request draws the
-same tokens whether it runs alone or in a batch.
+The order is fixed (docs/model-engine.md, Sampling): repetition penalty -> temperature (sine
+schedule) -> top-k -> top-p -> draw. The filters below work on a (B, V) batch of logits with one
+parameter per row; they are the readable reference. `Sampler`, which generation uses, applies
+the same rules with shortcuts the tests hold to those filters: the penalty on the seen ids only,
+and everything after one `topk` call on the few candidates left. Each row owns a random stream,
+so a request draws the same tokens whether it runs alone or in a batch.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Training loop for NeuroQ.
 
-Data: every dialogue becomes `BOS <USER> user <ASSISTANT> reply EOS` (spec §5 fixed: the original
+Data: every dialogue becomes `BOS <USER> user <ASSISTANT> reply EOS` (a fix: the original
 concatenated texts without BOS/EOS, so its model never learned to stop). The ids of all training
 dialogues form one stream, cut into windows of `seq_len + 1` tokens with stride `seq_len // 2`.
 A seeded 5 % of the dialogues is held out and evaluated after every epoch.

@@ -349,7 +349,8 @@ class JobStore(Protocol):
         ...
 
     async def health(self, endpoint_id: str, now_ms: int) -> dict[str, dict[str, int]]:
-        """The `/health` body (spec 1.11): `jobs` and `workers` counts, every key present."""
+        """The `/health` body (docs/api.md, Routes): `jobs` and `workers` counts, every key
+        present."""
         ...
 
     # -- workers -----------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Loading a handler, telling its kind, and turning what it returns into job-done bodies.
 
-Everything here is free of I/O so the RunPod body forms (spec 2.6) can be unit-tested on their
-own; `runtime.py` only sends what these functions build.
+Everything here is free of I/O so the RunPod body forms (docs/worker-protocol.md, job-done) can be
+unit-tested on their own; `runtime.py` only sends what these functions build.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class HandlerLoadError(ValueError):
 
 
 class HandlerKind(StrEnum):
-    """How the runtime drives a handler; detected the way the RunPod SDK detects it (spec 2.11)."""
+    """How the runtime drives a handler; detected the way the RunPod SDK detects it (docs/worker.md,
+    Writing a handler)."""
 
     #: plain function: run in a thread so it cannot block heartbeats or stop polls
     SYNC = "sync"
@@ -214,7 +215,8 @@ class Result:
 
 
 def result_body(value: Any) -> dict[str, Any]:
-    """Map a handler's return value to the job-done body the SDK would send (spec 2.6).
+    """Map a handler's return value to the job-done body the SDK would send (docs/worker.md,
+    Writing a handler).
 
     A dict's `error` and `refresh_worker` keys are taken out: a truthy error fails the job (the
     rest, if any, is kept as output), a truthy refresh_worker adds `stopPod`. An empty dict left
@@ -250,7 +252,7 @@ def stream_final_body(chunks: list[Any], aggregate: bool) -> dict[str, Any]:
 
 def stream_error(chunk: Any) -> str | None:
     """A yielded dict with a truthy `error` ends the job with that error instead of streaming
-    (spec 2.7); returns the error text, or None for an ordinary chunk."""
+    (docs/worker.md, Writing a handler); returns the error text, or None for an ordinary chunk."""
     if isinstance(chunk, dict) and chunk.get("error"):
         return str(chunk["error"])
     return None

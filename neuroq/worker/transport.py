@@ -1,4 +1,5 @@
-"""The worker's HTTP calls to the server's worker routes (spec 2.2-2.9), over one keep-alive client.
+"""The worker's HTTP calls to the server's worker routes (docs/worker-protocol.md), over one
+keep-alive client.
 
 URL forms are those a RunPod 1.12 worker requests, so the server has one code path for both:
 
