@@ -267,6 +267,17 @@ def _batch_size(params: dict[str, str]) -> int:
     return min(size, MAX_BATCH_SIZE)
 
 
+def _take_hold_s(params: dict[str, str], longest_s: float) -> float:
+    """How long a take may wait for a job: the server's hold, or less when `wait=MS` asks (our
+    extension: a `--burst` worker asks briefly, so it learns soon that the queue is empty)."""
+    raw = params.get("wait")
+    if raw is None or raw == "":
+        return longest_s
+    if not raw.isdigit() or len(raw) > 9:
+        raise _BadRequest(f"wait must be a non-negative integer of milliseconds, got {raw!r}")
+    return min(int(raw) / 1000, longest_s)
+
+
 async def _is_recycling(call: WorkerCall) -> bool:
     info = await call.store.worker(call.worker_id)
     return info is not None and info.state == RECYCLING
@@ -287,12 +298,13 @@ async def _take(request: Request, *, batch: bool) -> Response:
     call = await _worker_call(request, "worker_id", delay_refusal=True)
     if isinstance(call, Response):
         return call
+    store, settings = call.store, call.settings
     try:
         in_progress = _flag(call.params, "job_in_progress")
         limit = _batch_size(call.params) if batch else 1
+        hold_s = _take_hold_s(call.params, settings.job_take_hold_s)
     except _BadRequest as exc:
         return error_response(400, str(exc))
-    store, settings = call.store, call.settings
     stop = _server_stop(request)
     first = True
 
@@ -321,7 +333,7 @@ async def _take(request: Request, *, batch: bool) -> Response:
     topic = queue_topic(call.endpoint_id)
     with stop.holding(topic):
         result: list[Job] | _Gone | None = await wait_until(
-            store.notifier, topic, check, settings.job_take_hold_s, store.recheck_s
+            store.notifier, topic, check, hold_s, store.recheck_s
         )
     if result is None or isinstance(result, _Gone):
         return Response(status_code=204)

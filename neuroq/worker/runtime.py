@@ -78,6 +78,9 @@ LOG_BATCH_S = 0.25
 LOG_FLUSH_S = 10.0
 #: how long one `initializing` registration may take before warm-up goes on without it
 REGISTER_TIMEOUT_S = 10.0
+#: a `--burst` worker's take holds this long at most (`wait=`), so it learns within about a
+#: second that the queue is empty instead of after the server's full hold
+BURST_TAKE_WAIT_MS = 1000
 
 
 class WarmupFailed(RuntimeError):
@@ -340,8 +343,9 @@ class Worker:
                 n += 1
             started = loop.time()
             # Its own task, so shutdown cancelling this loop cannot drop a reply being read.
+            wait_ms = BURST_TAKE_WAIT_MS if self.burst else None
             take = asyncio.ensure_future(
-                self.transport.take(n, job_in_progress=bool(self.held_ids()))
+                self.transport.take(n, job_in_progress=bool(self.held_ids()), wait_ms=wait_ms)
             )
             try:
                 jobs = await asyncio.shield(take)

@@ -212,9 +212,12 @@ class Transport:
             log.log(level, "%s failed (%s); retrying in %.1f s", what, detail, wait_s)
             await asyncio.sleep(wait_s)
 
-    async def take(self, n: int, job_in_progress: bool) -> list[dict[str, Any]]:
-        """Ask for up to n jobs (long-poll). Returns [] for 204/400 or an empty reply; retries
-        server trouble forever, so only cancellation or a refused key ends it early."""
+    async def take(
+        self, n: int, job_in_progress: bool, wait_ms: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Ask for up to n jobs (long-poll; `wait_ms` shortens the server's hold). Returns []
+        for 204/400 or an empty reply; retries server trouble forever, so only cancellation
+        or a refused key ends it early."""
         in_progress = "1" if job_in_progress else "0"
         if n > 1:
             path = f"job-take-batch/{self.worker_id}"
@@ -222,6 +225,8 @@ class Transport:
         else:
             path = f"job-take/{self.worker_id}"
             params = {"job_in_progress": in_progress}
+        if wait_ms is not None:
+            params["wait"] = str(wait_ms)
         response = await self._request(
             "job-take",
             "GET",

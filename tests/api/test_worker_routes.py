@@ -159,6 +159,26 @@ async def test_idle_take_is_held_then_answered_204(api: Api, ep: str) -> None:
     assert TAKE_HOLD_S - 0.3 <= held < TAKE_HOLD_S + 2
 
 
+async def test_take_wait_shortens_the_hold_never_lengthens_it(api: Api, ep: str) -> None:
+    """`wait=MS` (what a --burst worker sends) holds at most that long; the server's hold stays
+    the ceiling; a bad value is a 400 naming it."""
+    started = time.monotonic()
+    reply = await api.worker.get(f"/{ep}/job-take-batch/w1?batch_size=4&wait=200")
+    assert reply.status_code == 204
+    assert time.monotonic() - started < TAKE_HOLD_S / 2
+    started = time.monotonic()
+    reply = await api.worker.get(f"/{ep}/job-take/w1?wait=999999")
+    assert reply.status_code == 204
+    assert TAKE_HOLD_S - 0.3 <= time.monotonic() - started < TAKE_HOLD_S + 2
+    job_id = await api.submit(ep)
+    reply = await api.worker.get(f"/{ep}/job-take/w1?wait=0")
+    assert reply.status_code == 200 and reply.json()["id"] == job_id
+    for bad in ("-1", "soon", "1.5"):
+        reply = await api.worker.get(f"/{ep}/job-take/w1?wait={bad}")
+        assert reply.status_code == 400
+        assert "wait must be a non-negative integer" in reply.json()["error"]
+
+
 async def test_batch_never_exceeds_batch_size(api: Api, ep: str) -> None:
     ids = [await api.submit(ep, {"i": i}) for i in range(5)]
     first = await api.worker.get(

@@ -8,6 +8,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import harness
+import httpx
 import pytest
 from harness import collect_stream, wait_for
 
@@ -143,6 +145,26 @@ def test_burst_worker_drains_the_queue_and_exits(e2e: Any, endpoint: str) -> Non
     worker = e2e.worker(f"{DEMO}:echo", endpoint, "--burst", "--concurrency", "2")
     assert worker.proc.wait(20) == 0, worker.log()
     assert [e2e.status(endpoint, i)["output"] for i in ids] == [{"i": 0}, {"i": 1}, {"i": 2}]
+
+
+def test_burst_worker_exits_soon_after_the_queue_empties(tmp_path: Path, endpoint: str) -> None:
+    """A burst worker asks with a short `wait=`, so it does not sit out the server's whole take
+    hold (here 60 s) once the queue is empty."""
+    server = harness.start_server(tmp_path / "srv", NEUROQ_JOB_TAKE_HOLD_S="60")
+    worker = None
+    try:
+        with httpx.Client(base_url=server.base_url, headers=server.client_headers) as http:
+            ids = [harness.submit(http, endpoint, {"i": i}) for i in range(3)]
+            worker = harness.start_worker(
+                server, f"{DEMO}:echo", endpoint, tmp_path, "--burst", "--concurrency", "2"
+            )
+            assert worker.proc.wait(20) == 0, worker.log()
+            outputs = [harness.status(http, endpoint, i)["output"] for i in ids]
+            assert outputs == [{"i": 0}, {"i": 1}, {"i": 2}]
+    finally:
+        if worker is not None:
+            worker.stop()
+        server.stop()
 
 
 def test_cli_errors_are_clear(e2e: Any, endpoint: str) -> None:
