@@ -70,33 +70,49 @@ class Notifier:
 
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
-        self._events: dict[str, asyncio.Event] = {}
+        #: per topic, the futures of the waits now sleeping on it
+        self._waiters: dict[str, set[asyncio.Future[None]]] = {}
 
     def version(self, topic: str) -> int:
         return self._versions.get(topic, 0)
 
     def publish(self, topic: str) -> None:
         self._versions[topic] = self._versions.get(topic, 0) + 1
-        event = self._events.pop(topic, None)
-        if event is not None:
-            event.set()
+        for waiter in self._waiters.pop(topic, ()):
+            if not waiter.done():
+                waiter.set_result(None)
 
     def publish_all(self, topics: list[str] | set[str]) -> None:
         for topic in topics:
             self.publish(topic)
 
     async def wait(self, topic: str, since_version: int, timeout_s: float) -> bool:
-        """Wait until `topic` moves past `since_version`; False on timeout."""
+        """Wait until `topic` moves past `since_version`; False on timeout.
+
+        A bare future and a timer rather than `asyncio.wait_for`, which makes a task per wait:
+        every long-poll sleeps here, many times a second under load."""
         if self.version(topic) != since_version:
             return True
-        event = self._events.get(topic)
-        if event is None:
-            event = self._events[topic] = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        waiters = self._waiters.setdefault(topic, set())
+        waiters.add(waiter)
+        timer = loop.call_later(timeout_s, _time_out, waiter)
         try:
-            await asyncio.wait_for(event.wait(), timeout_s)
+            await waiter
         except TimeoutError:
             return self.version(topic) != since_version
+        finally:
+            timer.cancel()
+            waiters.discard(waiter)
+            if not waiters and self._waiters.get(topic) is waiters:
+                del self._waiters[topic]
         return True
+
+
+def _time_out(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(TimeoutError())
 
 
 async def wait_until(
