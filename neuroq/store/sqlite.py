@@ -39,7 +39,7 @@ from neuroq.store.base import Notifier
 from neuroq.store.errors import StoreError, StoreOpenError, StoreUnavailable
 from neuroq.store.events import StoreEvents
 from neuroq.store.sql import load_queries, read_sql
-from neuroq.store.sql.ops import Op, Outcome
+from neuroq.store.sql.ops import Op, Outcome, Stmt
 from neuroq.store.sql.store import OpStore
 
 T = TypeVar("T")
@@ -232,7 +232,10 @@ class SQLiteStore(OpStore):
             raise RuntimeError("SQLiteStore is not open: call open() first")
         try:
             if not heavy and self._inline is not None:
-                outcome = self._execute_inline(self._inline, op, write)
+                if one_statement:
+                    outcome, op = self._one_statement_inline(self._inline, op, write)
+                else:
+                    outcome = self._execute_inline(self._inline, op, write)
                 if outcome is not None:
                     return self._committed(outcome)
             future = asyncio.get_running_loop().run_in_executor(
@@ -269,10 +272,35 @@ class SQLiteStore(OpStore):
             raise
         outcome = self._finish_transaction(conn, op)
         if write:
-            self._inline_commits += 1
-            if self._inline_commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointing:
-                self._schedule_checkpoint()
+            self._count_inline_commit()
         return outcome
+
+    def _one_statement_inline(
+        self, conn: sqlite3.Connection, op: Op[T], write: bool
+    ) -> tuple[Outcome[T] | None, Op[T]]:
+        """An operation of one statement runs in autocommit, a transaction of its own: one call
+        instead of BEGIN, the statement and COMMIT. A busy database refuses it before anything
+        is written (this connection never waits for a lock); then the outcome is None and the
+        returned operation replays the statement, for the database thread to run."""
+        stmt = next(op)
+        try:
+            rows = conn.execute(_QUERIES[stmt.name], self._params(stmt)).fetchall()
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return None, _replay(stmt, op)
+            raise
+        try:
+            extra = op.send(rows)
+        except StopIteration as stop:
+            if write:
+                self._count_inline_commit()
+            return stop.value, op
+        raise RuntimeError(f"{extra.name}: a second statement in a one_statement operation")
+
+    def _count_inline_commit(self) -> None:
+        self._inline_commits += 1
+        if self._inline_commits >= CHECKPOINT_EVERY_COMMITS and not self._checkpointing:
+            self._schedule_checkpoint()
 
     def _schedule_checkpoint(self) -> None:
         """Copy the WAL back into the database on the thread, which may fsync; PASSIVE never
@@ -315,7 +343,6 @@ class SQLiteStore(OpStore):
         return outcome
 
     def _drive(self, conn: sqlite3.Connection, op: Op[T]) -> Outcome[T]:
-        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
         rows: list[Any] | None = None
         while True:
             try:
@@ -323,11 +350,28 @@ class SQLiteStore(OpStore):
             except StopIteration as stop:
                 outcome: Outcome[T] = stop.value
                 return outcome
-            params = {**base, **stmt.params}
-            for key, value in params.items():
-                if isinstance(value, list):
-                    params[key] = json.dumps(value)
-            rows = conn.execute(_QUERIES[stmt.name], params).fetchall()
+            rows = conn.execute(_QUERIES[stmt.name], self._params(stmt)).fetchall()
+
+    def _params(self, stmt: Stmt) -> dict[str, Any]:
+        """The statement's parameters and the store's own; lists travel as JSON text."""
+        base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
+        params = {**base, **stmt.params}
+        for key, value in params.items():
+            if isinstance(value, list):
+                params[key] = json.dumps(value)
+        return params
+
+
+def _replay(first: Stmt, op: Op[T]) -> Op[T]:
+    """`op` as it was before it yielded `first`: yields `first` again, then goes on with `op`."""
+    stmt = first
+    while True:
+        rows = yield stmt
+        try:
+            stmt = op.send(rows)
+        except StopIteration as stop:
+            outcome: Outcome[T] = stop.value
+            return outcome
 
 
 def _primary_code(exc: sqlite3.Error) -> int | None:

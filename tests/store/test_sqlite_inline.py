@@ -64,3 +64,25 @@ async def test_heavy_operations_and_checkpoints_keep_the_file_consistent(tmp_pat
         assert statuses == {"CANCELLED"}
     finally:
         conn.close()
+
+
+async def test_a_keyless_submit_and_a_read_are_one_statement_each(tmp_path: Path) -> None:
+    """Each runs in autocommit, a transaction of its own: no BEGIN or COMMIT around it."""
+    store = SQLiteStore(tmp_path / "jobs.db")
+    await store.open()
+    try:
+        sent: list[str] = []
+        assert store._inline is not None
+        store._inline.set_trace_callback(sent.append)
+        job, created = await store.submit(NewJob(EP, "1"), now_ms())
+        assert created
+        assert await store.get(EP, job.id) == job
+        assert len(sent) == 2, sent
+        assert sent[0].lstrip().startswith("INSERT INTO jobs")
+        assert sent[1].lstrip().startswith("SELECT")
+        # A submit with an idempotency key looks the key up first: a transaction as before.
+        sent.clear()
+        await store.submit(NewJob(EP, "2"), now_ms(), idempotency_key="k1")
+        assert sent[0] == "BEGIN IMMEDIATE" and sent[-1] == "COMMIT", sent
+    finally:
+        await store.close()
