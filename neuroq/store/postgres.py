@@ -291,16 +291,16 @@ class PostgresStore(OpStore):
         returns: the notification is sent with its commit, and a statement that changes nothing
         notifies nothing. Returns the outcome and the topics already notified."""
         stmt = next(op)
-        sql = _QUERIES[stmt.name]
+        query = _QUERIES[stmt.name]
         params = stmt.params
         payloads = _payloads(set(stmt.notify))
         notified = frozenset[str]()
         if len(payloads) == 1:
             notify = "pg_notify(%(_channel)s, %(_topics)s)::text = ''"
-            sql = f"WITH s AS ({sql}) SELECT * FROM s WHERE {notify}"
+            query = f"WITH s AS ({query}) SELECT * FROM s WHERE {notify}"
             params = {**params, "_channel": self.channel, "_topics": payloads[0]}
             notified = stmt.notify
-        rows = await self._execute(cur, sql, params)
+        rows = await self._execute(cur, query, params)
         try:
             stmt = op.send(rows)
         except StopIteration as stop:
@@ -308,10 +308,10 @@ class PostgresStore(OpStore):
         raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
 
     async def _execute(
-        self, cur: psycopg.AsyncCursor[Any], sql: str, params: dict[str, Any]
+        self, cur: psycopg.AsyncCursor[Any], query: str, params: dict[str, Any]
     ) -> list[tuple[Any, ...]]:
         base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
-        await cur.execute(sql, {**base, **params})
+        await cur.execute(query, {**base, **params})
         # Not `cur.description`: it builds a Column object per column (22 for a job) on
         # every statement, a measurable share of a finish's CPU.
         result = cur.pgresult
