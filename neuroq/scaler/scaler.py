@@ -2,8 +2,9 @@
 
 Every `interval_s` it reads the configured endpoints, their queues and the server's live
 workers (one `Observation`), and for each endpoint with a handler or a command applies
-`decide`; inside `neuroq serve` a job queued on such an endpoint (or a settings change) brings
-the next look forward, so a cold start begins at once (looks stay `MIN_GAP_S` apart). It acts
+`decide`; inside `neuroq serve` a job queued on such an endpoint while it has no worker (or a
+settings change) brings the next look forward, so a cold start begins at once (looks stay
+`MIN_GAP_S` apart). It acts
 only on the processes it started itself, tracked here and in pidfiles under `state_dir`:
 
 - a worker is registered `initializing` before it is started, so `/health` shows it while it

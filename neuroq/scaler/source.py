@@ -3,8 +3,9 @@ from a server (`neuroq scaler --url`), and the per-endpoint report the metrics r
 
 Both sources give the same `Observation`, so the scaler itself does not know where it runs.
 Between looks the scaler waits on its source: the store's source wakes it at once when a job is
-queued on an endpoint it scales or when endpoint settings change in this process, so a cold
-start does not also wait for the next look; the HTTP source only sleeps.
+queued on an endpoint it scales that has no worker yet, or when endpoint settings change in
+this process, so a cold start does not also wait for the next look; the HTTP source only
+sleeps.
 """
 
 from __future__ import annotations
@@ -61,15 +62,23 @@ class StoreSource:
     async def observe(self) -> Observation:
         notifier = self.store.notifier
         configs = await self.store.list_endpoints()
-        # read before the queue counts, so a job queued after them moves a version
-        topics = [queue_topic(c.endpoint_id) for c in configs if c.runs_workers]
+        workers = {w.worker_id: w for w in await self.store.list_workers()}
+        # Only an endpoint with no worker at all is woken by a submit (a cold start); where
+        # workers run they take the job, and a look per submit under load would be waste.
+        # Versions are read before the queue counts, so a job queued after them moves one.
+        served = {w.endpoint_id for w in workers.values()}
+        topics = [
+            queue_topic(c.endpoint_id)
+            for c in configs
+            if c.runs_workers and c.endpoint_id not in served
+        ]
         self._seen = {t: notifier.version(t) for t in [SETTINGS_TOPIC, *topics]}
         stats = await self.store.queue_stats()
-        workers = {w.worker_id: w for w in await self.store.list_workers()}
         return Observation(configs, stats, workers, now_ms())
 
     async def pause(self, timeout_s: float) -> None:
-        """Until a job is queued on a scaled endpoint, settings change, or `timeout_s`."""
+        """Until a job is queued on a scaled endpoint without workers, settings change, or
+        `timeout_s`."""
         notifier = self.store.notifier
         waits = [
             asyncio.ensure_future(notifier.wait(topic, version, timeout_s))
