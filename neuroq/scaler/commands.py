@@ -33,7 +33,7 @@ def _data_dir_option(help: str) -> Any:
         metavar="DIR",
         type=click.Path(file_okay=False, path_type=Path),
         default=None,
-        help=f"{help}.  [default: $NEUROQ_DATA_DIR or .neuroq]",
+        help=f"{help}.  {connection.DATA_DIR_DEFAULT}",
     )
 
 
