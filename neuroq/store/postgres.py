@@ -6,10 +6,16 @@ so concurrent takers skip each other's rows instead of waiting or double-assigni
 other transition is an UPDATE whose WHERE checks the starting state, re-evaluated by PostgreSQL
 after any lock wait.
 
-Wake-ups across processes: each transaction that publishes topics also calls `pg_notify` on this
-store's channel with the topic names, delivered only if it commits. A dedicated connection
+Wake-ups across processes: once a transaction that publishes topics has committed, its topics
+join the next NOTIFY on this store's channel, sent by one connection kept for it
+(`_send_notifies`): while one NOTIFY is on its way, the topics of every commit meanwhile gather
+for the next, so under load one NOTIFY carries the topics of many jobs. A NOTIFY inside each
+transaction would cost more than the rest of the job: PostgreSQL serialises the commits of
+notifying transactions on one lock and signals every listener for each. A dedicated connection
 LISTENs on the channel and feeds received topics into `self.notifier`, so a long-poll in one
-server wakes within milliseconds of a change committed by another.
+server wakes within milliseconds of a change committed by another; a NOTIFY lost with its
+process (or its connection) leaves the others to see the change at their next re-check
+(`recheck_s`).
 
 Failures: an operation that fails before its COMMIT is sent (no connection to be had, the
 connection lost mid-transaction, disk full, a read-only standby) changed nothing and raises
@@ -129,6 +135,10 @@ class PostgresStore(OpStore):
         self._own_pids: set[int] = set()
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        #: topics committed here and not yet sent to other servers, and the task sending them
+        self._unsent: set[str] = set()
+        self._sender: asyncio.Task[None] | None = None
+        self._notify_conn: psycopg.AsyncConnection[Any] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -164,6 +174,18 @@ class PostgresStore(OpStore):
             await asyncio.wait_for(self._listening.wait(), 10.0)
 
     async def close(self) -> None:
+        if self._sender is not None:
+            # what was committed before close() still reaches the other servers
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._sender), 5.0)
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        self._unsent.clear()
+        if self._notify_conn is not None:
+            await self._notify_conn.close()
+            self._notify_conn = None
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -219,59 +241,71 @@ class PostgresStore(OpStore):
     async def _run(
         self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
     ) -> T:
-        """Run one transaction script in one transaction; NOTIFY its topics inside it (sent on
-        commit only) and publish them here at once. Never blocks the loop, heavy or not. The
-        NOTIFY and the COMMIT travel together (`_notify_and_commit`): BEGIN, the statements,
-        then one round trip to end.
+        """Run one transaction script in one transaction, publish its topics here at once and
+        queue them for the other servers (`_notify_others`). Never blocks the loop, heavy or
+        not.
 
         The pool's connections are in autocommit mode, so a `one_statement` operation runs as
-        its own transaction: one round trip instead of three (BEGIN, the statement, COMMIT),
-        and a write's NOTIFY follows in a second. A lost connection leaves such a write's fate
-        unknown, like a lost COMMIT: only an error the server reported (it has an SQLSTATE)
-        says it did not happen."""
+        its own transaction: one round trip instead of three (BEGIN, the statement, COMMIT).
+        A lost connection leaves such a write's fate unknown, like a lost COMMIT: only an error
+        the server reported (it has an SQLSTATE) says it did not happen."""
         committing = False
         try:
             async with self._pool.connection() as conn, conn.cursor() as cur:
                 if one_statement:
                     committing = write
-                    outcome, notified = await self._one_statement(cur, op)
-                    if outcome.topics - notified:
-                        await self._notify_after(cur, outcome.topics - notified)
+                    outcome = await self._one_statement(cur, op)
                 else:
                     # A failure or a cancellation before the COMMIT: leaving the pool's
                     # connection block rolls the transaction back.
                     await cur.execute(b"BEGIN", prepare=False)
                     outcome = await self._script(cur, op)
                     committing = True
-                    await cur.execute(self._notify_and_commit(outcome.topics), prepare=False)
+                    await cur.execute(b"COMMIT", prepare=False)
         except psycopg.Error as exc:
             unavailable = None if committing and exc.sqlstate is None else _unavailable(exc)
             if unavailable is None:
                 raise
             raise unavailable from exc
+        self._notify_others(outcome.topics)
         return self._committed(outcome)
 
-    def _notify_and_commit(self, topics: set[str]) -> sql.Composed:
-        """The end of a transaction as one simple query, one round trip: `pg_notify` of its
-        topics (delivered only if the COMMIT that follows succeeds), then COMMIT."""
+    def _notify_others(self, topics: set[str]) -> None:
+        """Queue committed topics for the next NOTIFY; start the sender unless it runs."""
+        if not topics:
+            return
+        self._unsent |= topics
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(
+                self._send_notifies(), name=f"neuroq-notify-{self.schema}"
+            )
+
+    async def _send_notifies(self) -> None:
+        """NOTIFY the queued topics, as many times as needed: each round sends every topic
+        queued while the one before was on its way, in one simple query (one round trip). A
+        failure drops that round's topics, logged; the other servers' re-checks cover them."""
+        while self._unsent:
+            topics, self._unsent = self._unsent, set()
+            try:
+                if self._notify_conn is None or self._notify_conn.closed:
+                    self._notify_conn = await psycopg.AsyncConnection.connect(
+                        self.url, autocommit=True
+                    )
+                    self._own_pids.add(self._notify_conn.info.backend_pid)
+                await self._notify_conn.execute(self._notify_query(topics), prepare=False)
+            except psycopg.Error as exc:
+                log.warning("NOTIFY of committed changes failed (others re-check): %s", exc)
+                if self._notify_conn is not None:
+                    await self._notify_conn.close()
+                    self._notify_conn = None
+
+    def _notify_query(self, topics: set[str]) -> sql.Composed:
+        """`pg_notify` of `topics` as one simple query, payloads under PostgreSQL's limit."""
         notify = sql.SQL("SELECT pg_notify({}, {})")
-        statements = [
+        return sql.SQL("; ").join(
             notify.format(sql.Literal(self.channel), sql.Literal(payload))
             for payload in _payloads(topics)
-        ]
-        return sql.SQL("; ").join([*statements, sql.SQL("COMMIT")])
-
-    async def _notify(self, cur: psycopg.AsyncCursor[Any], topics: set[str]) -> None:
-        for payload in _payloads(topics):
-            await cur.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
-
-    async def _notify_after(self, cur: psycopg.AsyncCursor[Any], topics: set[str]) -> None:
-        """NOTIFY for a write that has committed already: should it fail, the write still
-        stands, and other servers see it at their next re-check (`recheck_s`)."""
-        try:
-            await self._notify(cur, topics)
-        except psycopg.Error as exc:
-            log.warning("NOTIFY after a committed write failed (others re-check): %s", exc)
+        )
 
     async def _script(self, cur: psycopg.AsyncCursor[Any], op: Op[T]) -> Outcome[T]:
         """Run the statements `op` yields, sending each one the rows of the one before."""
@@ -283,28 +317,14 @@ class PostgresStore(OpStore):
                 return stop.value
             rows = await self._execute(cur, _QUERIES[stmt.name], stmt.params)
 
-    async def _one_statement(
-        self, cur: psycopg.AsyncCursor[Any], op: Op[T]
-    ) -> tuple[Outcome[T], frozenset[str]]:
-        """Run an operation of one statement, in autocommit. When the statement names the
-        topics it publishes (`Stmt.notify`), their `pg_notify` runs inside it, for each row it
-        returns: the notification is sent with its commit, and a statement that changes nothing
-        notifies nothing. Returns the outcome and the topics already notified."""
+    async def _one_statement(self, cur: psycopg.AsyncCursor[Any], op: Op[T]) -> Outcome[T]:
+        """Run an operation of one statement, in autocommit."""
         stmt = next(op)
-        query = _QUERIES[stmt.name]
-        params = stmt.params
-        payloads = _payloads(set(stmt.notify))
-        notified = frozenset[str]()
-        if len(payloads) == 1:
-            notify = "pg_notify(%(_channel)s, %(_topics)s)::text = ''"
-            query = f"WITH s AS ({query}) SELECT * FROM s WHERE {notify}"
-            params = {**params, "_channel": self.channel, "_topics": payloads[0]}
-            notified = stmt.notify
-        rows = await self._execute(cur, query, params)
+        rows = await self._execute(cur, _QUERIES[stmt.name], stmt.params)
         try:
             stmt = op.send(rows)
         except StopIteration as stop:
-            return stop.value, notified if rows else frozenset()
+            return stop.value
         raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
 
     async def _execute(

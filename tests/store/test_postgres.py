@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -77,24 +78,74 @@ async def test_a_commit_in_one_store_wakes_another(schema: str, tmp_path: Path) 
         await reader.close()
 
 
-async def test_a_submit_notifies_within_its_insert(
-    schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A keyless submit is one statement, its NOTIFY included: no second round trip after the
-    commit, and the other store still wakes."""
+async def _listen(schema: str, received: list[str], ready: asyncio.Event) -> None:
+    """Collect every NOTIFY payload sent on the schema's channel, as another server would."""
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+        await conn.execute(f'LISTEN "neuroq_{schema}"')
+        ready.set()
+        async for note in conn.notifies():
+            received.append(note.payload)
+
+
+async def test_the_topics_of_concurrent_commits_share_a_notify(schema: str, tmp_path: Path) -> None:
+    """Other servers hear of every committed job, the topics of commits made while a NOTIFY
+    was on its way gathered into the next one: at most one NOTIFY for two commits (one per commit without it)."""
     writer = await open_store("postgres", tmp_path, schema)
     reader = await open_store("postgres", tmp_path, schema)
-
-    async def no_second_round_trip(*args: object) -> None:
-        raise AssertionError("a submit sent its NOTIFY after the INSERT")
-
-    monkeypatch.setattr(PostgresStore, "_notify_after", no_second_round_trip)
+    received: list[str] = []
+    ready = asyncio.Event()
+    listener = asyncio.create_task(_listen(schema, received, ready))
     try:
-        queue_version = reader.notifier.version(queue_topic(EP))
-        job, created = await writer.submit(NewJob(EP, "1"), now_ms())
-        assert created and job.status.value == "IN_QUEUE"
-        assert await reader.notifier.wait(queue_topic(EP), queue_version, timeout_s=5.0)
-        assert await writer.get(EP, job.id) == job
+        await asyncio.wait_for(ready.wait(), 10.0)
+        jobs = await asyncio.gather(
+            *(writer.submit(NewJob(EP, str(i)), now_ms()) for i in range(200))
+        )
+        expected = {job_topic(job.id) for job, _ in jobs}
+
+        async def all_heard() -> bool:
+            heard = {topic for payload in received for topic in payload.split()}
+            return expected <= heard and queue_topic(EP) in heard
+
+        await wait_for_async(all_heard, 10.0, "every submit's topics in some NOTIFY")
+        assert len(received) <= 100, f"{len(received)} NOTIFYs for 200 commits"
+        # and the other store wakes on them as before
+        version = reader.notifier.version(queue_topic(EP))
+        await writer.submit(NewJob(EP, "one more"), now_ms())
+        assert await reader.notifier.wait(queue_topic(EP), version, timeout_s=5.0)
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await writer.close()
+        await reader.close()
+
+
+async def test_notifies_resume_after_their_connection_is_lost(
+    schema: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The connection that sends NOTIFYs killed by the database: the round it was sending is
+    dropped with a warning (the other servers' re-checks cover it) and the next commit's
+    NOTIFY goes out on a new connection."""
+    writer = await open_store("postgres", tmp_path, schema)
+    reader = await open_store("postgres", tmp_path, schema)
+    try:
+        version = reader.notifier.version(queue_topic(EP))
+        await writer.submit(NewJob(EP, "1"), now_ms())
+        assert await reader.notifier.wait(queue_topic(EP), version, timeout_s=5.0)
+        assert writer._notify_conn is not None
+        pid = writer._notify_conn.info.backend_pid
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        heard = False
+        for i in range(20):  # the first commit after the kill may meet the dead connection
+            version = reader.notifier.version(queue_topic(EP))
+            await writer.submit(NewJob(EP, f"after {i}"), now_ms())
+            if await reader.notifier.wait(queue_topic(EP), version, timeout_s=2.0):
+                heard = True
+                break
+        assert heard
+        assert writer._notify_conn is not None and writer._notify_conn.info.backend_pid != pid
+        assert "NOTIFY of committed changes failed" in caplog.text
     finally:
         await writer.close()
         await reader.close()

@@ -66,8 +66,9 @@ async def test_heavy_operations_and_checkpoints_keep_the_file_consistent(tmp_pat
         conn.close()
 
 
-async def test_a_keyless_submit_and_a_read_are_one_statement_each(tmp_path: Path) -> None:
-    """Each runs in autocommit, a transaction of its own: no BEGIN or COMMIT around it."""
+async def test_a_submit_and_a_read_are_one_statement_each(tmp_path: Path) -> None:
+    """Each runs in autocommit, a transaction of its own: no BEGIN or COMMIT around it. A key
+    seen before costs its look-up transaction after the INSERT that found it held."""
     store = SQLiteStore(tmp_path / "jobs.db")
     await store.open()
     try:
@@ -80,9 +81,18 @@ async def test_a_keyless_submit_and_a_read_are_one_statement_each(tmp_path: Path
         assert len(sent) == 2, sent
         assert sent[0].lstrip().startswith("INSERT INTO jobs")
         assert sent[1].lstrip().startswith("SELECT")
-        # A submit with an idempotency key looks the key up first: a transaction as before.
+        # A fresh idempotency key: the INSERT alone.
         sent.clear()
-        await store.submit(NewJob(EP, "2"), now_ms(), idempotency_key="k1")
-        assert sent[0] == "BEGIN IMMEDIATE" and sent[-1] == "COMMIT", sent
+        keyed, created = await store.submit(NewJob(EP, "2"), now_ms(), idempotency_key="k1")
+        assert created
+        assert len(sent) == 1 and sent[0].lstrip().startswith("INSERT INTO jobs"), sent
+        # The same key again: the INSERT changes nothing, then the look-up's transaction
+        # returns the key's holder.
+        sent.clear()
+        again, created = await store.submit(NewJob(EP, "3"), now_ms(), idempotency_key="k1")
+        assert not created and again == keyed
+        assert sent[0].lstrip().startswith("INSERT INTO jobs"), sent
+        assert sent[1] == "BEGIN IMMEDIATE" and sent[-1] == "COMMIT", sent
+        assert (await store.health(EP, now_ms()))["jobs"]["inQueue"] == 2
     finally:
         await store.close()

@@ -60,10 +60,6 @@ WEBHOOK_CLAIM_MS = 60_000
 class Stmt:
     name: str
     params: dict[str, Any]
-    #: the topics a row returned by this statement publishes, when they are known before it
-    #: runs: a store may send their notification within the statement (PostgreSQL does, for a
-    #: one-statement write, instead of a second round trip)
-    notify: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -102,6 +98,19 @@ def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
                 return Outcome((old, False))
             # the key's holder is past retention: it no longer reserves the key
             yield Stmt("delete_job", {"id": old.id})
+    inserted = yield from insert_new(new, now_ms, key)
+    if inserted.value is None:
+        # Another transaction committed the same key after our look-up (PostgreSQL only;
+        # SQLite writers are serialised): theirs is the job.
+        rows = yield Stmt("find_by_key", by_key)
+        return Outcome((job_from_row(rows[0]), False))
+    return Outcome((inserted.value, True), inserted.topics, inserted.events)
+
+
+def insert_new(new: NewJob, now_ms: int, key: str | None) -> Op[Job | None]:
+    """The submit's INSERT alone: the new job, or None when `key` is already held on the
+    endpoint. One statement, so a keyed submit whose key is new (nearly all: clients send a
+    fresh key per job) is one round trip; only a held key runs the whole `submit`."""
     job_id = new.id or new_job_id(new.sync)
     params = {
         "id": job_id,
@@ -119,14 +128,11 @@ def submit(new: NewJob, now_ms: int, key: str | None) -> Op[tuple[Job, bool]]:
         "now": now_ms,
     }
     topics = {job_topic(job_id), queue_topic(new.endpoint_id)}
-    rows = yield Stmt("insert_job", params, frozenset(topics))
+    rows = yield Stmt("insert_job", params)
     if not rows:
-        # Another transaction committed the same key after our look-up (PostgreSQL only;
-        # SQLite writers are serialised): theirs is the job.
-        rows = yield Stmt("find_by_key", by_key)
-        return Outcome((job_from_row(rows[0]), False))
+        return Outcome(None)
     job = job_from_row(rows[0])
-    return Outcome((job, True), topics, [events.JobSubmitted(job)])
+    return Outcome(job, topics, [events.JobSubmitted(job)])
 
 
 def get(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:

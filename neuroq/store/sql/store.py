@@ -108,9 +108,16 @@ class OpStore:
     async def submit(
         self, new: NewJob, now_ms: int, idempotency_key: str | None = None
     ) -> tuple[Job, bool]:
-        # Without a key the submit is one INSERT; a key may look up, delete and insert.
-        op = ops.submit(new, now_ms, idempotency_key)
-        return await self._run(op, write=True, one_statement=idempotency_key is None)
+        # First the INSERT alone, which is the whole submit unless the key is held already;
+        # then (rare: a client's retry) the look-up that returns the holder or replaces it
+        # once past retention. The INSERT that found the key held changed nothing.
+        op = ops.insert_new(new, now_ms, idempotency_key)
+        job = await self._run(op, write=True, one_statement=True)
+        if job is not None:
+            return job, True
+        if idempotency_key is None:
+            raise RuntimeError("insert_job inserted nothing without an idempotency key")
+        return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
 
     async def get(self, endpoint_id: str, job_id: str) -> Job | None:
         return await self._run(
