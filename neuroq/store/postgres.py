@@ -54,6 +54,7 @@ MIGRATIONS: list[tuple[int, str]] = [
     (1, "postgres_0001_initial.sql"),
     (2, "postgres_0002_endpoints.sql"),
     (3, "postgres_0003_job_logs.sql"),
+    (4, "postgres_0004_no_endpoint_status_index.sql"),
 ]
 #: pg_advisory_xact_lock key serialising migrations of every neuroq schema ("neuroq" in ASCII)
 MIGRATION_LOCK_KEY = 0x6E6575726F71

@@ -89,7 +89,8 @@ async def _listen(schema: str, received: list[str], ready: asyncio.Event) -> Non
 
 async def test_the_topics_of_concurrent_commits_share_a_notify(schema: str, tmp_path: Path) -> None:
     """Other servers hear of every committed job, the topics of commits made while a NOTIFY
-    was on its way gathered into the next one: at most one NOTIFY for two commits (one per commit without it)."""
+    was on its way gathered into the next one: at most one NOTIFY for two commits (there was
+    one per commit)."""
     writer = await open_store("postgres", tmp_path, schema)
     reader = await open_store("postgres", tmp_path, schema)
     received: list[str] = []

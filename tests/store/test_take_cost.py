@@ -30,8 +30,8 @@ import psycopg
 import pytest
 from store_backends import POSTGRES_URL, drop_schema
 
-from neuroq.jobs import now_ms
-from neuroq.store.base import Holder
+from neuroq.jobs import NewJob, now_ms
+from neuroq.store.base import Holder, PostedResult
 from neuroq.store.postgres import PostgresStore
 from neuroq.store.sql import load_queries
 
@@ -188,15 +188,22 @@ async def _drain(store: ExplainedStore) -> None:
     assert done == QUEUED
 
 
-async def _explained_drain(retained: int, vacuum: bool = True) -> dict[str, list[dict[str, Any]]]:
-    schema = f"t_{secrets.token_hex(6)}"
+async def _open_explained(schema: str) -> ExplainedStore:
+    """An open ExplainedStore on a new schema; skips the test where auto_explain cannot load."""
     sep = "&" if "?" in POSTGRES_URL else "?"
     store = ExplainedStore(f"{POSTGRES_URL}{sep}options={quote(AUTO_EXPLAIN)}", schema=schema)
     try:
-        try:
-            await store.open()
-        except Exception as exc:  # not a superuser, or no auto_explain in this installation
-            pytest.skip(f"auto_explain cannot be loaded here: {exc}")
+        await store.open()
+    except Exception as exc:  # not a superuser, or no auto_explain in this installation
+        await drop_schema(schema)
+        pytest.skip(f"auto_explain cannot be loaded here: {exc}")
+    return store
+
+
+async def _explained_drain(retained: int, vacuum: bool = True) -> dict[str, list[dict[str, Any]]]:
+    schema = f"t_{secrets.token_hex(6)}"
+    store = await _open_explained(schema)
+    try:
         await _fill(schema, retained, now_ms(), vacuum)
         store.plans.clear()
         await _drain(store)
@@ -244,3 +251,89 @@ def test_no_statement_costs_more_with_many_retained_jobs(
         name: cost for name, cost in costs.items() if cost[1] > GROWTH * cost[0] + SLACK_BUFFERS
     }
     assert not grown, f"buffers per row (100 retained, 10,000 retained): {grown}"
+
+
+#: what a user's job costs from submit to result, run many times a second: none may read more
+#: as the table grows, even under plans made while it was empty
+JOB_PATH = {"insert_job", "get", "take", "finish_batch", "finish"}
+#: retained jobs added between the two rounds of `test_plans_made_on_an_empty_table_stay_cheap`
+GROWN_BY = 5_000
+
+
+async def _job_path_round(store: ExplainedStore, rounds: int) -> None:
+    """Jobs as clients and a worker make them: keyed and keyless submits, status reads, a take,
+    a batch of results and a single result; more than five of each, so their prepared
+    statements get generic plans."""
+    for _ in range(rounds):
+        ids = []
+        for i in range(4):
+            key = secrets.token_hex(8) if i % 2 else None
+            job, _ = await store.submit(NewJob(EP, "{}"), now_ms(), key)
+            ids.append(job.id)
+            assert await store.get(EP, job.id) is not None
+        taken = await store.take(EP, WORKER, 4, now_ms(), LEASE_MS)
+        assert sorted(job.id for job in taken) == sorted(ids)
+        holder = Holder(WORKER, attempt=0)
+        results = [PostedResult(job_id, "{}", None, holder) for job_id in ids[:3]]
+        await store.finish_many(results, now_ms=now_ms(), endpoint_id=EP)
+        await store.finish(
+            ids[3],
+            output_json="{}",
+            error_json=None,
+            now_ms=now_ms(),
+            holder=holder,
+            endpoint_id=EP,
+        )
+        for job_id in ids:
+            assert await store.get(EP, job_id) is not None
+
+
+async def test_plans_made_on_an_empty_table_stay_cheap_as_it_grows() -> None:
+    """A new server prepares its statements while the jobs table is still empty and, without
+    ANALYZE (autovacuum off, or not run yet), keeps those plans as the table fills. A plan that
+    picked the wrong index then (a status read through `jobs_endpoint_status`, reading every
+    job of the endpoint) grows with every job retained since. Each statement of the job path
+    must read as many buffers per row next to GROWN_BY more retained jobs as before them."""
+    schema = f"t_{secrets.token_hex(6)}"
+    store = await _open_explained(schema)
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, options=f"-c search_path={schema}", autocommit=True
+        ) as conn:
+            await conn.execute("ALTER TABLE jobs SET (autovacuum_enabled = false)")
+        await _job_path_round(store, 10)
+        before = store.plans[:]
+        store.plans.clear()
+        t = now_ms()
+        async with await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, options=f"-c search_path={schema}", autocommit=True
+        ) as conn:
+            await conn.execute(
+                "INSERT INTO jobs (id, endpoint_id, status, input_json, execution_timeout_ms,"
+                " ttl_ms, low_priority, sync, created_at_ms, ttl_deadline_ms, finished_at_ms,"
+                " output_json, expires_at_ms) SELECT 'old-' || g, %s, 'COMPLETED', '{}', 600000,"
+                " 86400000, FALSE, FALSE, %s, %s, %s, '{}', %s FROM generate_series(1, %s) g",
+                (EP, t, t + 86_400_000, t, t + 3_600_000, GROWN_BY),
+            )
+        await _job_path_round(store, 10)
+        after = store.plans[:]
+    finally:
+        await store.close()
+        await drop_schema(schema)
+
+    def by_name(plans: list[tuple[str, dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+        named: dict[str, list[dict[str, Any]]] = {}
+        for name, plan in plans:
+            # the last five runs of each: generic plans where PostgreSQL chose them
+            named.setdefault(name, []).append(plan)
+        return {name: runs[-5:] for name, runs in named.items()}
+
+    few, many = by_name(before), by_name(after)
+    assert set(few) >= JOB_PATH and set(many) >= JOB_PATH, (sorted(few), sorted(many))
+    costs = {
+        name: (round(_per_row(few[name]), 1), round(_per_row(many[name]), 1)) for name in JOB_PATH
+    }
+    grown = {
+        name: cost for name, cost in costs.items() if cost[1] > GROWTH * cost[0] + SLACK_BUFFERS
+    }
+    assert not grown, f"buffers per row (before, after {GROWN_BY:,} more retained jobs): {grown}"
