@@ -234,7 +234,10 @@ async def status(request: Request) -> Response:
     wait_ms = parse_wait_ms(request, 0, 0, settings.status_max_wait_ms)
     ttl_ms = parse_query_ms(request, "ttl")
     version = store.notifier.version(output_topic(job_id))
-    job = await _get_job(store, endpoint_id, job_id)
+    # A hold on a job this process has just queued starts without reading it: as queued, it
+    # has no output and has not ended unless its output topic moved (then it is read).
+    queued = store.recently_submitted(endpoint_id, job_id, version) if wait_ms > 0 else None
+    job = queued or await _get_job(store, endpoint_id, job_id)
     if wait_ms > 0 and not job.status.is_terminal:
         job = await _wait_job(
             store,

@@ -317,6 +317,15 @@ class JobStore(Protocol):
         """The job, or None when unknown, expired, or on another endpoint."""
         ...
 
+    def recently_submitted(self, endpoint_id: str, job_id: str, version: int) -> Job | None:
+        """The job as this process queued it, if its output topic is still at `version` (the
+        caller read it just now), which it was right after the submit: nothing this process
+        knows of has ended the job or given it output since; else None. No I/O. Another
+        process's change not yet notified here is not seen, so the job may be older than the
+        store's: it only lets a `status?wait` start its hold without a read (the hold's
+        re-checks and its answer read the store, or the job this process ended)."""
+        ...
+
     def ended_mark(self) -> int:
         """A mark to pass to `recently_ended`: how many jobs this process has ended so far."""
         ...

@@ -54,3 +54,30 @@ async def test_batches_and_cancels_are_remembered_too(store: JobStore, t0: int) 
         [PostedResult(b.id, '"ok"', None, Holder("w1"))], now_ms=t0 + 2, endpoint_id=EP
     )
     assert done is not None and store.recently_ended(EP, b.id, mark) == done
+
+
+async def test_recently_submitted_is_the_job_as_queued_until_its_output_moves(
+    store: JobStore, t0: int
+) -> None:
+    n = store.notifier
+    job, created = await store.submit(NewJob(EP, "1"), t0, "key-1")
+    assert created
+    version = n.version(output_topic(job.id))
+    assert store.recently_submitted(EP, job.id, version) == job == await store.get(EP, job.id)
+    assert store.recently_submitted("another-endpoint", job.id, version) is None
+    # An idempotent repeat queues nothing new, and the take does not move the output topic.
+    again, created = await store.submit(NewJob(EP, "2"), t0, "key-1")
+    assert not created and again.id == job.id
+    await store.take(EP, "w1", 1, t0, LEASE)
+    assert store.recently_submitted(EP, job.id, n.version(output_topic(job.id))) == job
+    # Progress (or the end) moves it: from then on the store is read.
+    await store.record_progress(job.id, '"p"', t0)
+    assert store.recently_submitted(EP, job.id, n.version(output_topic(job.id))) is None
+    assert store.recently_submitted(EP, "unknown", 0) is None
+
+
+async def test_a_large_input_is_not_kept(store: JobStore, t0: int) -> None:
+    job, _ = await store.submit(NewJob(EP, '"' + "x" * 20_000 + '"'), t0)
+    assert (
+        store.recently_submitted(EP, job.id, store.notifier.version(output_topic(job.id))) is None
+    )

@@ -26,6 +26,7 @@ from neuroq.store.base import (
     WebhookDelivery,
     WorkerInfo,
     job_topic,
+    output_topic,
 )
 from neuroq.store.events import StoreEvents
 from neuroq.store.sql import ops
@@ -35,7 +36,8 @@ T = TypeVar("T")
 
 #: how many just-ended jobs `recently_ended` keeps, and the largest output or error (in
 #: characters) it keeps one with: enough for the long-polls of a busy server's last moments,
-#: small enough to bound the memory (at most about 16 MB)
+#: small enough to bound the memory (at most about 16 MB); the same bounds for the just-queued
+#: jobs of `recently_submitted` (their input instead)
 ENDED_CACHE_SIZE = 1024
 ENDED_CACHE_MAX_CHARS = 16_384
 
@@ -51,6 +53,9 @@ class OpStore:
     #: need not call a base __init__)
     _ended: OrderedDict[str, tuple[Job, int, int]] | None = None
     _ended_count = 0
+    #: jobs this process just queued, with their output topic's version right after: see
+    #: `recently_submitted` (created on first use, like `_ended`)
+    _submitted: OrderedDict[str, tuple[Job, int]] | None = None
 
     def _committed(self, outcome: Outcome[T]) -> T:
         """What every store does once a transaction has committed: wake this process's waiters
@@ -61,6 +66,8 @@ class OpStore:
             for event in outcome.events:
                 if isinstance(event, events.JobsEnded):
                     self._remember_ended(event.jobs)
+                elif isinstance(event, events.JobSubmitted):
+                    self._remember_submitted(event.job)
             self.events.emit(outcome.events)
         return outcome.value
 
@@ -77,6 +84,25 @@ class OpStore:
             ended.move_to_end(job.id)
         while len(ended) > ENDED_CACHE_SIZE:
             ended.popitem(last=False)
+
+    def _remember_submitted(self, job: Job) -> None:
+        submitted = self._submitted
+        if submitted is None:
+            submitted = self._submitted = OrderedDict()
+        if len(job.input_json) > ENDED_CACHE_MAX_CHARS:
+            return
+        submitted[job.id] = (job, self.notifier.version(output_topic(job.id)))
+        while len(submitted) > ENDED_CACHE_SIZE:
+            submitted.popitem(last=False)
+
+    def recently_submitted(self, endpoint_id: str, job_id: str, version: int) -> Job | None:
+        entry = self._submitted.get(job_id) if self._submitted is not None else None
+        if entry is None:
+            return None
+        job, seen = entry
+        if job.endpoint_id != endpoint_id or seen != version:
+            return None
+        return job
 
     def ended_mark(self) -> int:
         return self._ended_count
