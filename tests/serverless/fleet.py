@@ -100,6 +100,7 @@ class Watch:
         self.counts: list[int] = []
         self._server, self._ep = server, ep
         self._stop = threading.Event()
+        self._sample()  # the state when the watch begins, before the caller goes on
         self._thread = threading.Thread(
             target=self._run, args=(server, ep, interval_s), daemon=True
         )

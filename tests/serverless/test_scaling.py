@@ -147,8 +147,9 @@ def test_a_spare_worker_waits_idle_and_takes_the_first_job_of_a_burst(
 ) -> None:
     ep = new_endpoint("spare")
     spare_rule = {"workersMax": 3, "workersSpare": 1, "scalerType": "REQUEST_COUNT"}
-    configure(scaling_server, ep, handler=RECORD, idleTimeout=1, scalerValue=1, **spare_rule)
+    # watched from before the settings exist: the scaler starts the spare as soon as they do
     watch = Watch(scaling_server, ep)
+    configure(scaling_server, ep, handler=RECORD, idleTimeout=1, scalerValue=1, **spare_rule)
     with client(scaling_server) as http:
         _wait_one_ready(http, ep)  # with nothing queued
         assert http.get(f"/{ep}/health").json()["jobs"]["inQueue"] == 0
