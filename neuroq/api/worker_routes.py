@@ -324,9 +324,9 @@ async def _take(request: Request, *, batch: bool) -> Response:
             touch=first,
             held_job_ids=[] if in_progress is False else None,
         )
-        state, jobs = await store.worker_take(look)
+        recycling, jobs = await store.worker_take(look)
         first = False
-        if state == RECYCLING:
+        if recycling:
             return _GONE
         return jobs or None
 

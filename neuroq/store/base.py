@@ -492,11 +492,10 @@ class JobStore(Protocol):
         goes on polling. `state` sets the worker state ("unhealthy", "recycling")."""
         ...
 
-    async def worker_take(self, look: TakeLook) -> tuple[str | None, list[Job]]:
-        """One look of a job-take, in one transaction: with `look.touch`, record contact as
-        `touch_worker` does (`look.held_job_ids` as there); read the worker's state (None: not
-        registered); unless it is "recycling", `take` up to `look.limit` jobs. Returns the
-        state and the jobs taken."""
+    async def worker_take(self, look: TakeLook) -> tuple[bool, list[Job]]:
+        """One look of a job-take: with `look.touch`, record contact as `touch_worker` does
+        (`look.held_job_ids` as there); then, unless the worker is "recycling", `take` up to
+        `look.limit` jobs. Returns whether it is recycling, and the jobs taken."""
         ...
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:

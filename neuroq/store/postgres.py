@@ -43,7 +43,7 @@ from neuroq.store.base import Notifier
 from neuroq.store.errors import StoreUnavailable
 from neuroq.store.events import StoreEvents
 from neuroq.store.sql import load_queries, read_sql
-from neuroq.store.sql.ops import Op, Outcome
+from neuroq.store.sql.ops import Op, Outcome, Stmt
 from neuroq.store.sql.store import OpStore
 
 T = TypeVar("T")
@@ -242,29 +242,25 @@ class PostgresStore(OpStore):
     async def _run(
         self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
     ) -> T:
-        """Run one transaction script in one transaction, publish its topics here at once and
-        queue them for the other servers (`_notify_others`). Never blocks the loop, heavy or
-        not.
+        """Run one transaction script, publish its topics here at once and queue them for the
+        other servers (`_notify_others`). Never blocks the loop, heavy or not.
 
         The pool's connections are in autocommit mode, so a `one_statement` operation runs as
         its own transaction: one round trip instead of three (BEGIN, the statement, COMMIT).
-        A lost connection leaves such a write's fate unknown, like a lost COMMIT: only an error
-        the server reported (it has an SQLSTATE) says it did not happen."""
-        committing = False
+        Other scripts run in pipeline mode (`_script`). A lost connection leaves a write's fate
+        unknown once its COMMIT is on its way: only an error the server reported (it has an
+        SQLSTATE) then says it did not happen."""
+        commit = _Commit()
         try:
-            async with self._pool.connection() as conn, conn.cursor() as cur:
+            async with self._pool.connection() as conn:
                 if one_statement:
-                    committing = write
-                    outcome = await self._one_statement(cur, op)
+                    commit.sent = write
+                    async with conn.cursor() as cur:
+                        outcome = await self._one_statement(cur, op)
                 else:
-                    # A failure or a cancellation before the COMMIT: leaving the pool's
-                    # connection block rolls the transaction back.
-                    await cur.execute(b"BEGIN", prepare=False)
-                    outcome = await self._script(cur, op)
-                    committing = True
-                    await cur.execute(b"COMMIT", prepare=False)
+                    outcome = await self._script(conn, op, commit)
         except psycopg.Error as exc:
-            unavailable = None if committing and exc.sqlstate is None else _unavailable(exc)
+            unavailable = None if commit.sent and exc.sqlstate is None else _unavailable(exc)
             if unavailable is None:
                 raise
             raise unavailable from exc
@@ -308,36 +304,79 @@ class PostgresStore(OpStore):
             for payload in _payloads(topics)
         )
 
-    async def _script(self, cur: psycopg.AsyncCursor[Any], op: Op[T]) -> Outcome[T]:
-        """Run the statements `op` yields, sending each one the rows of the one before."""
+    async def _script(
+        self, conn: psycopg.AsyncConnection[Any], op: Op[T], commit: _Commit
+    ) -> Outcome[T]:
+        """Run the statements `op` yields in a pipeline, sending each the rows of the one
+        before; each statement (with those it carries in `Stmt.before`) is one round trip.
+
+        A transaction starts with the statement that opens it: its BEGIN goes in the same
+        round trip. A statement marked `Stmt.commit` that opens one needs no BEGIN: it and
+        the pipeline's sync are a transaction of their own (PostgreSQL commits the statements
+        before a sync as one), so a script that stops there is one round trip in all. One
+        marked `commit` inside a transaction sends its COMMIT with it. Whatever `op` yields
+        next opens a new transaction. A failure or a cancellation inside a transaction begun
+        with BEGIN, before its COMMIT: leaving the pool's connection block rolls it back. A
+        statement that is a transaction of its own and reached the server may still commit
+        with the sync the pipeline sends on leaving, as a COMMIT on its way would."""
         rows: list[tuple[Any, ...]] | None = None
-        while True:
-            try:
-                stmt = next(op) if rows is None else op.send(rows)
-            except StopIteration as stop:
-                return stop.value
-            rows = await self._execute(cur, _QUERIES[stmt.name], stmt.params)
+        in_transaction = False
+        async with conn.pipeline() as pipe, conn.cursor() as cur, conn.cursor() as aux:
+            while True:
+                try:
+                    stmt = next(op) if rows is None else op.send(rows)
+                except StopIteration as stop:
+                    if in_transaction:
+                        commit.sent = True
+                        await aux.execute(b"COMMIT", prepare=False)
+                        await pipe.sync()
+                    return stop.value
+                if not in_transaction and not stmt.commit:
+                    await aux.execute(b"BEGIN", prepare=False)
+                    in_transaction = True
+                for before in stmt.before:
+                    await aux.execute(_QUERIES[before.name], self._params(before))
+                await cur.execute(_QUERIES[stmt.name], self._params(stmt))
+                if stmt.commit:
+                    if in_transaction:
+                        await aux.execute(b"COMMIT", prepare=False)
+                        in_transaction = False
+                    commit.sent = True
+                await pipe.sync()
+                rows = await _rows(cur)
 
     async def _one_statement(self, cur: psycopg.AsyncCursor[Any], op: Op[T]) -> Outcome[T]:
         """Run an operation of one statement, in autocommit."""
         stmt = next(op)
-        rows = await self._execute(cur, _QUERIES[stmt.name], stmt.params)
+        if stmt.before:
+            raise RuntimeError(f"{stmt.name}: statements before it in a one_statement operation")
+        await cur.execute(_QUERIES[stmt.name], self._params(stmt))
+        rows = await _rows(cur)
         try:
             stmt = op.send(rows)
         except StopIteration as stop:
             return stop.value
         raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
 
-    async def _execute(
-        self, cur: psycopg.AsyncCursor[Any], query: str, params: dict[str, Any]
-    ) -> list[tuple[Any, ...]]:
+    def _params(self, stmt: Stmt) -> dict[str, Any]:
         base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
-        await cur.execute(query, {**base, **params})
-        # Not `cur.description`: it builds a Column object per column (22 for a job) on
-        # every statement, a measurable share of a finish's CPU.
-        result = cur.pgresult
-        returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
-        return await cur.fetchall() if returned else []
+        return {**base, **stmt.params}
+
+
+class _Commit:
+    """Whether a COMMIT (or a sync ending a transaction) has been sent: a connection lost
+    after it leaves the outcome unknown."""
+
+    sent = False
+
+
+async def _rows(cur: psycopg.AsyncCursor[Any]) -> list[tuple[Any, ...]]:
+    """The rows of the statement just run on `cur`; none for a statement that returns none."""
+    # Not `cur.description`: it builds a Column object per column (22 for a job) on every
+    # statement, a measurable share of a finish's CPU.
+    result = cur.pgresult
+    returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
+    return await cur.fetchall() if returned else []
 
 
 def _unavailable(exc: psycopg.Error) -> StoreUnavailable | None:

@@ -283,6 +283,8 @@ class SQLiteStore(OpStore):
         is written (this connection never waits for a lock); then the outcome is None and the
         returned operation replays the statement, for the database thread to run."""
         stmt = next(op)
+        if stmt.before:
+            raise RuntimeError(f"{stmt.name}: statements before it in a one_statement operation")
         try:
             rows = conn.execute(_QUERIES[stmt.name], self._params(stmt)).fetchall()
         except sqlite3.OperationalError as exc:
@@ -350,6 +352,8 @@ class SQLiteStore(OpStore):
             except StopIteration as stop:
                 outcome: Outcome[T] = stop.value
                 return outcome
+            for before in stmt.before:
+                conn.execute(_QUERIES[before.name], self._params(before))
             rows = conn.execute(_QUERIES[stmt.name], self._params(stmt)).fetchall()
 
     def _params(self, stmt: Stmt) -> dict[str, Any]:

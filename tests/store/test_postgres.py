@@ -7,15 +7,16 @@ import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 from harness import wait_for_async
 from store_backends import POSTGRES_URL, drop_schema, open_store
 
-from neuroq.jobs import NewJob, now_ms
+from neuroq.jobs import JobStatus, NewJob, now_ms
 from neuroq.store import postgres
-from neuroq.store.base import job_topic, queue_topic
+from neuroq.store.base import Holder, PostedResult, TakeLook, job_topic, queue_topic
 from neuroq.store.postgres import MIGRATIONS, PostgresStore
 
 pytestmark = pytest.mark.skipif(
@@ -208,3 +209,74 @@ async def test_a_failed_transaction_is_rolled_back_before_its_connection_returns
 def test_schema_name_is_validated() -> None:
     with pytest.raises(ValueError, match="schema="):
         PostgresStore(POSTGRES_URL, schema="x; DROP TABLE jobs")
+
+
+class _RoundTrips:
+    """Counts what a store sends: pipeline syncs (one round trip each) and BEGIN/COMMIT."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.syncs = 0
+        self.begins_and_commits: list[bytes] = []
+        sync, execute = psycopg.AsyncPipeline.sync, psycopg.AsyncCursor.execute
+
+        async def counted_sync(pipe: psycopg.AsyncPipeline) -> None:
+            self.syncs += 1
+            await sync(pipe)
+
+        async def counted_execute(
+            cur: psycopg.AsyncCursor[Any], query: Any, *a: Any, **k: Any
+        ) -> Any:
+            if query in (b"BEGIN", b"COMMIT"):
+                self.begins_and_commits.append(query)
+            return await execute(cur, query, *a, **k)
+
+        monkeypatch.setattr(psycopg.AsyncPipeline, "sync", counted_sync)
+        monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted_execute)
+
+    def reset(self) -> None:
+        self.syncs = 0
+        self.begins_and_commits.clear()
+
+
+async def test_a_take_and_a_batch_of_results_are_one_round_trip_each(
+    schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's hot path: a take look that finds jobs (contact included) and a batch of
+    results for jobs without webhooks each go to PostgreSQL as one round trip, a transaction
+    with no BEGIN or COMMIT; a job with a webhook is ended in a second, whole transaction with
+    its delivery."""
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        t = now_ms()
+        for i in range(3):
+            await store.submit(NewJob(EP, str(i)), t)
+        hooked, _ = await store.submit(NewJob(EP, "4", webhook="https://hook.example/a"), t)
+        sent = _RoundTrips(monkeypatch)
+        look = TakeLook(EP, "w1", 3, t, 60_000, touch=True, held_job_ids=[])
+        recycling, jobs = await store.worker_take(look)
+        assert not recycling and len(jobs) == 3
+        assert (sent.syncs, sent.begins_and_commits) == (1, [])
+
+        sent.reset()
+        done = await store.finish_many(
+            [PostedResult(job.id, '"ok"', None, Holder("w1")) for job in jobs], now_ms=t + 1
+        )
+        assert all(job is not None and job.status is JobStatus.COMPLETED for job in done)
+        assert (sent.syncs, sent.begins_and_commits) == (1, [])
+
+        (taken,) = await store.take(EP, "w1", 3, t, 60_000)
+        assert taken.id == hooked.id
+        await store.submit(NewJob(EP, "5"), t)
+        (extra_taken,) = await store.take(EP, "w1", 3, t, 60_000)
+        sent.reset()
+        done = await store.finish_many(
+            [PostedResult(j.id, '"ok"', None, Holder("w1")) for j in (taken, extra_taken)],
+            now_ms=t + 2,
+        )
+        assert [job.status if job else None for job in done] == [JobStatus.COMPLETED] * 2
+        # the plain job's round trip, then BEGIN + its UPDATE, its outbox row, COMMIT
+        assert sent.syncs == 4 and sent.begins_and_commits == [b"BEGIN", b"COMMIT"]
+        (delivery,) = await store.job_webhooks(hooked.id)
+        assert delivery.url == "https://hook.example/a"
+    finally:
+        await store.close()

@@ -5,7 +5,8 @@ An operation is a generator: it yields `Stmt(name, params)` for each statement, 
 method's result, the notifier topics to publish and the events (neuroq.store.events) to emit once
 the transaction has committed. The store
 wraps the whole script in one transaction (SQLite `BEGIN IMMEDIATE`, a PostgreSQL transaction),
-so the checks of a starting state made here and the changes that follow are atomic. Keeping the
+so the checks of a starting state made here and the changes that follow are atomic; a statement
+marked `commit` is where the hot paths (a take, a result) let PostgreSQL end it early. Keeping the
 logic free of I/O is what lets SQLite run it on its own thread and PostgreSQL run it on asyncio
 without a second copy of the job lifecycle.
 """
@@ -58,8 +59,19 @@ WEBHOOK_CLAIM_MS = 60_000
 
 @dataclass(frozen=True)
 class Stmt:
+    """One statement of an operation, named as in queries.sql.
+
+    `before` are statements whose rows the operation does not need, run just ahead of this
+    one (PostgreSQL sends them in the same round trip). `commit` says the transaction may end
+    with this statement: whatever the operation yields after it may run as a transaction of
+    its own, already committed should that one fail. PostgreSQL then runs a script that stops
+    there (the common case it is set for) as one round trip, with no BEGIN or COMMIT; SQLite
+    keeps the whole script in one transaction all the same."""
+
     name: str
     params: dict[str, Any]
+    before: tuple[Stmt, ...] = ()
+    commit: bool = False
 
 
 @dataclass
@@ -248,7 +260,14 @@ def health(endpoint_id: str, now_ms: int) -> Op[dict[str, dict[str, int]]]:
 # -- workers ---------------------------------------------------------------------------------
 
 
-def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: int) -> Op[list[Job]]:
+def take(
+    endpoint_id: str,
+    worker_id: str,
+    limit: int,
+    now_ms: int,
+    lease_ms: int,
+    before: tuple[Stmt, ...] = (),
+) -> Op[list[Job]]:
     params = {
         "endpoint_id": endpoint_id,
         "worker_id": worker_id,
@@ -256,7 +275,7 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
         "now": now_ms,
         "lease_until": now_ms + lease_ms,
     }
-    rows = yield Stmt("take", params)
+    rows = yield Stmt("take", params, before=before, commit=True)
     # RETURNING gives no order: restore the take order (priority, then seq)
     rows.sort(key=lambda row: (bool(row[6]), row[-1]))
     jobs: list[Job] = []
@@ -268,8 +287,10 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
         if problem is None:
             jobs.append(job)
             continue
-        # Never lease what cannot be sent: the reply would fail for every job in it, and the
-        # worker would never see any of them. Fail this one, in the same transaction.
+        # Never deliver what cannot be sent: the reply would fail for every job in it, and the
+        # worker would never see any of them. Fail this one (on PostgreSQL in a transaction
+        # after the take's: were the server to stop in between, the lease would run out and
+        # the next take would fail it).
         error = json.dumps(f"the stored job cannot be sent to a worker: {problem}")
         failed = yield Stmt(
             "fail_undeliverable", {"id": job.id, "error_json": error, "now": now_ms}
@@ -282,21 +303,41 @@ def take(endpoint_id: str, worker_id: str, limit: int, now_ms: int, lease_ms: in
     return Outcome(jobs, topics, changes)
 
 
-def worker_take(look: TakeLook) -> Op[tuple[str | None, list[Job]]]:
-    if look.touch:
-        contact = yield from touch_worker(
-            look.endpoint_id, look.worker_id, look.now_ms, look.held_job_ids, None, None, None
+def worker_take(look: TakeLook) -> Op[tuple[bool, list[Job]]]:
+    """The contact (first look) goes with the take, and the take itself passes over a
+    recycling worker, so a look that finds jobs is one statement, and one round trip on
+    PostgreSQL; the worker's state is read only when nothing was taken."""
+    contact = _contact(look) if look.touch else ()
+    topics: set[str] = set()
+    changes: list[events.StoreEvent] = []
+    if look.limit > 0:
+        taken = yield from take(
+            look.endpoint_id, look.worker_id, look.limit, look.now_ms, look.lease_ms, contact
         )
-        state: str | None = contact.value
-    else:
-        rows = yield Stmt("worker_state", {"worker_id": look.worker_id})
-        state = str(rows[0][0]) if rows else None
-    if state == RECYCLING or look.limit <= 0:
-        return Outcome((state, []))
-    taken = yield from take(
-        look.endpoint_id, look.worker_id, look.limit, look.now_ms, look.lease_ms
+        if taken.value:
+            return Outcome((False, taken.value), taken.topics, taken.events)
+        topics, changes = taken.topics, taken.events
+    elif contact:
+        yield replace(contact[-1], before=contact[:-1])
+    rows = yield Stmt("worker_state", {"worker_id": look.worker_id})
+    return Outcome((bool(rows) and rows[0][0] == RECYCLING, []), topics, changes)
+
+
+def _contact(look: TakeLook) -> tuple[Stmt, ...]:
+    """`touch_worker` for a take's first look: no state given, no lease renewed."""
+    touch = Stmt(
+        "touch_worker",
+        {
+            "worker_id": look.worker_id,
+            "endpoint_id": look.endpoint_id,
+            "state": None,
+            "now": look.now_ms,
+        },
     )
-    return Outcome((state, taken.value), taken.topics, taken.events)
+    if look.held_job_ids is None:
+        return (touch,)
+    unlisted = {"worker_id": look.worker_id, "ids": look.held_job_ids}
+    return touch, Stmt("let_go_unlisted", unlisted)
 
 
 def release(job_ids: list[str], worker_id: str) -> Op[int]:
@@ -407,7 +448,11 @@ def finish(
         "now": now_ms,
         **_fence(holder),
     }
-    rows = yield Stmt("finish", params)
+    # A job without a webhook ends in one statement, which may commit at once; a job with one
+    # ends with its delivery queued in the same transaction, by the second.
+    rows = yield Stmt("finish", {**params, "with_webhook": False}, commit=True)
+    if not rows:
+        rows = yield Stmt("finish", {**params, "with_webhook": True})
     if not rows:
         # terminal already (or never ours): the worker has let go of it all the same
         yield Stmt("let_go", {"id": job_id, **_fence(holder)})
@@ -434,18 +479,25 @@ def finish_many(
     if len(first) > 1 and len(holders) == 1:
         single = list(first.values())
         holder = results[single[0]].holder
-        batch = [_result_row(results[i]) for i in single]
+        params = {
+            "now": now_ms,
+            "endpoint_id": endpoint_id,
+            "worker_id": holder.worker_id if holder else None,
+            "alias": holder.alias if holder else None,
+        }
+        # As in `finish`: the jobs without a webhook first, in a statement that may commit at
+        # once; then any others, with their deliveries queued in the same transaction.
+        batch = json.dumps([_result_row(results[i]) for i in single])
         rows = yield Stmt(
-            "finish_batch",
-            {
-                "rows": json.dumps(batch),
-                "now": now_ms,
-                "endpoint_id": endpoint_id,
-                "worker_id": holder.worker_id if holder else None,
-                "alias": holder.alias if holder else None,
-            },
+            "finish_batch", {**params, "rows": batch, "with_webhook": False}, commit=True
         )
         by_id = {job.id: job for job in (yield from _terminal(rows, now_ms))}
+        rest = [_result_row(results[i]) for i in single if results[i].job_id not in by_id]
+        if rest:
+            rows = yield Stmt(
+                "finish_batch", {**params, "rows": json.dumps(rest), "with_webhook": True}
+            )
+            by_id.update((job.id, job) for job in (yield from _terminal(rows, now_ms)))
         for i in single:
             r = results[i]
             job = by_id.get(r.job_id)

@@ -48,12 +48,15 @@ SELECT {job} FROM jobs WHERE id = :id AND endpoint_id = :endpoint_id AND {retain
 SELECT {job} FROM jobs WHERE id = :id AND endpoint_id = :endpoint_id AND {retained} {lock}
 
 -- name: take
--- Lease the first :limit queued, unexpired jobs: normal priority first, FIFO within each.
+-- Lease the first :limit queued, unexpired jobs: normal priority first, FIFO within each;
+-- none to a recycling worker.
 -- The pick is a MATERIALIZED CTE because PostgreSQL may re-run an IN (...) sub-select for
 -- each row, and a re-run that skips rows it just locked would lease more than :limit.
 WITH picked AS MATERIALIZED (
     SELECT seq FROM jobs
     WHERE endpoint_id = :endpoint_id AND status = 'IN_QUEUE' AND ttl_deadline_ms > :now
+      AND NOT EXISTS (SELECT 1 FROM workers w
+                      WHERE w.worker_id = :worker_id AND w.state = 'recycling')
     ORDER BY low_priority, seq LIMIT :limit {skip_locked})
 UPDATE jobs
 SET status = 'IN_PROGRESS', started_at_ms = :now, worker_id = :worker_id,
@@ -142,13 +145,15 @@ WHERE job_id = :id AND seq > :after ORDER BY seq LIMIT :limit
 SELECT COUNT(*) FROM job_logs WHERE job_id = :id AND level = :truncated
 
 -- name: finish
--- IN_PROGRESS -> COMPLETED or FAILED, only from its holder and on the endpoint when named.
+-- IN_PROGRESS -> COMPLETED or FAILED, only from its holder and on the endpoint when named;
+-- a job with a webhook only when :with_webhook.
 UPDATE jobs
 SET status = :status, output_json = :output_json, error_json = :error_json,
     finished_at_ms = :now, lease_expires_at_ms = NULL, stop_pending = FALSE,
     expires_at_ms = {expires}
 WHERE id = :id AND status = 'IN_PROGRESS' AND {held}
   AND (CAST(:endpoint_id AS TEXT) IS NULL OR endpoint_id = :endpoint_id)
+  AND (:with_webhook OR webhook IS NULL)
 RETURNING {job}
 
 -- name: finish_batch
@@ -162,6 +167,7 @@ WHERE jobs.id = r.r_id AND jobs.status = 'IN_PROGRESS'
   AND (CAST(:worker_id AS TEXT) IS NULL OR jobs.worker_id = :worker_id OR jobs.worker_id = :alias)
   AND (r.r_attempt IS NULL OR jobs.retries = r.r_attempt)
   AND (CAST(:endpoint_id AS TEXT) IS NULL OR jobs.endpoint_id = :endpoint_id)
+  AND (:with_webhook OR jobs.webhook IS NULL)
 RETURNING {job}
 
 -- name: let_go

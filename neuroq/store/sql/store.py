@@ -269,7 +269,7 @@ class OpStore:
         op = ops.touch_worker(endpoint_id, worker_id, now_ms, held_job_ids, state, lease_ms, alias)
         await self._run(op, write=True)
 
-    async def worker_take(self, look: TakeLook) -> tuple[str | None, list[Job]]:
+    async def worker_take(self, look: TakeLook) -> tuple[bool, list[Job]]:
         return await self._run(ops.worker_take(look), write=True)
 
     async def jobs_to_stop(self, worker_id: str) -> list[str]:
