@@ -1,9 +1,9 @@
 """Draining a queue with one worker: SQLite vs PostgreSQL, with few and many retained jobs.
 
-    python bench/bench_drain.py [--jobs 2000] [--retained 100,10000] [--postgres URL]
+    python bench/bench_drain.py [--jobs 2000] [--retained 100,10000] [--rounds 3] [--postgres URL]
 
-For each number of retained jobs and each store (SQLite always, PostgreSQL when `--postgres` is
-given, in a fresh schema dropped afterwards), one after the other on this machine:
+For each number of retained jobs, `--rounds` times, each store in turn (SQLite always,
+PostgreSQL when `--postgres` is given, in a fresh schema dropped afterwards), on this machine:
 
 1. the store is filled through its own API with that many finished jobs (submitted, taken and
    finished, as a server that has been working keeps them until their retention runs out);
@@ -13,11 +13,14 @@ given, in a fresh schema dropped afterwards), one after the other on this machin
    exits.
 
 The drain rate is the number of jobs over the time from the first job's start to the last one's
-end, as the store recorded them, so starting the worker is not counted. Prints one JSON object:
-per store and retained count the drain rate, the `/run` rate and latency, and the CPU time per
-job of the server, the worker and (PostgreSQL) the database backends serving the server; then
-PostgreSQL's drain rate as a fraction of SQLite's, and each store's rate with many retained jobs
-as a fraction of its rate with few, both measured in this run.
+end, as the store recorded them, so starting the worker is not counted. A drain of 2,000 jobs
+lasts a fraction of a second, so one stall of a shared core moves its rate a lot: the stores
+take turns round by round, and the report gives each figure's median over the rounds (and
+every round's drain rate). Prints one JSON object: per store and retained count the drain
+rate, the `/run` rate and latency, and the CPU time per job of the server, the worker and
+(PostgreSQL) the database backends serving the server; then PostgreSQL's drain rate as a
+fraction of SQLite's, and each store's rate with many retained jobs as a fraction of its rate
+with few, both measured in this run.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import platform
 import secrets
 import shutil
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -202,10 +206,24 @@ async def _seed(
         await opened.close()
 
 
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the rounds, and every round's drain rate."""
+    first = rounds[0]
+    out: dict[str, Any] = {}
+    for key, value in first.items():
+        if isinstance(value, dict):
+            out[key] = {k: round(statistics.median(r[key][k] for r in rounds), 3) for k in value}
+        else:
+            out[key] = round(statistics.median(r[key] for r in rounds), 2)
+    out["drain_jobs_per_s_rounds"] = [r["drain_jobs_per_s"] for r in rounds]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--retained", default="100,10000")
+    parser.add_argument("--rounds", type=int, default=3, help="drains per store and level")
     parser.add_argument("--postgres", default=None, help="postgresql://... (default: SQLite only)")
     args = parser.parse_args()
     levels = [int(x) for x in args.retained.split(",")]
@@ -213,8 +231,12 @@ def main() -> None:
 
     runs: dict[str, dict[str, Any]] = {store: {} for store in stores}
     for retained in levels:
+        rounds: dict[str, list[dict[str, Any]]] = {store: [] for store in stores}
+        for _ in range(args.rounds):
+            for store in stores:
+                rounds[store].append(run_one(store, retained, args.jobs, args.postgres))
         for store in stores:
-            runs[store][str(retained)] = run_one(store, retained, args.jobs, args.postgres)
+            runs[store][str(retained)] = _medians(rounds[store])
 
     def rate(store: str, retained: int) -> float:
         return float(runs[store][str(retained)]["drain_jobs_per_s"])
@@ -222,6 +244,7 @@ def main() -> None:
     report: dict[str, Any] = {
         "benchmark": "drain a queue of no-op jobs with one worker at concurrency 64",
         "jobs": args.jobs,
+        "rounds": args.rounds,
         "date": time.strftime("%Y-%m-%d"),
         "machine": {
             "cpus": os.cpu_count(),
