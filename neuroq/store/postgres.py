@@ -27,6 +27,7 @@ error. Broken connections leave the pool when returned, so the store recovers by
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import re
@@ -38,11 +39,11 @@ from psycopg import pq, sql
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
-from neuroq.jobs import now_ms
+from neuroq.jobs import Job, NewJob, now_ms
 from neuroq.store.base import Notifier
 from neuroq.store.errors import StoreUnavailable
 from neuroq.store.events import StoreEvents
-from neuroq.store.sql import load_queries, read_sql
+from neuroq.store.sql import load_queries, ops, read_sql
 from neuroq.store.sql.ops import Op, Outcome, Stmt
 from neuroq.store.sql.store import OpStore
 
@@ -61,6 +62,13 @@ MIGRATION_LOCK_KEY = 0x6E6575726F71
 #: NOTIFY payloads must stay under 8000 bytes
 NOTIFY_PAYLOAD_BYTES = 7000
 LISTEN_RETRY_S = 1.0
+#: most submits one INSERT stores, and most characters of input they may carry together; a
+#: larger input goes alone
+INSERT_BATCH_MAX = 100
+INSERT_BATCH_MAX_CHARS = 1_000_000
+
+#: a submit waiting for the next INSERT: job, now_ms, idempotency key, its caller's future
+_Waiting = tuple[NewJob, int, str | None, "asyncio.Future[Job | None]"]
 
 _QUERIES = load_queries("postgres")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
@@ -140,6 +148,9 @@ class PostgresStore(OpStore):
         self._unsent: set[str] = set()
         self._sender: asyncio.Task[None] | None = None
         self._notify_conn: psycopg.AsyncConnection[Any] | None = None
+        #: submits waiting for the next INSERT, and the task storing them
+        self._to_insert: collections.deque[_Waiting] = collections.deque()
+        self._inserter: asyncio.Task[None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -175,14 +186,14 @@ class PostgresStore(OpStore):
             await asyncio.wait_for(self._listening.wait(), 10.0)
 
     async def close(self) -> None:
-        if self._sender is not None:
-            # what was committed before close() still reaches the other servers
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._sender), 5.0)
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
-            self._sender = None
+        # Submits already on their way are stored (their clients wait for the answer), and
+        # what was committed before close() still reaches the other servers.
+        await _let_finish(self._inserter, 5.0)
+        self._inserter = None
+        while self._to_insert:
+            self._to_insert.popleft()[3].cancel()
+        await _let_finish(self._sender, 5.0)
+        self._sender = None
         self._unsent.clear()
         if self._notify_conn is not None:
             await self._notify_conn.close()
@@ -220,6 +231,78 @@ class PostgresStore(OpStore):
                     await conn.execute(
                         "INSERT INTO neuroq_schema_version VALUES (%s, %s)", (version, now_ms())
                     )
+
+    # -- submits ---------------------------------------------------------------------------
+
+    async def submit(
+        self, new: NewJob, now_ms: int, idempotency_key: str | None = None
+    ) -> tuple[Job, bool]:
+        """As `OpStore.submit`, except that submits arriving while an INSERT is on its way
+        gather for the next one, which stores them all in one statement (`ops.insert_many`):
+        under load one round trip and one commit (one WAL flush) carry many jobs, while a lone
+        submit goes at once."""
+        job = await self._insert(new, now_ms, idempotency_key)
+        if job is not None:
+            return job, True
+        if idempotency_key is None:
+            raise RuntimeError("insert_job inserted nothing without an idempotency key")
+        return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
+
+    async def _insert(self, new: NewJob, now_ms: int, key: str | None) -> Job | None:
+        if len(new.input_json) > INSERT_BATCH_MAX_CHARS:
+            return await self._run(ops.insert_new(new, now_ms, key), write=True, one_statement=True)
+        waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
+        self._to_insert.append((new, now_ms, key, waiter))
+        if self._inserter is None or self._inserter.done():
+            self._inserter = asyncio.create_task(
+                self._insert_waiting(), name=f"neuroq-insert-{self.schema}"
+            )
+        # Shielded: a caller that goes away does not take the others' INSERT with it (its own
+        # job may still be stored, as with a COMMIT on its way).
+        return await asyncio.shield(waiter)
+
+    async def _insert_waiting(self) -> None:
+        """Store the waiting submits, as many rounds as needed: each round takes every submit
+        queued while the one before was on its way (up to the batch limits)."""
+        while self._to_insert:
+            batch: list[_Waiting] = []
+            chars = 0
+            while self._to_insert and len(batch) < INSERT_BATCH_MAX:
+                size = len(self._to_insert[0][0].input_json)
+                if batch and chars + size > INSERT_BATCH_MAX_CHARS:
+                    break
+                batch.append(self._to_insert.popleft())
+                chars += size
+            await self._insert_batch(batch)
+
+    async def _insert_batch(self, batch: list[_Waiting]) -> None:
+        try:
+            if len(batch) == 1:
+                new, now, key, _ = batch[0]
+                op = ops.insert_new(new, now, key)
+                jobs = [await self._run(op, write=True, one_statement=True)]
+            else:
+                many = ops.insert_many([(new, now, key) for new, now, key, _ in batch])
+                jobs = await self._run(many, write=True, one_statement=True)
+        except (psycopg.errors.DataError, psycopg.errors.IntegrityError) as exc:
+            if len(batch) == 1:
+                _fail_waiters(batch, exc)
+                return
+            # One job's data failed the statement, which stored nothing: store each alone,
+            # so the error reaches that job's submitter only.
+            for item in batch:
+                await self._insert_batch([item])
+            return
+        except Exception as exc:
+            _fail_waiters(batch, exc)
+            return
+        except BaseException:
+            for *_, waiter in batch:
+                waiter.cancel()
+            raise
+        for (*_, waiter), job in zip(batch, jobs, strict=True):
+            if not waiter.done():
+                waiter.set_result(job)
 
     async def _remember_backend(self, conn: psycopg.AsyncConnection[Any]) -> None:
         self._own_pids.add(conn.info.backend_pid)
@@ -377,6 +460,24 @@ async def _rows(cur: psycopg.AsyncCursor[Any]) -> list[tuple[Any, ...]]:
     result = cur.pgresult
     returned = result is not None and result.status == pq.ExecStatus.TUPLES_OK
     return await cur.fetchall() if returned else []
+
+
+async def _let_finish(task: asyncio.Task[None] | None, timeout_s: float) -> None:
+    """Give `task` up to `timeout_s` to end by itself, then cancel it."""
+    if task is None:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _fail_waiters(batch: list[_Waiting], exc: Exception) -> None:
+    """Hand `exc` to every submitter of `batch` still waiting."""
+    for item in batch:
+        if not item[3].done():
+            item[3].set_exception(exc)
 
 
 def _unavailable(exc: psycopg.Error) -> StoreUnavailable | None:

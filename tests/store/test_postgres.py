@@ -280,3 +280,62 @@ async def test_a_take_and_a_batch_of_results_are_one_round_trip_each(
         assert delivery.url == "https://hook.example/a"
     finally:
         await store.close()
+
+
+async def test_concurrent_submits_share_inserts_in_their_order(
+    schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Submits arriving while an INSERT is on its way are stored by the next one: 60 at once
+    take far fewer statements than jobs, and each job keeps its place in the queue."""
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        inserts = 0
+        execute = psycopg.AsyncCursor.execute
+
+        async def counted(cur: psycopg.AsyncCursor[Any], query: Any, *a: Any, **k: Any) -> Any:
+            nonlocal inserts
+            inserts += "INSERT INTO jobs" in str(query)
+            return await execute(cur, query, *a, **k)
+
+        monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted)
+        t = now_ms()
+        submitted = await asyncio.gather(*(store.submit(NewJob(EP, str(i)), t) for i in range(60)))
+        assert all(created for _, created in submitted)
+        assert 1 <= inserts <= 10
+        taken = await store.take(EP, "w1", 100, t, 60_000)
+        assert [job.input_json for job in taken] == [str(i) for i in range(60)]
+        assert [job.id for job in taken] == [job.id for job, _ in submitted]
+    finally:
+        await store.close()
+
+
+async def test_one_key_submitted_together_makes_one_job(schema: str, tmp_path: Path) -> None:
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        t = now_ms()
+        first = store.submit(NewJob(EP, "0"), t)  # on its way while the keyed ones gather
+        keyed = [store.submit(NewJob(EP, str(i)), t, idempotency_key="k") for i in range(1, 6)]
+        _, *results = await asyncio.gather(first, *keyed)
+        assert len({job.id for job, _ in results}) == 1
+        assert [created for _, created in results].count(True) == 1
+        assert (await store.health(EP, t))["jobs"]["inQueue"] == 2
+    finally:
+        await store.close()
+
+
+async def test_a_submit_the_database_refuses_fails_alone(schema: str, tmp_path: Path) -> None:
+    """A job PostgreSQL cannot store (text with a NUL) in a shared INSERT: its submitter gets
+    the error, the others' jobs are stored."""
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        t = now_ms()
+        inputs = ['"a"', '"b"', '"bad\x00"', '"c"']
+        results = await asyncio.gather(
+            *(store.submit(NewJob(EP, text), t) for text in inputs), return_exceptions=True
+        )
+        assert isinstance(results[2], psycopg.DataError)
+        stored = [r[0].input_json for r in results if not isinstance(r, BaseException)]
+        assert stored == ['"a"', '"b"', '"c"']
+        assert len(await store.take(EP, "w1", 10, t, 60_000)) == 3
+    finally:
+        await store.close()

@@ -147,6 +147,37 @@ def insert_new(new: NewJob, now_ms: int, key: str | None) -> Op[Job | None]:
     return Outcome(job, topics, [events.JobSubmitted(job)])
 
 
+def insert_many(news: list[tuple[NewJob, int, str | None]]) -> Op[list[Job | None]]:
+    """`insert_new` for several submits, (job, now, key) each, in one statement (PostgreSQL
+    only: `insert_jobs` unpacks one array per column); None for each whose key was held."""
+    ids = [new.id or new_job_id(new.sync) for new, _, _ in news]
+    params = {
+        "ids": ids,
+        "endpoint_ids": [new.endpoint_id for new, _, _ in news],
+        "input_jsons": [new.input_json for new, _, _ in news],
+        "execution_timeouts_ms": [new.policy.execution_timeout_ms for new, _, _ in news],
+        "timeouts_explicit": [new.policy.execution_timeout_explicit for new, _, _ in news],
+        "ttls_ms": [new.policy.ttl_ms for new, _, _ in news],
+        "low_priorities": [new.policy.low_priority for new, _, _ in news],
+        "webhooks": [new.webhook for new, _, _ in news],
+        "s3_config_jsons": [new.s3_config_json for new, _, _ in news],
+        "syncs": [new.sync for new, _, _ in news],
+        "retentions_ms": [new.retention_ms for new, _, _ in news],
+        "keys": [key for _, _, key in news],
+        "nows": [now for _, now, _ in news],
+    }
+    rows = yield Stmt("insert_jobs", params)
+    by_id = {job.id: job for job in map(job_from_row, rows)}
+    inserted = [by_id.get(job_id) for job_id in ids]
+    topics: set[str] = set()
+    changes: list[events.StoreEvent] = []
+    for job in inserted:
+        if job is not None:
+            topics |= {job_topic(job.id), queue_topic(job.endpoint_id)}
+            changes.append(events.JobSubmitted(job))
+    return Outcome(inserted, topics, changes)
+
+
 def get(endpoint_id: str, job_id: str, now_ms: int) -> Op[Job | None]:
     rows = yield Stmt("get", {"id": job_id, "endpoint_id": endpoint_id, "now": now_ms})
     return Outcome(job_from_row(rows[0]) if rows else None)

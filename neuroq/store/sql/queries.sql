@@ -39,6 +39,32 @@ VALUES (:id, :endpoint_id, 'IN_QUEUE', :input_json,
 ON CONFLICT (endpoint_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {job}
 
+-- name: insert_jobs
+-- `insert_job` for several jobs at once, one array per column, in the arrays' order
+-- (PostgreSQL only).
+INSERT INTO jobs (id, endpoint_id, status, input_json, execution_timeout_ms, ttl_ms, low_priority,
+                  webhook, s3_config_json, sync, retention_ms, idempotency_key, created_at_ms,
+                  ttl_deadline_ms)
+SELECT n.id, n.endpoint_id, 'IN_QUEUE', n.input_json,
+       COALESCE(CASE WHEN n.timeout_explicit THEN NULL
+                     ELSE (SELECT e.execution_timeout_ms FROM endpoints e
+                           WHERE e.endpoint_id = n.endpoint_id) END,
+                n.execution_timeout_ms),
+       n.ttl_ms, n.low_priority, n.webhook, n.s3_config_json, n.sync, n.retention_ms, n.key,
+       n.now, n.now + n.ttl_ms
+FROM unnest(CAST(:ids AS TEXT[]), CAST(:endpoint_ids AS TEXT[]), CAST(:input_jsons AS TEXT[]),
+            CAST(:execution_timeouts_ms AS BIGINT[]), CAST(:timeouts_explicit AS BOOLEAN[]),
+            CAST(:ttls_ms AS BIGINT[]), CAST(:low_priorities AS BOOLEAN[]),
+            CAST(:webhooks AS TEXT[]), CAST(:s3_config_jsons AS TEXT[]),
+            CAST(:syncs AS BOOLEAN[]), CAST(:retentions_ms AS BIGINT[]), CAST(:keys AS TEXT[]),
+            CAST(:nows AS BIGINT[]))
+     WITH ORDINALITY AS n(id, endpoint_id, input_json, execution_timeout_ms, timeout_explicit,
+                          ttl_ms, low_priority, webhook, s3_config_json, sync, retention_ms, key,
+                          now, i)
+ORDER BY n.i
+ON CONFLICT (endpoint_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {job}
+
 -- name: get
 -- One retained job of an endpoint.
 SELECT {job} FROM jobs WHERE id = :id AND endpoint_id = :endpoint_id AND {retained}
