@@ -12,8 +12,10 @@ join the next NOTIFY on this store's channel, sent by one connection kept for it
 for the next, so under load one NOTIFY carries the topics of many jobs. A NOTIFY inside each
 transaction would cost more than the rest of the job: PostgreSQL serialises the commits of
 notifying transactions on one lock and signals every listener for each. A dedicated connection
-LISTENs on the channel and feeds received topics into `self.notifier`, so a long-poll in one
-server wakes within milliseconds of a change committed by another; a NOTIFY lost with its
+LISTENs on the channel and feeds received topics into `self.notifier`, skipping the NOTIFYs
+this store sent (each payload starts with its sender, `self.sender`: a backend pid would not
+do, as PostgreSQL reuses them), so a long-poll in one server wakes within milliseconds of a
+change committed by another; a NOTIFY lost with its
 process (or its connection) leaves the others to see the change at their next re-check
 (`recheck_s`).
 
@@ -31,6 +33,7 @@ import collections
 import contextlib
 import logging
 import re
+import secrets
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -140,8 +143,8 @@ class PostgresStore(OpStore):
         self._pool_max_size = pool_max_size
         self._options = f"{options} -c search_path={schema}".strip()
         self._pool = self._new_pool()
-        #: backend pids of our pool's connections: their NOTIFYs were already published here
-        self._own_pids: set[int] = set()
+        #: the first word of this store's NOTIFY payloads: its own are published here already
+        self.sender = f"from:{secrets.token_hex(8)}"
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         #: topics committed here and not yet sent to other servers, and the task sending them
@@ -161,7 +164,7 @@ class PostgresStore(OpStore):
             min_size=1,
             max_size=self._pool_max_size,
             kwargs={"options": self._options, "autocommit": True},
-            configure=self._remember_backend,
+            configure=self._configure,
             open=False,
         )
 
@@ -304,8 +307,9 @@ class PostgresStore(OpStore):
             if not waiter.done():
                 waiter.set_result(job)
 
-    async def _remember_backend(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        self._own_pids.add(conn.info.backend_pid)
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """Run on each new connection of the pool: nothing to set today (the URL and
+        `_new_pool` say it all); a subclass may watch the connection (tests read plans)."""
 
     async def _listen(self) -> None:
         while True:
@@ -314,8 +318,12 @@ class PostgresStore(OpStore):
                     await conn.execute(f'LISTEN "{self.channel}"')
                     self._listening.set()
                     async for note in conn.notifies():
-                        if note.pid not in self._own_pids:
-                            self.notifier.publish_all(note.payload.split())
+                        words = note.payload.split()
+                        if words and words[0].startswith("from:"):
+                            if words[0] == self.sender:
+                                continue
+                            words = words[1:]
+                        self.notifier.publish_all(words)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -371,7 +379,6 @@ class PostgresStore(OpStore):
                     self._notify_conn = await psycopg.AsyncConnection.connect(
                         self.url, autocommit=True
                     )
-                    self._own_pids.add(self._notify_conn.info.backend_pid)
                 await self._notify_conn.execute(self._notify_query(topics), prepare=False)
             except psycopg.Error as exc:
                 log.warning("NOTIFY of committed changes failed (others re-check): %s", exc)
@@ -383,7 +390,7 @@ class PostgresStore(OpStore):
         """`pg_notify` of `topics` as one simple query, payloads under PostgreSQL's limit."""
         notify = sql.SQL("SELECT pg_notify({}, {})")
         return sql.SQL("; ").join(
-            notify.format(sql.Literal(self.channel), sql.Literal(payload))
+            notify.format(sql.Literal(self.channel), sql.Literal(f"{self.sender} {payload}"))
             for payload in _payloads(topics)
         )
 

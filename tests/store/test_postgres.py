@@ -339,3 +339,23 @@ async def test_a_submit_the_database_refuses_fails_alone(schema: str, tmp_path: 
         assert len(await store.take(EP, "w1", 10, t, 60_000)) == 3
     finally:
         await store.close()
+
+
+async def test_a_store_skips_only_the_notifies_it_sent(schema: str, tmp_path: Path) -> None:
+    """NOTIFYs say who sent them, so a store drops its own and publishes every other, whatever
+    backend sent it: a backend pid is no name for a store (PostgreSQL reuses pids, and a pid
+    this store once used may later be another server's)."""
+    store = await open_store("postgres", tmp_path, schema)
+    try:
+        assert isinstance(store, PostgresStore)
+        own, other, untagged = job_topic("own"), job_topic("other"), job_topic("untagged")
+        versions = {t: store.notifier.version(t) for t in (own, other, untagged)}
+        payloads = [f"{store.sender} {own}", f"from:another-server {other}", untagged]
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            for payload in payloads:  # delivered in this order
+                await admin.execute("SELECT pg_notify(%s, %s)", (store.channel, payload))
+        assert await store.notifier.wait(untagged, versions[untagged], timeout_s=5.0)
+        assert store.notifier.version(other) != versions[other]
+        assert store.notifier.version(own) == versions[own]
+    finally:
+        await store.close()

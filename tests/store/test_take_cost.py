@@ -97,8 +97,8 @@ class ExplainedStore(PostgresStore):
         #: (query name, the executed plan) in the order run
         self.plans: list[tuple[str, dict[str, Any]]] = []
 
-    async def _remember_backend(self, conn: psycopg.AsyncConnection[Any]) -> None:
-        await super()._remember_backend(conn)
+    async def _configure(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        await super()._configure(conn)
         conn.add_notice_handler(self._on_notice)
 
     def _on_notice(self, diag: psycopg.errors.Diagnostic) -> None:
