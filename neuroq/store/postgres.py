@@ -237,23 +237,12 @@ class PostgresStore(OpStore):
 
     # -- submits ---------------------------------------------------------------------------
 
-    async def submit(
-        self, new: NewJob, now_ms: int, idempotency_key: str | None = None
-    ) -> tuple[Job, bool]:
-        """As `OpStore.submit`, except that submits arriving while an INSERT is on its way
-        gather for the next one, which stores them all in one statement (`ops.insert_many`):
-        under load one round trip and one commit (one WAL flush) carry many jobs, while a lone
-        submit goes at once."""
-        job = await self._insert(new, now_ms, idempotency_key)
-        if job is not None:
-            return job, True
-        if idempotency_key is None:
-            raise RuntimeError("insert_job inserted nothing without an idempotency key")
-        return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
-
-    async def _insert(self, new: NewJob, now_ms: int, key: str | None) -> Job | None:
+    async def _insert_new(self, new: NewJob, now_ms: int, key: str | None) -> Job | None:
+        """Submits arriving while an INSERT is on its way gather for the next one, which stores
+        them all in one statement (`ops.insert_many`): under load one round trip and one commit
+        (one WAL flush) carry many jobs, while a lone submit goes at once."""
         if len(new.input_json) > INSERT_BATCH_MAX_CHARS:
-            return await self._run(ops.insert_new(new, now_ms, key), write=True, one_statement=True)
+            return await super()._insert_new(new, now_ms, key)
         waiter: asyncio.Future[Job | None] = asyncio.get_running_loop().create_future()
         self._to_insert.append((new, now_ms, key, waiter))
         if self._inserter is None or self._inserter.done():
@@ -282,8 +271,7 @@ class PostgresStore(OpStore):
         try:
             if len(batch) == 1:
                 new, now, key, _ = batch[0]
-                op = ops.insert_new(new, now, key)
-                jobs = [await self._run(op, write=True, one_statement=True)]
+                jobs = [await super()._insert_new(new, now, key)]
             else:
                 many = ops.insert_many([(new, now, key) for new, now, key, _ in batch])
                 jobs = await self._run(many, write=True, one_statement=True)

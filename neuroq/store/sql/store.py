@@ -137,13 +137,16 @@ class OpStore:
         # First the INSERT alone, which is the whole submit unless the key is held already;
         # then (rare: a client's retry) the look-up that returns the holder or replaces it
         # once past retention. The INSERT that found the key held changed nothing.
-        op = ops.insert_new(new, now_ms, idempotency_key)
-        job = await self._run(op, write=True, one_statement=True)
+        job = await self._insert_new(new, now_ms, idempotency_key)
         if job is not None:
             return job, True
         if idempotency_key is None:
             raise RuntimeError("insert_job inserted nothing without an idempotency key")
         return await self._run(ops.submit(new, now_ms, idempotency_key), write=True)
+
+    async def _insert_new(self, new: NewJob, now_ms: int, key: str | None) -> Job | None:
+        """The submit's INSERT (`ops.insert_new`): the new job, or None when `key` is held."""
+        return await self._run(ops.insert_new(new, now_ms, key), write=True, one_statement=True)
 
     async def get(self, endpoint_id: str, job_id: str) -> Job | None:
         return await self._run(
