@@ -19,7 +19,9 @@ import runpod
 from harness import ServerProcess, start_server, start_worker, wait_for, worker_env
 from sdk_harness import Api, start_sdk_worker
 
-LEASE_S = 2.0
+#: three SDK ping intervals (1 s, its least): one ping delayed by a loaded machine must not
+#: cost a lease
+LEASE_S = 3.0
 JOB_S = 10 * LEASE_S
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"}
 
