@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 import psycopg
-from psycopg import pq, sql
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
@@ -74,6 +74,8 @@ INSERT_BATCH_MAX_CHARS = 1_000_000
 _Waiting = tuple[NewJob, int, str | None, "asyncio.Future[Job | None]"]
 
 _QUERIES = load_queries("postgres")
+#: one NOTIFY per payload of a round, in one statement
+_NOTIFY = "SELECT pg_notify(%s, p) FROM unnest(CAST(%s AS TEXT[])) AS p"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
@@ -305,11 +307,12 @@ class PostgresStore(OpStore):
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(f'LISTEN "{self.channel}"')
                     self._listening.set()
+                    own = f"{self.sender} "
                     async for note in conn.notifies():
+                        if note.payload.startswith(own):
+                            continue  # published here when it committed
                         words = note.payload.split()
                         if words and words[0].startswith("from:"):
-                            if words[0] == self.sender:
-                                continue
                             words = words[1:]
                         self.notifier.publish_all(words)
             except asyncio.CancelledError:
@@ -326,18 +329,14 @@ class PostgresStore(OpStore):
 
         The pool's connections are in autocommit mode, so a `one_statement` operation runs as
         its own transaction: one round trip instead of three (BEGIN, the statement, COMMIT).
-        Other scripts run in pipeline mode (`_script`). A lost connection leaves a write's fate
+        Other scripts go through `_script`. A lost connection leaves a write's fate
         unknown once its COMMIT is on its way: only an error the server reported (it has an
         SQLSTATE) then says it did not happen."""
         commit = _Commit()
         try:
             async with self._pool.connection() as conn:
-                if one_statement:
-                    commit.sent = write
-                    async with conn.cursor() as cur:
-                        outcome = await self._one_statement(cur, op)
-                else:
-                    outcome = await self._script(conn, op, commit)
+                commit.sent = one_statement and write
+                outcome = await self._script(conn, op, commit, one_statement)
         except psycopg.Error as exc:
             unavailable = None if commit.sent and exc.sqlstate is None else _unavailable(exc)
             if unavailable is None:
@@ -358,7 +357,7 @@ class PostgresStore(OpStore):
 
     async def _send_notifies(self) -> None:
         """NOTIFY the queued topics, as many times as needed: each round sends every topic
-        queued while the one before was on its way, in one simple query (one round trip). A
+        queued while the one before was on its way, in one statement (one round trip). A
         failure drops that round's topics, logged; the other servers' re-checks cover them."""
         while self._unsent:
             topics, self._unsent = self._unsent, set()
@@ -367,48 +366,66 @@ class PostgresStore(OpStore):
                     self._notify_conn = await psycopg.AsyncConnection.connect(
                         self.url, autocommit=True
                     )
-                await self._notify_conn.execute(self._notify_query(topics), prepare=False)
+                payloads = [f"{self.sender} {payload}" for payload in _payloads(topics)]
+                # Parameters, not literals in the text: the statement is prepared once.
+                await self._notify_conn.execute(_NOTIFY, (self.channel, payloads))
             except psycopg.Error as exc:
                 log.warning("NOTIFY of committed changes failed (others re-check): %s", exc)
                 if self._notify_conn is not None:
                     await self._notify_conn.close()
                     self._notify_conn = None
 
-    def _notify_query(self, topics: set[str]) -> sql.Composed:
-        """`pg_notify` of `topics` as one simple query, payloads under PostgreSQL's limit."""
-        notify = sql.SQL("SELECT pg_notify({}, {})")
-        return sql.SQL("; ").join(
-            notify.format(sql.Literal(self.channel), sql.Literal(f"{self.sender} {payload}"))
-            for payload in _payloads(topics)
-        )
-
     async def _script(
-        self, conn: psycopg.AsyncConnection[Any], op: Op[T], commit: _Commit
+        self,
+        conn: psycopg.AsyncConnection[Any],
+        op: Op[T],
+        commit: _Commit,
+        one_statement: bool = False,
     ) -> Outcome[T]:
-        """Run the statements `op` yields in a pipeline, sending each the rows of the one
-        before; each statement (with those it carries in `Stmt.before`) is one round trip.
+        """Run the statements `op` yields, sending each the rows of the one before; each
+        statement (with those it carries in `Stmt.before`) is one round trip.
+
+        A first statement marked `Stmt.commit` that carries none before it is a transaction of
+        its own: it runs in autocommit, as a plain statement (in a pipeline it would cost
+        psycopg about twice the CPU), so an operation that stops there is one round trip in
+        all; so does the statement of a `one_statement` operation. The rest run in a pipeline
+        (`_pipelined`)."""
+        try:
+            stmt = next(op)
+        except StopIteration as stop:
+            return stop.value
+        if one_statement or (stmt.commit and not stmt.before):
+            if stmt.before:
+                raise RuntimeError(f"{stmt.name}: statements before it in a one_statement op")
+            commit.sent = commit.sent or stmt.commit
+            async with conn.cursor() as cur:
+                await cur.execute(_QUERIES[stmt.name], self._params(stmt))
+                rows = await _rows(cur)
+            try:
+                stmt = op.send(rows)
+            except StopIteration as stop:
+                return stop.value
+            if one_statement:
+                raise RuntimeError(f"{stmt.name}: a second statement in a one_statement op")
+        return await self._pipelined(conn, op, stmt, commit)
+
+    async def _pipelined(
+        self, conn: psycopg.AsyncConnection[Any], op: Op[T], stmt: Stmt, commit: _Commit
+    ) -> Outcome[T]:
+        """Run `stmt` and the statements `op` yields after it in a pipeline.
 
         A transaction starts with the statement that opens it: its BEGIN goes in the same
         round trip. A statement marked `Stmt.commit` that opens one needs no BEGIN: it and
         the pipeline's sync are a transaction of their own (PostgreSQL commits the statements
-        before a sync as one), so a script that stops there is one round trip in all. One
-        marked `commit` inside a transaction sends its COMMIT with it. Whatever `op` yields
-        next opens a new transaction. A failure or a cancellation inside a transaction begun
-        with BEGIN, before its COMMIT: leaving the pool's connection block rolls it back. A
-        statement that is a transaction of its own and reached the server may still commit
-        with the sync the pipeline sends on leaving, as a COMMIT on its way would."""
-        rows: list[tuple[Any, ...]] | None = None
+        before a sync as one). One marked `commit` inside a transaction sends its COMMIT with
+        it. Whatever `op` yields next opens a new transaction. A failure or a cancellation
+        inside a transaction begun with BEGIN, before its COMMIT: leaving the pool's
+        connection block rolls it back. A statement that is a transaction of its own and
+        reached the server may still commit with the sync the pipeline sends on leaving, as a
+        COMMIT on its way would."""
         in_transaction = False
         async with conn.pipeline() as pipe, conn.cursor() as cur, conn.cursor() as aux:
             while True:
-                try:
-                    stmt = next(op) if rows is None else op.send(rows)
-                except StopIteration as stop:
-                    if in_transaction:
-                        commit.sent = True
-                        await aux.execute(b"COMMIT", prepare=False)
-                        await pipe.sync()
-                    return stop.value
                 if not in_transaction and not stmt.commit:
                     await aux.execute(b"BEGIN", prepare=False)
                     in_transaction = True
@@ -422,19 +439,14 @@ class PostgresStore(OpStore):
                     commit.sent = True
                 await pipe.sync()
                 rows = await _rows(cur)
-
-    async def _one_statement(self, cur: psycopg.AsyncCursor[Any], op: Op[T]) -> Outcome[T]:
-        """Run an operation of one statement, in autocommit."""
-        stmt = next(op)
-        if stmt.before:
-            raise RuntimeError(f"{stmt.name}: statements before it in a one_statement operation")
-        await cur.execute(_QUERIES[stmt.name], self._params(stmt))
-        rows = await _rows(cur)
-        try:
-            stmt = op.send(rows)
-        except StopIteration as stop:
-            return stop.value
-        raise RuntimeError(f"{stmt.name}: a second statement in a one_statement operation")
+                try:
+                    stmt = op.send(rows)
+                except StopIteration as stop:
+                    if in_transaction:
+                        commit.sent = True
+                        await aux.execute(b"COMMIT", prepare=False)
+                        await pipe.sync()
+                    return stop.value
 
     def _params(self, stmt: Stmt) -> dict[str, Any]:
         base = {"retention_run": self.retention_run_ms, "retention_sync": self.retention_sync_ms}
@@ -492,7 +504,7 @@ def _payloads(topics: set[str]) -> list[str]:
     payloads: list[str] = []
     current: list[str] = []
     size = 0
-    for topic in sorted(topics):
+    for topic in topics:
         if current and size + len(topic) + 1 > NOTIFY_PAYLOAD_BYTES:
             payloads.append(" ".join(current))
             current, size = [], 0

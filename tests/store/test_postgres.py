@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -212,30 +213,46 @@ def test_schema_name_is_validated() -> None:
 
 
 class _RoundTrips:
-    """Counts what a store sends: pipeline syncs (one round trip each) and BEGIN/COMMIT."""
+    """Counts what a store's operations send: round trips (a pipeline's sync, or a statement
+    outside a pipeline), pipelines entered, and BEGIN/COMMIT; not the NOTIFYs that its own
+    connection sends after the commits."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.syncs = 0
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, store: PostgresStore) -> None:
+        self.round_trips = 0
+        self.pipelines = 0
         self.begins_and_commits: list[bytes] = []
         sync, execute = psycopg.AsyncPipeline.sync, psycopg.AsyncCursor.execute
+        enter = psycopg.AsyncPipeline.__aenter__
 
         async def counted_sync(pipe: psycopg.AsyncPipeline) -> None:
-            self.syncs += 1
+            self.round_trips += 1
             await sync(pipe)
+
+        async def counted_enter(pipe: psycopg.AsyncPipeline) -> Any:
+            self.pipelines += 1
+            return await enter(pipe)
 
         async def counted_execute(
             cur: psycopg.AsyncCursor[Any], query: Any, *a: Any, **k: Any
         ) -> Any:
             if query in (b"BEGIN", b"COMMIT"):
                 self.begins_and_commits.append(query)
+            if cur.connection is store._notify_conn:
+                return await execute(cur, query, *a, **k)
+            if cur.connection._pipeline is None:
+                self.round_trips += 1
             return await execute(cur, query, *a, **k)
 
         monkeypatch.setattr(psycopg.AsyncPipeline, "sync", counted_sync)
+        monkeypatch.setattr(psycopg.AsyncPipeline, "__aenter__", counted_enter)
         monkeypatch.setattr(psycopg.AsyncCursor, "execute", counted_execute)
 
-    def reset(self) -> None:
-        self.syncs = 0
+    def counts(self) -> tuple[int, int, list[bytes]]:
+        """(round trips, pipelines, BEGIN/COMMIT sent) since the last call; then reset."""
+        counts = (self.round_trips, self.pipelines, list(self.begins_and_commits))
+        self.round_trips = self.pipelines = 0
         self.begins_and_commits.clear()
+        return counts
 
 
 async def test_a_take_and_a_batch_of_results_are_one_round_trip_each(
@@ -243,39 +260,45 @@ async def test_a_take_and_a_batch_of_results_are_one_round_trip_each(
 ) -> None:
     """The worker's hot path: a take look that finds jobs (contact included) and a batch of
     results for jobs without webhooks each go to PostgreSQL as one round trip, a transaction
-    with no BEGIN or COMMIT; a job with a webhook is ended in a second, whole transaction with
-    its delivery."""
+    with no BEGIN or COMMIT; a lone statement like the batch of results needs no pipeline. A
+    job with a webhook is ended in a second, whole transaction with its delivery."""
     store = await open_store("postgres", tmp_path, schema)
     try:
         t = now_ms()
         for i in range(3):
             await store.submit(NewJob(EP, str(i)), t)
         hooked, _ = await store.submit(NewJob(EP, "4", webhook="https://hook.example/a"), t)
-        sent = _RoundTrips(monkeypatch)
+        assert isinstance(store, PostgresStore)
+        sent = _RoundTrips(monkeypatch, store)
         look = TakeLook(EP, "w1", 3, t, 60_000, touch=True, held_job_ids=[])
         recycling, jobs = await store.worker_take(look)
         assert not recycling and len(jobs) == 3
-        assert (sent.syncs, sent.begins_and_commits) == (1, [])
+        assert sent.counts() == (1, 1, [])
+        recycling, more = await store.worker_take(replace(look, touch=False))
+        assert not recycling and [job.id for job in more] == [hooked.id]
+        assert sent.counts() == (1, 0, [])
+        assert (await store.release([hooked.id], "w1", t)) == 1
+        sent.counts()
 
-        sent.reset()
         done = await store.finish_many(
             [PostedResult(job.id, '"ok"', None, Holder("w1")) for job in jobs], now_ms=t + 1
         )
         assert all(job is not None and job.status is JobStatus.COMPLETED for job in done)
-        assert (sent.syncs, sent.begins_and_commits) == (1, [])
+        assert sent.counts() == (1, 0, [])
 
         (taken,) = await store.take(EP, "w1", 3, t, 60_000)
         assert taken.id == hooked.id
         await store.submit(NewJob(EP, "5"), t)
         (extra_taken,) = await store.take(EP, "w1", 3, t, 60_000)
-        sent.reset()
+        sent.counts()
         done = await store.finish_many(
             [PostedResult(j.id, '"ok"', None, Holder("w1")) for j in (taken, extra_taken)],
             now_ms=t + 2,
         )
         assert [job.status if job else None for job in done] == [JobStatus.COMPLETED] * 2
-        # the plain job's round trip, then BEGIN + its UPDATE, its outbox row, COMMIT
-        assert sent.syncs == 4 and sent.begins_and_commits == [b"BEGIN", b"COMMIT"]
+        # the plain job's statement, then in a pipeline BEGIN + its UPDATE, its outbox row,
+        # COMMIT
+        assert sent.counts() == (4, 1, [b"BEGIN", b"COMMIT"])
         (delivery,) = await store.job_webhooks(hooked.id)
         assert delivery.url == "https://hook.example/a"
     finally:
