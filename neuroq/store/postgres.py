@@ -17,7 +17,10 @@ this store sent (each payload starts with its sender, `self.sender`: a backend p
 do, as PostgreSQL reuses them), so a long-poll in one server wakes within milliseconds of a
 change committed by another; a NOTIFY lost with its
 process (or its connection) leaves the others to see the change at their next re-check
-(`recheck_s`).
+(`recheck_s`). A server alone on its schema sends no NOTIFY at all: each listening connection
+holds a shared advisory lock on the schema, so a store can count the others (`_watch_peers`),
+and a store that starts says hello and waits for the others to answer, so none of them is
+still silent once its open() returns.
 
 Failures: an operation that fails before its COMMIT is sent (no connection to be had, the
 connection lost mid-transaction, disk full, a read-only standby) changed nothing and raises
@@ -34,6 +37,7 @@ import contextlib
 import logging
 import re
 import secrets
+import zlib
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -65,6 +69,16 @@ MIGRATION_LOCK_KEY = 0x6E6575726F71
 #: NOTIFY payloads must stay under 8000 bytes
 NOTIFY_PAYLOAD_BYTES = 7000
 LISTEN_RETRY_S = 1.0
+#: first key of the shared advisory lock every store's listening connection holds on its
+#: schema (the second is the schema's): how a store counts the other servers on the schema
+PRESENCE_LOCK_KEY = 0x6E657571
+#: how often a store counts the others, to fall silent once it is alone
+PRESENCE_CHECK_S = 2.0
+#: how long open() waits for the servers already on the schema to answer its hello
+HELLO_WAIT_S = 1.0
+#: payload words of the presence handshake (topics never start with "+"); an answer names
+#: the hello's sender: "+ack:from:..."
+HELLO, ACK = "+hello", "+ack"
 #: most submits one INSERT stores, and most characters of input they may carry together; a
 #: larger input goes alone
 INSERT_BATCH_MAX = 100
@@ -74,6 +88,12 @@ INSERT_BATCH_MAX_CHARS = 1_000_000
 _Waiting = tuple[NewJob, int, str | None, "asyncio.Future[Job | None]"]
 
 _QUERIES = load_queries("postgres")
+#: the other listening connections holding the presence lock of a schema
+_OTHERS = (
+    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+    " AND classid = %s AND objid = %s AND objsubid = 2 AND pid <> %s"
+    " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+)
 #: one NOTIFY per payload of a round, in one statement
 _NOTIFY = "SELECT pg_notify(%s, p) FROM unnest(CAST(%s AS TEXT[])) AS p"
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
@@ -116,6 +136,7 @@ class PostgresStore(OpStore):
         retention_run_ms: int = 1_800_000,
         retention_sync_ms: int = 60_000,
         pool_max_size: int = 10,
+        presence_check_s: float = PRESENCE_CHECK_S,
     ) -> None:
         if not _IDENTIFIER.fullmatch(schema):
             raise ValueError(
@@ -149,6 +170,17 @@ class PostgresStore(OpStore):
         self.sender = f"from:{secrets.token_hex(8)}"
         self._listener: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
+        #: whether another server may listen on the schema: NOTIFYs are sent only then
+        self._peers = True
+        #: payloads received from other servers so far (see `_watch_peers`)
+        self._peer_news = 0
+        #: the listening connection's backend, and the answers to its hello still awaited
+        self._listen_pid: int | None = None
+        self._awaited_acks = 0
+        self._acked = asyncio.Event()
+        self.presence_check_s = presence_check_s
+        self._presence_key = zlib.crc32(schema.encode()) & 0x7FFFFFFF
+        self._watcher: asyncio.Task[None] | None = None
         #: topics committed here and not yet sent to other servers, and the task sending them
         self._unsent: set[str] = set()
         self._sender: asyncio.Task[None] | None = None
@@ -184,15 +216,25 @@ class PostgresStore(OpStore):
                 ) from exc
             raise
         self._listening = asyncio.Event()
+        self._acked = asyncio.Event()
         self._listener = asyncio.create_task(self._listen(), name=f"neuroq-listen-{self.schema}")
-        # Wait for LISTEN, so a change committed right after open() is never missed. Should the
-        # connection fail, long-polls still re-check every recheck_s.
+        # Wait for LISTEN, so a change committed right after open() is never missed, and for
+        # the other servers to answer the hello, so none of them still thinks itself alone.
+        # Should either fail, long-polls still re-check every recheck_s.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._listening.wait(), 10.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._acked.wait(), HELLO_WAIT_S)
+        self._watcher = asyncio.create_task(self._watch_peers(), name=f"neuroq-peers-{self.schema}")
 
     async def close(self) -> None:
         # Submits already on their way are stored (their clients wait for the answer), and
         # what was committed before close() still reaches the other servers.
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+            self._watcher = None
         await _let_finish(self._inserter, 5.0)
         self._inserter = None
         while self._to_insert:
@@ -302,24 +344,79 @@ class PostgresStore(OpStore):
         `_new_pool` say it all); a subclass may watch the connection (tests read plans)."""
 
     async def _listen(self) -> None:
+        """LISTEN on the schema's channel and publish here what the other servers committed.
+
+        The connection holds the schema's shared presence lock, so the others can count this
+        server, and says hello on connecting: a server that had found itself alone starts
+        sending NOTIFYs again before it answers (`ACK`), and open() waits for those answers."""
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    key = (PRESENCE_LOCK_KEY, self._presence_key)
+                    await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", key)
                     await conn.execute(f'LISTEN "{self.channel}"')
+                    self._listen_pid = conn.info.backend_pid
+                    cur = await conn.execute(_OTHERS, (*key, self._listen_pid))
+                    row = await cur.fetchone()
+                    self._awaited_acks = others = int(row[0]) if row else 0
+                    self._peers = others > 0
+                    if not others:
+                        self._acked.set()
+                    await conn.execute(
+                        "SELECT pg_notify(%s, %s)", (self.channel, f"{self.sender} {HELLO}")
+                    )
                     self._listening.set()
                     own = f"{self.sender} "
                     async for note in conn.notifies():
                         if note.payload.startswith(own):
                             continue  # published here when it committed
-                        words = note.payload.split()
-                        if words and words[0].startswith("from:"):
-                            words = words[1:]
-                        self.notifier.publish_all(words)
+                        self._heard(note.payload.split())
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                self._listen_pid = None
+                self._peers = True
                 log.warning("PostgreSQL LISTEN connection failed, retrying: %s", exc)
                 await asyncio.sleep(LISTEN_RETRY_S)
+
+    def _heard(self, words: list[str]) -> None:
+        """Take in another server's payload: its sender word, then topics, a `HELLO`, or the
+        answers to hellos (`ACK` and the hello's sender)."""
+        self._peer_news += 1
+        self._peers = True
+        sender = None
+        if words and words[0].startswith("from:"):
+            sender, words = words[0], words[1:]
+        if HELLO in words and sender is not None:
+            self._notify_others({f"{ACK}:{sender}"})
+        if f"{ACK}:{self.sender}" in words:
+            self._awaited_acks -= 1
+            if self._awaited_acks <= 0:
+                self._acked.set()
+        self.notifier.publish_all(words)
+
+    async def _watch_peers(self) -> None:
+        """Every `presence_check_s`, count the other servers holding the schema's presence
+        lock; with none, and nothing heard from one meanwhile, stop sending NOTIFYs. A server
+        that comes later says hello, which turns them back on before its open() returns."""
+        while True:
+            await asyncio.sleep(self.presence_check_s)
+            news, pid = self._peer_news, self._listen_pid
+            if pid is None:
+                continue
+            try:
+                async with self._pool.connection() as conn:
+                    cur = await conn.execute(_OTHERS, (PRESENCE_LOCK_KEY, self._presence_key, pid))
+                    row = await cur.fetchone()
+            except psycopg.Error as exc:
+                log.debug("counting the other servers failed: %s", exc)
+                self._peers = True
+                continue
+            others = int(row[0]) if row else 1
+            if others or news != self._peer_news or pid != self._listen_pid:
+                self._peers = True
+            else:
+                self._peers = False
 
     async def _run(
         self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
@@ -346,8 +443,9 @@ class PostgresStore(OpStore):
         return self._committed(outcome)
 
     def _notify_others(self, topics: set[str]) -> None:
-        """Queue committed topics for the next NOTIFY; start the sender unless it runs."""
-        if not topics:
+        """Queue committed topics for the next NOTIFY, unless no other server listens; start
+        the sender unless it runs."""
+        if not topics or not self._peers:
             return
         self._unsent |= topics
         if self._sender is None or self._sender.done():

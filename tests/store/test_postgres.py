@@ -382,3 +382,52 @@ async def test_a_store_skips_only_the_notifies_it_sent(schema: str, tmp_path: Pa
         assert store.notifier.version(own) == versions[own]
     finally:
         await store.close()
+
+
+def _quiet_store(schema: str) -> PostgresStore:
+    """A store that re-checks its long-polls only every 30 s (so a wake-up within the test's
+    time is a NOTIFY's) and looks for other servers every 50 ms."""
+    return PostgresStore(POSTGRES_URL, schema=schema, recheck_s=30.0, presence_check_s=0.05)
+
+
+async def test_a_lone_server_sends_no_notify_until_another_one_listens(schema: str) -> None:
+    """NOTIFY is for the other servers on the schema: a server alone sends none, one that
+    starts beside it is heard from once its open() returns, and the first falls silent again
+    when the other leaves."""
+    watcher = await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True)
+    alone = _quiet_store(schema)
+    await alone.open()
+    other: PostgresStore | None = None
+    try:
+        await watcher.execute(f'LISTEN "neuroq_{schema}"')
+        await wait_for_async(lambda: _now(not alone._peers), 10, "the store to find itself alone")
+        unheard, _ = await alone.submit(NewJob(EP, "1"), now_ms())
+
+        other = _quiet_store(schema)
+        await other.open()
+        assert other._acked.is_set(), "open() returned without the first server's answer"
+        assert alone._peers
+        version = other.notifier.version(queue_topic(EP))
+        heard, _ = await alone.submit(NewJob(EP, "2"), now_ms())
+        assert await other.notifier.wait(queue_topic(EP), version, timeout_s=5.0)
+        # NOTIFYs arrive in commit order: had the first submit been sent, it came before
+        payloads: list[str] = []
+        async for note in watcher.notifies(timeout=5.0):
+            payloads.append(note.payload)
+            if job_topic(heard.id) in note.payload.split():
+                break
+        assert any(job_topic(heard.id) in p.split() for p in payloads)
+        assert not any(job_topic(unheard.id) in p.split() for p in payloads)
+
+        await other.close()
+        other = None
+        await wait_for_async(lambda: _now(not alone._peers), 10, "the store to see the other go")
+    finally:
+        await alone.close()
+        if other is not None:
+            await other.close()
+        await watcher.close()
+
+
+async def _now(value: bool) -> bool:
+    return value
