@@ -431,3 +431,28 @@ async def test_a_lone_server_sends_no_notify_until_another_one_listens(schema: s
 
 async def _now(value: bool) -> bool:
     return value
+
+
+async def test_a_server_whose_listen_connection_dies_is_notified_again(schema: str) -> None:
+    """The other server falls silent while this one's LISTEN connection is gone (its presence
+    lock went with it) and notifies it again once it has reconnected."""
+    first, second = _quiet_store(schema), _quiet_store(schema)
+    await first.open()
+    await second.open()
+    try:
+        assert first._peers and second._peers
+        old_pid = second._listen_pid
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as admin:
+            await admin.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+        await wait_for_async(lambda: _now(not first._peers), 10, "the first to fall silent")
+        await wait_for_async(
+            lambda: _now(first._peers and second._listen_pid not in (None, old_pid)),
+            10,
+            "the second to listen again and the first to notify it",
+        )
+        version = second.notifier.version(queue_topic(EP))
+        await first.submit(NewJob(EP, "1"), now_ms())
+        assert await second.notifier.wait(queue_topic(EP), version, timeout_s=5.0)
+    finally:
+        await first.close()
+        await second.close()
