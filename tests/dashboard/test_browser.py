@@ -81,11 +81,28 @@ def horizontal_overflow(tab: Any) -> int:
     return overflow
 
 
+def box_of(locator: Any, what: str) -> dict[str, float]:
+    """`locator`'s box. The page's live loop swaps whole fragments in (a queued job's delay
+    changes at every poll), and a box read from an element swapped out meanwhile is None, so a
+    None is read again, from the element now in its place."""
+    box: dict[str, float] = wait_for(locator.bounding_box, 5, f"{what} to be shown", 0.05)
+    return box
+
+
+def boxes_of(tab: Any, selector: str) -> list[dict[str, float]]:
+    """The boxes of every element `selector` matches, read in one step (see `box_of`)."""
+    found: list[dict[str, float]] = tab.eval_on_selector_all(
+        selector,
+        "els => els.map(e => { const r = e.getBoundingClientRect();"
+        " return {x: r.x, y: r.y, width: r.width, height: r.height}; })",
+    )
+    return found
+
+
 def assert_within_viewport(tab: Any, locator: Any, what: str) -> dict[str, float]:
     """`locator`'s box lies inside the viewport's width; its box."""
-    box = locator.bounding_box()
+    box = box_of(locator, what)
     width = tab.viewport_size["width"]
-    assert box is not None, f"{what} is not shown"
     assert box["x"] >= 0 and box["x"] + box["width"] <= width + 0.5, f"{what} {box} at {width}px"
     return dict(box)
 
@@ -262,9 +279,10 @@ def test_job_list_ids_stay_on_one_line(
     line_px = tab.evaluate(
         "parseFloat(getComputedStyle(document.querySelector('#jobs a.id')).lineHeight) || 20"
     )
-    for i in range(25):
-        box = links.nth(i).bounding_box()
-        assert box is not None and box["height"] <= 1.5 * line_px, f"id {i} wraps: {box}"
+    heights = [box["height"] for box in boxes_of(tab, "#jobs a.id")]
+    assert len(heights) == 25
+    for i, height in enumerate(heights):
+        assert height <= 1.5 * line_px, f"id {i} wraps: {height}px"
     first = links.first
     assert first.get_attribute("title") in ids
     assert first.get_attribute("href") == f"/jobs/{endpoint}/{first.get_attribute('title')}"
@@ -298,8 +316,8 @@ def test_overview_plots_throughput_and_latency_per_endpoint(
     for i in range(2):
         svg = figures.nth(i).locator("svg")
         assert svg.locator("text").count() == 8
-        svg_box = svg.bounding_box()
-        assert svg_box is not None and svg_box["width"] <= width
+        svg_box = box_of(svg, f"plot {i}")
+        assert svg_box["width"] <= width
         assert svg_box["height"] >= 100, "a plot, not a sparkline"
     screenshot(tab, f"overview-{width}", tmp_path)
     context.close()
