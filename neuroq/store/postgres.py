@@ -356,9 +356,7 @@ class PostgresStore(OpStore):
                     await conn.execute("SELECT pg_advisory_lock_shared(%s, %s)", key)
                     await conn.execute(f'LISTEN "{self.channel}"')
                     self._listen_pid = conn.info.backend_pid
-                    cur = await conn.execute(_OTHERS, (*key, self._listen_pid))
-                    row = await cur.fetchone()
-                    self._awaited_acks = others = int(row[0]) if row else 0
+                    self._awaited_acks = others = await self._others(conn, self._listen_pid)
                     self._peers = others > 0
                     if not others:
                         self._acked.set()
@@ -406,17 +404,19 @@ class PostgresStore(OpStore):
                 continue
             try:
                 async with self._pool.connection() as conn:
-                    cur = await conn.execute(_OTHERS, (PRESENCE_LOCK_KEY, self._presence_key, pid))
-                    row = await cur.fetchone()
+                    others = await self._others(conn, pid)
             except psycopg.Error as exc:
                 log.debug("counting the other servers failed: %s", exc)
                 self._peers = True
                 continue
-            others = int(row[0]) if row else 1
-            if others or news != self._peer_news or pid != self._listen_pid:
-                self._peers = True
-            else:
-                self._peers = False
+            self._peers = bool(others) or news != self._peer_news or pid != self._listen_pid
+
+    async def _others(self, conn: psycopg.AsyncConnection[Any], listen_pid: int) -> int:
+        """How many listening connections other than `listen_pid` hold the schema's presence
+        lock."""
+        cur = await conn.execute(_OTHERS, (PRESENCE_LOCK_KEY, self._presence_key, listen_pid))
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
 
     async def _run(
         self, op: Op[T], *, write: bool, heavy: bool = False, one_statement: bool = False
